@@ -1,0 +1,22 @@
+// Each subcommand registers itself on the app and returns the function that
+// runs it. Exit codes are documented in README.md ("Exit codes").
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+
+namespace duckblock::cli {
+
+// Exit codes.
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitError = 1;        // operation failed (I/O, store, ...)
+inline constexpr int kExitUsage = 2;        // bad flags or arguments
+inline constexpr int kExitCorrupt = 3;      // corrupt segment or broken chain
+inline constexpr int kExitNotFound = 4;     // file, object or database missing
+
+using Runner = std::function<int()>;
+
+Runner add_inspect(CLI::App& app);
+Runner add_apply(CLI::App& app);
+
+}  // namespace duckblock::cli

@@ -1,0 +1,98 @@
+// Applying segments to a local file, verified first and crash-safe.
+//
+// Rules (docs/FORMAT.md, "Applying"):
+//  1. The whole segment is read and its checksum verified, and its header is
+//     checked against the chain position (prev_checksum, seq, page size),
+//     before the first byte of the target is written.
+//  2. Pages are written at page_id * page_size. Pages that overlap the first
+//     `write_last_below` bytes (DuckDB's file headers live in the first
+//     12 KiB) are written after every other page is durable, so the file's
+//     commit point moves last.
+//  3. Then the file-length record, if any, truncates or extends the file, and
+//     everything is fsynced.
+// A Replica adds a journal so that a crash at any point is repaired on the
+// next open: the pending segment is kept durably until it is fully applied
+// and redone if the process died in the middle (redo is idempotent).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "duckblock/format.h"
+
+namespace duckblock {
+
+struct ChainPosition {
+  uint64_t seq = 0;       // last applied sequence number (0: nothing yet)
+  uint64_t checksum = 0;  // chain checksum after it
+  bool operator==(const ChainPosition&) const = default;
+};
+
+struct ApplyOptions {
+  // Page size the target expects; nullopt accepts the segment's.
+  std::optional<uint32_t> page_size;
+  // Check header.seq == at.seq + 1 (off for loose `duckblock apply`).
+  bool check_seq = true;
+  // See rule 2 above. DuckDB keeps its three 4 KiB headers below 12288.
+  uint64_t write_last_below = 12288;
+};
+
+struct ApplyResult {
+  ChainPosition position;
+  SegmentSummary summary;
+  uint64_t pages_written = 0;
+  uint64_t bytes_written = 0;
+};
+
+// Checks that a verified segment continues `at`; throws Error(kChainBroken).
+void check_continues(const SegmentSummary& s, const ChainPosition& at, const ApplyOptions& opt);
+
+// Verifies the segment file, then applies it to `target` (created if
+// missing) and makes the result durable. Throws before writing anything if
+// the segment is corrupt or does not chain.
+ApplyResult apply_segment(const std::string& target, const std::string& segment_path,
+                          const ChainPosition& at, const ApplyOptions& opt = {});
+
+// The position a snapshot segment gives a follower: a snapshot stored at S
+// carries the chain checksum at S in its prev_checksum field.
+ChainPosition snapshot_position(const SegmentHeader& snapshot_header);
+
+// A local file kept in step with a chain. Its position and any apply in
+// flight live in a sidecar journal, `<path>.duckblock` (JSON), and the
+// pending segment in `<path>.duckblock-pending`.
+class Replica {
+ public:
+  // Opens (and, if a crash left an apply half done, finishes) the replica.
+  // A file without a journal is at position {0, 0}.
+  explicit Replica(std::string path, ApplyOptions options = {});
+
+  const std::string& path() const { return path_; }
+  ChainPosition position() const { return position_; }
+  std::optional<uint32_t> page_size() const { return page_size_; }
+
+  // Applies the incremental segment in `segment_path` (verified first). If
+  // `consume`, the segment file is moved into the journal instead of copied.
+  ApplyResult apply(const std::string& segment_path, bool consume = false);
+
+  // Replaces the whole file with a snapshot segment: written to a temp file,
+  // then renamed over `path` (a reader sees the old file or the new one).
+  ApplyResult reset_from_snapshot(const std::string& snapshot_path);
+
+  // Sets the position without touching the file (for a file known to match).
+  void set_position(const ChainPosition& position, std::optional<uint32_t> page_size);
+
+  std::string journal_path() const { return path_ + ".duckblock"; }
+  std::string pending_path() const { return path_ + ".duckblock-pending"; }
+
+ private:
+  void save_journal(bool pending, uint64_t pending_seq);
+  void recover();
+
+  std::string path_;
+  ApplyOptions options_;
+  ChainPosition position_;
+  std::optional<uint32_t> page_size_;
+};
+
+}  // namespace duckblock

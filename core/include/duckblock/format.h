@@ -1,0 +1,138 @@
+// hadbp v1: the segment format. See docs/FORMAT.md for the byte layout, the
+// file-length record and the snapshot convention.
+//
+// A segment is a 40-byte header, pages in ascending page id order, and an
+// 8-byte trailer holding the first 8 bytes (big-endian) of
+//   SHA-256(prev_checksum_be || for each page: page_id_be || data_len_be || data).
+// The checksum leaves out seq, page_size, flags and created_ms: callers
+// cross-check those (key seq against header seq, page size against the file).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "duckblock/io.h"
+#include "duckblock/sha256.h"
+
+namespace duckblock {
+
+inline constexpr size_t kHeaderSize = 40;
+inline constexpr size_t kTrailerSize = 8;
+inline constexpr uint8_t kFormatVersion = 1;
+// We refuse pages larger than this: no real page is, and it bounds the buffer
+// a hostile header can make a reader allocate.
+inline constexpr uint32_t kMaxPageSize = 64u << 20;
+
+// duckblock's file-length record (docs/FORMAT.md): a page with this id and an
+// 8-byte big-endian payload gives the source file's length after the segment.
+// A v1 reader decodes it as an ordinary page; an applier that does not know it
+// fails loudly (page_id * page_size overflows the file offset range) rather
+// than writing wrong bytes.
+inline constexpr uint64_t kFileLengthPageId = UINT64_MAX;
+
+struct SegmentHeader {
+  uint8_t flags = 0;
+  uint8_t page_id_size = 8;  // 4 or 8
+  uint32_t page_size = 0;
+  uint64_t seq = 0;
+  uint64_t prev_checksum = 0;
+  uint32_t page_count = 0;
+  int64_t created_ms = 0;
+
+  bool operator==(const SegmentHeader&) const = default;
+};
+
+// Parses and checks the fixed 40-byte header (magic, version, id size, page size).
+SegmentHeader parse_header(std::span<const uint8_t, kHeaderSize> bytes);
+void serialize_header(const SegmentHeader& h, std::span<uint8_t, kHeaderSize> out);
+
+// Streams a segment out page by page in bounded memory. The header's
+// page_count is declared up front (it precedes the pages); add_page must be
+// called exactly that many times with strictly ascending ids, then finish().
+class SegmentWriter {
+ public:
+  SegmentWriter(ByteSink& out, const SegmentHeader& header);
+  void add_page(uint64_t page_id, std::span<const uint8_t> data);
+  // Writes the trailer and returns the segment's checksum.
+  uint64_t finish();
+  uint64_t bytes_written() const { return bytes_; }
+
+ private:
+  ByteSink& out_;
+  SegmentHeader header_;
+  Sha256 hash_;
+  uint32_t pages_added_ = 0;
+  std::optional<uint64_t> last_id_;
+  uint64_t bytes_ = 0;
+  bool finished_ = false;
+};
+
+struct PageView {
+  uint64_t id = 0;
+  std::span<const uint8_t> data;  // valid until the next call to next()
+};
+
+// Streams a segment in page by page. The header is read and checked by the
+// constructor. next() yields pages in order and, after the last page, reads
+// the trailer and throws Error(kCorruption) if the checksum does not match or
+// bytes follow it. A page's bytes are NOT verified until next() has returned
+// false: write nothing durable before then (see apply.h).
+class SegmentReader {
+ public:
+  explicit SegmentReader(ByteSource& in);
+  const SegmentHeader& header() const { return header_; }
+  bool next(PageView& page);
+  // Valid once next() has returned false.
+  uint64_t checksum() const { return checksum_; }
+  uint64_t bytes_read() const { return bytes_; }
+
+ private:
+  ByteSource& in_;
+  SegmentHeader header_;
+  Sha256 hash_;
+  std::vector<uint8_t> buf_;
+  uint32_t pages_read_ = 0;
+  std::optional<uint64_t> last_id_;
+  uint64_t checksum_ = 0;
+  uint64_t bytes_ = 0;
+  bool done_ = false;
+};
+
+// Reads a whole segment, discarding page data, and returns its verified
+// header and checksum. Throws Error(kCorruption) on any defect.
+struct SegmentSummary {
+  SegmentHeader header;
+  uint64_t checksum = 0;
+  uint64_t encoded_size = 0;
+  std::optional<uint64_t> file_length;  // from the file-length record
+};
+SegmentSummary verify_segment(ByteSource& in);
+
+// In-memory helpers for small segments.
+struct Page {
+  uint64_t id = 0;
+  std::vector<uint8_t> data;
+  bool operator==(const Page&) const = default;
+};
+struct Segment {
+  SegmentHeader header;
+  std::vector<Page> pages;  // ascending id
+  uint64_t checksum = 0;
+};
+// Sorts pages by id (input order does not matter) and sets page_count.
+std::vector<uint8_t> encode_segment(SegmentHeader header, std::vector<Page> pages,
+                                    uint64_t* checksum_out = nullptr);
+Segment decode_segment(std::span<const uint8_t> bytes);
+
+// The 8-byte payload of a file-length record.
+std::vector<uint8_t> encode_file_length(uint64_t length);
+uint64_t decode_file_length(std::span<const uint8_t> data);
+
+std::string checksum_hex(uint64_t checksum);
+// Parses 16 hex digits (an optional 0x prefix is allowed).
+uint64_t parse_checksum_hex(const std::string& text);
+
+}  // namespace duckblock

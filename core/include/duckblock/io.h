@@ -1,0 +1,113 @@
+// Streams of bytes: the format, the stores and apply exchange data through
+// these two interfaces so a segment of any size moves in bounded memory.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace duckblock {
+
+// A readable stream. read() returns how many bytes it put in `buf` (at most
+// `n`), and 0 only at the end of the stream. Errors throw duckblock::Error.
+class ByteSource {
+ public:
+  virtual ~ByteSource() = default;
+  virtual size_t read(void* buf, size_t n) = 0;
+  // Bytes left to read, when known. Decoders use it to reject a header that
+  // claims more than the stream holds before allocating anything.
+  virtual std::optional<uint64_t> remaining() const { return std::nullopt; }
+  // Reads exactly n bytes or throws Error(kCorruption) naming `what`.
+  void read_exact(void* buf, size_t n, const char* what);
+};
+
+// A writable stream. write() takes all of `n` bytes or throws.
+class ByteSink {
+ public:
+  virtual ~ByteSink() = default;
+  virtual void write(const void* buf, size_t n) = 0;
+};
+
+class MemorySource final : public ByteSource {
+ public:
+  explicit MemorySource(std::span<const uint8_t> data) : data_(data) {}
+  explicit MemorySource(std::string_view s)
+      : data_(reinterpret_cast<const uint8_t*>(s.data()), s.size()) {}
+  size_t read(void* buf, size_t n) override;
+  std::optional<uint64_t> remaining() const override { return data_.size() - pos_; }
+
+ private:
+  std::span<const uint8_t> data_;
+  size_t pos_ = 0;
+};
+
+class VectorSink final : public ByteSink {
+ public:
+  void write(const void* buf, size_t n) override;
+  std::vector<uint8_t>& data() { return data_; }
+
+ private:
+  std::vector<uint8_t> data_;
+};
+
+// Discards everything (for verify-only passes).
+class NullSink final : public ByteSink {
+ public:
+  void write(const void*, size_t n) override { written += n; }
+  uint64_t written = 0;
+};
+
+// A file opened for reading, buffered, optionally a byte range of it.
+class FileSource final : public ByteSource {
+ public:
+  explicit FileSource(const std::string& path);
+  FileSource(const std::string& path, uint64_t offset, uint64_t length);
+  ~FileSource() override;
+  FileSource(const FileSource&) = delete;
+  FileSource& operator=(const FileSource&) = delete;
+  size_t read(void* buf, size_t n) override;
+  std::optional<uint64_t> remaining() const override { return end_ - pos_; }
+  uint64_t size() const { return end_; }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+  uint64_t pos_ = 0;
+  uint64_t end_ = 0;
+};
+
+// A file written sequentially with large writes. sync() makes it durable.
+class FileSink final : public ByteSink {
+ public:
+  // Creates or truncates `path`.
+  explicit FileSink(const std::string& path);
+  ~FileSink() override;
+  FileSink(const FileSink&) = delete;
+  FileSink& operator=(const FileSink&) = delete;
+  void write(const void* buf, size_t n) override;
+  void flush();
+  void sync();   // flush + fdatasync
+  void close();  // flush + close; idempotent
+  uint64_t bytes_written() const { return written_; }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+  std::vector<uint8_t> buf_;
+  uint64_t written_ = 0;
+};
+
+// Copies a source to a sink through a fixed buffer; returns bytes copied.
+uint64_t copy_stream(ByteSource& from, ByteSink& to);
+
+// Whole-file helpers for small files and tests.
+std::vector<uint8_t> read_file(const std::string& path);
+// Durable and atomic: temp file, fsync, rename, fsync of the directory.
+void write_file_atomic(const std::string& path, std::span<const uint8_t> data);
+void fsync_dir(const std::string& dir);
+std::string dirname_of(const std::string& path);
+
+}  // namespace duckblock

@@ -1,0 +1,90 @@
+// The object store: the one interface every backend (memory, local
+// directory, S3) implements. Keys are '/'-separated strings relative to the
+// store's root (the URL's path or bucket prefix). Every backend passes the
+// same contract test suite (tests/store_contract_test.cpp).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "duckblock/io.h"
+
+namespace duckblock {
+
+struct ObjectInfo {
+  std::string key;
+  uint64_t size = 0;
+  int64_t modified_ms = 0;  // last modification, milliseconds since the epoch
+  bool operator==(const ObjectInfo&) const = default;
+};
+
+struct ByteRange {
+  uint64_t offset = 0;
+  uint64_t length = 0;  // bytes from offset; a range past the end is cut short
+};
+
+class ObjectStore {
+ public:
+  virtual ~ObjectStore() = default;
+
+  // Stores everything `data` yields under `key`, replacing any object there.
+  // Atomic: a reader sees the old object or the whole new one, never a part.
+  // Durable when it returns. On failure nothing new is visible.
+  virtual void put(const std::string& key, ByteSource& data) = 0;
+
+  // As put, but only if no object exists under `key`; otherwise throws
+  // Error(kAlreadyExists) and leaves the existing object untouched. Atomic
+  // against concurrent put_if_absent of the same key: exactly one wins.
+  virtual void put_if_absent(const std::string& key, ByteSource& data) = 0;
+
+  // Writes the object's bytes (or the given range of them) to `out`.
+  // Throws Error(kNotFound) if there is no object. A range starting at or
+  // past the end yields nothing.
+  virtual void get(const std::string& key, ByteSink& out,
+                   std::optional<ByteRange> range = std::nullopt) = 0;
+
+  // Size and time of the object, or nullopt if there is none.
+  virtual std::optional<ObjectInfo> head(const std::string& key) = 0;
+
+  // Every object whose key starts with `prefix` and sorts strictly after
+  // `start_after` (bytewise), in ascending key order. Backends paginate
+  // internally; the result is complete.
+  virtual std::vector<ObjectInfo> list(const std::string& prefix,
+                                       const std::string& start_after = "") = 0;
+
+  // Deletes the objects; keys that do not exist are not an error.
+  virtual void remove(const std::vector<std::string>& keys) = 0;
+
+  // The URL this store was opened with, without any secret.
+  virtual std::string url() const = 0;
+};
+
+// Options shared by URL-opened stores (backends read what applies to them).
+struct StoreOptions {
+  // s3: endpoint override (http://host:port), region, path-style, TLS checks.
+  std::optional<std::string> endpoint;
+  std::optional<std::string> region;
+  std::optional<bool> path_style;
+  bool verify_tls = true;
+  std::optional<std::string> profile;  // shared credentials file profile
+};
+
+// Opens "file:///abs/dir", "memory://name" or "s3://bucket/prefix/".
+// Throws Error(kInvalidArgument) for a URL it cannot parse or a scheme it
+// does not know.
+std::unique_ptr<ObjectStore> open_store(const std::string& url,
+                                        const StoreOptions& options = {});
+
+// Backends (each in core/src/store/<name>/).
+std::unique_ptr<ObjectStore> make_memory_store(const std::string& name = "");
+std::unique_ptr<ObjectStore> make_local_store(const std::string& directory);
+
+// Helpers over any store.
+std::vector<uint8_t> get_bytes(ObjectStore& store, const std::string& key,
+                               std::optional<ByteRange> range = std::nullopt);
+void put_bytes(ObjectStore& store, const std::string& key, std::span<const uint8_t> data);
+
+}  // namespace duckblock

@@ -1,0 +1,250 @@
+#include "duckblock/apply.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <nlohmann/json.hpp>
+
+#include "duckblock/error.h"
+
+namespace duckblock {
+
+namespace {
+
+class Fd {
+ public:
+  Fd(const std::string& path, int flags) : path_(path) {
+    fd_ = ::open(path.c_str(), flags | O_CLOEXEC, 0644);
+    if (fd_ < 0) throw_errno("cannot open " + path);
+  }
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  int get() const { return fd_; }
+  void pwrite_all(const uint8_t* p, size_t n, uint64_t off) {
+    while (n > 0) {
+      ssize_t w = ::pwrite(fd_, p, n, static_cast<off_t>(off));
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        throw_errno("cannot write " + path_);
+      }
+      p += w;
+      n -= static_cast<size_t>(w);
+      off += static_cast<uint64_t>(w);
+    }
+  }
+  void sync() {
+    if (::fdatasync(fd_) != 0) throw_errno("cannot sync " + path_);
+  }
+  void truncate(uint64_t len) {
+    if (::ftruncate(fd_, static_cast<off_t>(len)) != 0) throw_errno("cannot set length of " + path_);
+  }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+};
+
+// The largest page id whose byte offset fits in an off_t.
+bool offset_ok(uint64_t id, uint32_t page_size, uint64_t len) {
+  if (id > (uint64_t{INT64_MAX} - len) / page_size) return false;
+  return true;
+}
+
+// Second pass over an already verified segment: write its pages.
+void write_pages(const std::string& target, const std::string& segment_path,
+                 const SegmentSummary& verified, const ApplyOptions& opt, ApplyResult& result) {
+  FileSource src(segment_path);
+  SegmentReader reader(src);
+  if (!(reader.header() == verified.header)) {
+    throw Error(ErrorKind::kCorruption, "segment " + segment_path + " changed while being applied");
+  }
+  Fd fd(target, O_WRONLY | O_CREAT);
+  uint32_t ps = verified.header.page_size;
+  std::vector<Page> deferred;  // header pages: at most write_last_below bytes
+  PageView page;
+  while (reader.next(page)) {
+    if (page.id == kFileLengthPageId && page.data.size() == 8) continue;
+    if (!offset_ok(page.id, ps, page.data.size())) {
+      throw Error(ErrorKind::kCorruption,
+                  "page " + std::to_string(page.id) + " lies beyond any possible file offset");
+    }
+    uint64_t off = page.id * ps;
+    if (off < opt.write_last_below) {
+      deferred.push_back(Page{page.id, {page.data.begin(), page.data.end()}});
+      continue;
+    }
+    fd.pwrite_all(page.data.data(), page.data.size(), off);
+    result.pages_written++;
+    result.bytes_written += page.data.size();
+  }
+  if (reader.checksum() != verified.checksum) {
+    throw Error(ErrorKind::kCorruption, "segment " + segment_path + " changed while being applied");
+  }
+  if (!deferred.empty()) {
+    fd.sync();
+    for (const auto& p : deferred) {
+      fd.pwrite_all(p.data.data(), p.data.size(), p.id * ps);
+      result.pages_written++;
+      result.bytes_written += p.data.size();
+    }
+  }
+  if (verified.file_length) fd.truncate(*verified.file_length);
+  fd.sync();
+}
+
+}  // namespace
+
+void check_continues(const SegmentSummary& s, const ChainPosition& at, const ApplyOptions& opt) {
+  const auto& h = s.header;
+  if (h.prev_checksum != at.checksum) {
+    throw Error(ErrorKind::kChainBroken,
+                "segment seq " + std::to_string(h.seq) + " does not continue the chain: it follows checksum " +
+                    checksum_hex(h.prev_checksum) + ", the file is at seq " + std::to_string(at.seq) +
+                    " checksum " + checksum_hex(at.checksum));
+  }
+  if (opt.check_seq && h.seq != at.seq + 1) {
+    throw Error(ErrorKind::kChainBroken, "segment seq " + std::to_string(h.seq) +
+                                             " does not follow seq " + std::to_string(at.seq));
+  }
+  if (opt.page_size && h.page_size != *opt.page_size) {
+    throw Error(ErrorKind::kChainBroken, "segment page size " + std::to_string(h.page_size) +
+                                             " differs from the file's " + std::to_string(*opt.page_size));
+  }
+}
+
+ApplyResult apply_segment(const std::string& target, const std::string& segment_path,
+                          const ChainPosition& at, const ApplyOptions& opt) {
+  ApplyResult result;
+  {
+    FileSource src(segment_path);
+    result.summary = verify_segment(src);
+  }
+  check_continues(result.summary, at, opt);
+  write_pages(target, segment_path, result.summary, opt, result);
+  result.position = {result.summary.header.seq, result.summary.checksum};
+  return result;
+}
+
+ChainPosition snapshot_position(const SegmentHeader& h) { return {h.seq, h.prev_checksum}; }
+
+// ---- Replica ----
+
+Replica::Replica(std::string path, ApplyOptions options)
+    : path_(std::move(path)), options_(options) {
+  recover();
+}
+
+void Replica::set_position(const ChainPosition& position, std::optional<uint32_t> page_size) {
+  position_ = position;
+  page_size_ = page_size;
+  save_journal(false, 0);
+}
+
+void Replica::save_journal(bool pending, uint64_t pending_seq) {
+  nlohmann::json j;
+  j["seq"] = position_.seq;
+  j["checksum"] = checksum_hex(position_.checksum);
+  if (page_size_) j["page_size"] = *page_size_;
+  if (pending) j["pending_seq"] = pending_seq;
+  std::string text = j.dump(1) + "\n";
+  write_file_atomic(journal_path(),
+                    std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+}
+
+void Replica::recover() {
+  if (::access(journal_path().c_str(), F_OK) != 0) {
+    ::unlink(pending_path().c_str());
+    return;
+  }
+  auto bytes = read_file(journal_path());
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(bytes.begin(), bytes.end());
+    position_.seq = j.at("seq").get<uint64_t>();
+    position_.checksum = parse_checksum_hex(j.at("checksum").get<std::string>());
+    if (j.contains("page_size")) page_size_ = j["page_size"].get<uint32_t>();
+  } catch (const std::exception& e) {
+    throw Error(ErrorKind::kCorruption, "replica journal " + journal_path() + " is unreadable: " + e.what());
+  }
+  if (!j.contains("pending_seq")) {
+    ::unlink(pending_path().c_str());  // a crash before the journal named it
+    return;
+  }
+  // A crash interrupted an apply: the pending segment is durable, so redo it.
+  ApplyOptions opt = options_;
+  opt.page_size = page_size_;
+  ApplyResult r = apply_segment(path_, pending_path(), position_, opt);
+  position_ = r.position;
+  save_journal(false, 0);
+  ::unlink(pending_path().c_str());
+}
+
+ApplyResult Replica::apply(const std::string& segment_path, bool consume) {
+  ApplyOptions opt = options_;
+  opt.page_size = page_size_;
+  ApplyResult result;
+  {
+    FileSource src(segment_path);
+    result.summary = verify_segment(src);
+  }
+  check_continues(result.summary, position_, opt);
+  // Journal first: the pending copy is durable before the target changes.
+  if (consume) {
+    if (::rename(segment_path.c_str(), pending_path().c_str()) != 0) {
+      throw_errno("cannot move " + segment_path + " to " + pending_path());
+    }
+  } else {
+    FileSource src(segment_path);
+    FileSink sink(pending_path());
+    copy_stream(src, sink);
+    sink.sync();
+    sink.close();
+  }
+  fsync_dir(dirname_of(pending_path()));
+  save_journal(true, result.summary.header.seq);
+  // Re-verify from the journal's copy: that is what we write from.
+  {
+    FileSource src(pending_path());
+    SegmentSummary again = verify_segment(src);
+    if (again.checksum != result.summary.checksum) {
+      throw Error(ErrorKind::kCorruption, "pending segment changed on disk: " + pending_path());
+    }
+  }
+  write_pages(path_, pending_path(), result.summary, opt, result);
+  position_ = {result.summary.header.seq, result.summary.checksum};
+  page_size_ = result.summary.header.page_size;
+  save_journal(false, 0);
+  ::unlink(pending_path().c_str());
+  result.position = position_;
+  return result;
+}
+
+ApplyResult Replica::reset_from_snapshot(const std::string& snapshot_path) {
+  ApplyResult result;
+  {
+    FileSource src(snapshot_path);
+    result.summary = verify_segment(src);
+  }
+  std::string tmp = path_ + ".duckblock-restore";
+  ::unlink(tmp.c_str());
+  ApplyOptions opt = options_;
+  opt.write_last_below = 0;  // nobody reads the temp file
+  try {
+    write_pages(tmp, snapshot_path, result.summary, opt, result);
+    if (::rename(tmp.c_str(), path_.c_str()) != 0) throw_errno("cannot rename into " + path_);
+  } catch (...) {
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  fsync_dir(dirname_of(path_));
+  position_ = snapshot_position(result.summary.header);
+  page_size_ = result.summary.header.page_size;
+  save_journal(false, 0);
+  result.position = position_;
+  return result;
+}
+
+}  // namespace duckblock

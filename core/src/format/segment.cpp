@@ -1,0 +1,283 @@
+#include <algorithm>
+#include <cstring>
+
+#include "duckblock/error.h"
+#include "duckblock/format.h"
+
+namespace duckblock {
+
+namespace {
+
+constexpr uint8_t kMagic[5] = {'H', 'A', 'D', 'B', 'P'};
+
+void put_be(uint8_t* p, uint64_t v, int width) {
+  for (int i = width - 1; i >= 0; --i) {
+    p[i] = static_cast<uint8_t>(v);
+    v >>= 8;
+  }
+}
+
+uint64_t get_be(const uint8_t* p, int width) {
+  uint64_t v = 0;
+  for (int i = 0; i < width; ++i) v = (v << 8) | p[i];
+  return v;
+}
+
+uint64_t checksum_of(Sha256& hash) {
+  auto digest = hash.finish();
+  return get_be(digest.data(), 8);
+}
+
+[[noreturn]] void corrupt(const std::string& msg) { throw Error(ErrorKind::kCorruption, msg); }
+
+}  // namespace
+
+std::string checksum_hex(uint64_t checksum) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(checksum));
+  return buf;
+}
+
+uint64_t parse_checksum_hex(const std::string& text) {
+  std::string s = text;
+  if (s.rfind("0x", 0) == 0 || s.rfind("0X", 0) == 0) s = s.substr(2);
+  if (s.empty() || s.size() > 16 ||
+      s.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos) {
+    throw Error(ErrorKind::kInvalidArgument,
+                "not a checksum: '" + text + "' (expected up to 16 hex digits)");
+  }
+  return std::stoull(s, nullptr, 16);
+}
+
+SegmentHeader parse_header(std::span<const uint8_t, kHeaderSize> b) {
+  if (std::memcmp(b.data(), kMagic, 5) != 0) corrupt("invalid magic bytes: not a hadbp segment");
+  if (b[5] != kFormatVersion) {
+    corrupt("unsupported version: " + std::to_string(b[5]) + " (this build reads version 1)");
+  }
+  SegmentHeader h;
+  h.flags = b[6];
+  h.page_id_size = b[7];
+  if (h.page_id_size != 4 && h.page_id_size != 8) {
+    corrupt("invalid page_id_size: " + std::to_string(h.page_id_size) + " (expected 4 or 8)");
+  }
+  h.page_size = static_cast<uint32_t>(get_be(&b[8], 4));
+  h.seq = get_be(&b[12], 8);
+  h.prev_checksum = get_be(&b[20], 8);
+  h.page_count = static_cast<uint32_t>(get_be(&b[28], 4));
+  h.created_ms = static_cast<int64_t>(get_be(&b[32], 8));
+  if (h.page_size == 0 || h.page_size > kMaxPageSize) {
+    corrupt("unsupported page size " + std::to_string(h.page_size) + " (allowed 1.." +
+            std::to_string(kMaxPageSize) + ")");
+  }
+  return h;
+}
+
+void serialize_header(const SegmentHeader& h, std::span<uint8_t, kHeaderSize> b) {
+  std::memcpy(b.data(), kMagic, 5);
+  b[5] = kFormatVersion;
+  b[6] = h.flags;
+  b[7] = h.page_id_size;
+  put_be(&b[8], h.page_size, 4);
+  put_be(&b[12], h.seq, 8);
+  put_be(&b[20], h.prev_checksum, 8);
+  put_be(&b[28], h.page_count, 4);
+  put_be(&b[32], static_cast<uint64_t>(h.created_ms), 8);
+}
+
+// ---- writer ----
+
+SegmentWriter::SegmentWriter(ByteSink& out, const SegmentHeader& header)
+    : out_(out), header_(header) {
+  if (header.page_id_size != 4 && header.page_id_size != 8) {
+    throw Error(ErrorKind::kInvalidArgument, "page_id_size must be 4 or 8");
+  }
+  if (header.page_size == 0 || header.page_size > kMaxPageSize) {
+    throw Error(ErrorKind::kInvalidArgument,
+                "page size " + std::to_string(header.page_size) + " out of range");
+  }
+  uint8_t h[kHeaderSize];
+  serialize_header(header_, std::span<uint8_t, kHeaderSize>(h));
+  out_.write(h, sizeof h);
+  bytes_ += sizeof h;
+  uint8_t prev[8];
+  put_be(prev, header_.prev_checksum, 8);
+  hash_.update(prev, 8);
+}
+
+void SegmentWriter::add_page(uint64_t page_id, std::span<const uint8_t> data) {
+  if (finished_ || pages_added_ >= header_.page_count) {
+    throw Error(ErrorKind::kInvalidArgument, "more pages than the header's page_count " +
+                                                 std::to_string(header_.page_count));
+  }
+  if (last_id_ && page_id <= *last_id_) {
+    throw Error(ErrorKind::kInvalidArgument, "page ids must be strictly ascending: " +
+                                                 std::to_string(page_id) + " after " +
+                                                 std::to_string(*last_id_));
+  }
+  if (header_.page_id_size == 4 && page_id > UINT32_MAX) {
+    throw Error(ErrorKind::kInvalidArgument, "page id does not fit in 4 bytes");
+  }
+  if (data.size() > header_.page_size) {
+    throw Error(ErrorKind::kInvalidArgument, "page data length " + std::to_string(data.size()) +
+                                                 " exceeds page size " +
+                                                 std::to_string(header_.page_size));
+  }
+  uint8_t prefix[12];
+  int w = header_.page_id_size;
+  put_be(prefix, page_id, w);
+  put_be(prefix + w, data.size(), 4);
+  out_.write(prefix, w + 4);
+  hash_.update(prefix, w + 4);
+  if (!data.empty()) {
+    out_.write(data.data(), data.size());
+    hash_.update(data.data(), data.size());
+  }
+  bytes_ += w + 4 + data.size();
+  last_id_ = page_id;
+  ++pages_added_;
+}
+
+uint64_t SegmentWriter::finish() {
+  if (finished_) throw Error(ErrorKind::kInvalidArgument, "segment already finished");
+  if (pages_added_ != header_.page_count) {
+    throw Error(ErrorKind::kInvalidArgument,
+                "segment declared " + std::to_string(header_.page_count) + " pages but got " +
+                    std::to_string(pages_added_));
+  }
+  finished_ = true;
+  uint64_t sum = checksum_of(hash_);
+  uint8_t t[8];
+  put_be(t, sum, 8);
+  out_.write(t, 8);
+  bytes_ += 8;
+  return sum;
+}
+
+// ---- reader ----
+
+SegmentReader::SegmentReader(ByteSource& in) : in_(in) {
+  uint8_t h[kHeaderSize];
+  size_t got = 0;
+  while (got < kHeaderSize) {
+    size_t r = in_.read(h + got, kHeaderSize - got);
+    if (r == 0) break;
+    got += r;
+  }
+  if (got == 0) corrupt("empty segment: 0 bytes (a segment is at least 48 bytes)");
+  if (got < kHeaderSize) {
+    corrupt("truncated header: have " + std::to_string(got) + " bytes, a header is 40");
+  }
+  bytes_ = kHeaderSize;
+  header_ = parse_header(std::span<const uint8_t, kHeaderSize>(h));
+  // Reject an impossible page count before anything is allocated or read.
+  if (auto left = in_.remaining()) {
+    uint64_t min_needed =
+        uint64_t{header_.page_count} * (header_.page_id_size + 4) + kTrailerSize;
+    if (*left < min_needed) {
+      corrupt("size mismatch: header claims " + std::to_string(header_.page_count) +
+              " pages, which need at least " + std::to_string(min_needed + kHeaderSize) +
+              " bytes, but the segment has " + std::to_string(*left + kHeaderSize));
+    }
+  }
+  uint8_t prev[8];
+  put_be(prev, header_.prev_checksum, 8);
+  hash_.update(prev, 8);
+}
+
+bool SegmentReader::next(PageView& page) {
+  if (done_) return false;
+  if (pages_read_ == header_.page_count) {
+    uint8_t t[8];
+    in_.read_exact(t, 8, "segment trailer (truncated segment)");
+    bytes_ += 8;
+    uint64_t stored = get_be(t, 8);
+    checksum_ = checksum_of(hash_);
+    uint8_t extra;
+    if (in_.read(&extra, 1) != 0) {
+      corrupt("size mismatch: trailing bytes after the segment trailer at offset " +
+              std::to_string(bytes_));
+    }
+    if (stored != checksum_) {
+      corrupt("checksum mismatch: trailer says " + checksum_hex(stored) +
+              ", contents hash to " + checksum_hex(checksum_));
+    }
+    done_ = true;
+    return false;
+  }
+  int w = header_.page_id_size;
+  uint8_t prefix[12];
+  in_.read_exact(prefix, w + 4, "page header (truncated segment)");
+  uint64_t id = get_be(prefix, w);
+  uint32_t len = static_cast<uint32_t>(get_be(prefix + w, 4));
+  if (len > header_.page_size) {
+    corrupt("page data length " + std::to_string(len) + " exceeds page size " +
+            std::to_string(header_.page_size) + " (page " + std::to_string(pages_read_) + ")");
+  }
+  if (last_id_ && id <= *last_id_) {
+    corrupt("page ids not ascending: " + std::to_string(id) + " after " +
+            std::to_string(*last_id_));
+  }
+  if (auto left = in_.remaining(); left && *left < uint64_t{len} + kTrailerSize) {
+    corrupt("size mismatch: page " + std::to_string(id) + " claims " + std::to_string(len) +
+            " bytes but only " + std::to_string(*left) + " remain");
+  }
+  hash_.update(prefix, w + 4);
+  if (buf_.size() < len) buf_.resize(len);
+  in_.read_exact(buf_.data(), len, "page data (truncated segment)");
+  hash_.update(buf_.data(), len);
+  bytes_ += w + 4 + len;
+  last_id_ = id;
+  ++pages_read_;
+  page.id = id;
+  page.data = std::span<const uint8_t>(buf_.data(), len);
+  return true;
+}
+
+SegmentSummary verify_segment(ByteSource& in) {
+  SegmentReader r(in);
+  SegmentSummary s;
+  s.header = r.header();
+  PageView p;
+  while (r.next(p)) {
+    if (p.id == kFileLengthPageId && p.data.size() == 8) s.file_length = decode_file_length(p.data);
+  }
+  s.checksum = r.checksum();
+  s.encoded_size = r.bytes_read();
+  return s;
+}
+
+std::vector<uint8_t> encode_segment(SegmentHeader header, std::vector<Page> pages,
+                                    uint64_t* checksum_out) {
+  std::sort(pages.begin(), pages.end(), [](const Page& a, const Page& b) { return a.id < b.id; });
+  header.page_count = static_cast<uint32_t>(pages.size());
+  VectorSink sink;
+  SegmentWriter w(sink, header);
+  for (const auto& p : pages) w.add_page(p.id, p.data);
+  uint64_t sum = w.finish();
+  if (checksum_out) *checksum_out = sum;
+  return std::move(sink.data());
+}
+
+Segment decode_segment(std::span<const uint8_t> bytes) {
+  MemorySource src(bytes);
+  SegmentReader r(src);
+  Segment s;
+  s.header = r.header();
+  PageView p;
+  while (r.next(p)) s.pages.push_back(Page{p.id, {p.data.begin(), p.data.end()}});
+  s.checksum = r.checksum();
+  return s;
+}
+
+std::vector<uint8_t> encode_file_length(uint64_t length) {
+  std::vector<uint8_t> out(8);
+  put_be(out.data(), length, 8);
+  return out;
+}
+
+uint64_t decode_file_length(std::span<const uint8_t> data) {
+  if (data.size() != 8) corrupt("file-length record must be 8 bytes");
+  return get_be(data.data(), 8);
+}
+
+}  // namespace duckblock

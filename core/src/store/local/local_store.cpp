@@ -1,0 +1,210 @@
+// Local-directory store (file:// URLs). Keys map to files under the root.
+// Every write is durable and atomic: the bytes go to a temp file in the
+// target directory, which is fsynced, then renamed (put) or hard-linked
+// (put_if_absent: link() fails with EEXIST, so exactly one writer wins), and
+// the directory is fsynced so the new name survives a power loss.
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <random>
+
+#include "duckblock/error.h"
+#include "duckblock/store.h"
+
+namespace duckblock {
+
+namespace {
+
+// Temp files start with this, and list() never shows them.
+constexpr const char* kTempPrefix = ".duckblock-tmp-";
+
+void check_key(const std::string& key) {
+  bool bad = key.empty() || key.front() == '/' || key.back() == '/';
+  size_t start = 0;
+  while (!bad && start <= key.size()) {
+    size_t end = key.find('/', start);
+    if (end == std::string::npos) end = key.size();
+    std::string part = key.substr(start, end - start);
+    if (part.empty() || part == "." || part == ".." || part.rfind(kTempPrefix, 0) == 0) bad = true;
+    start = end + 1;
+  }
+  if (bad || key.find('\0') != std::string::npos) {
+    throw Error(ErrorKind::kInvalidArgument, "invalid object key '" + key + "'");
+  }
+}
+
+void mkdirs(const std::string& dir) {
+  if (dir.empty() || dir == "/") return;
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) == 0) {
+    if (!S_ISDIR(st.st_mode)) throw Error(ErrorKind::kIO, dir + " exists and is not a directory");
+    return;
+  }
+  std::string parent = dirname_of(dir);
+  mkdirs(parent);
+  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) throw_errno("cannot create directory " + dir);
+  fsync_dir(parent);  // the new directory's name must be durable too
+}
+
+std::string random_suffix() {
+  static std::atomic<uint64_t> counter{0};
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  return std::to_string(::getpid()) + "-" + std::to_string(counter++) + "-" +
+         std::to_string(rng() % 1000000);
+}
+
+class LocalStore final : public ObjectStore {
+ public:
+  explicit LocalStore(std::string root) : root_(std::move(root)) {
+    while (root_.size() > 1 && root_.back() == '/') root_.pop_back();
+    mkdirs(root_);
+  }
+
+  void put(const std::string& key, ByteSource& data) override {
+    std::string path = path_of(key);
+    std::string tmp = write_temp(path, data);
+    if (::rename(tmp.c_str(), path.c_str()) != 0) {
+      int e = errno;
+      ::unlink(tmp.c_str());
+      throw_errno("cannot rename into " + path, e);
+    }
+    fsync_dir(dirname_of(path));
+  }
+
+  void put_if_absent(const std::string& key, ByteSource& data) override {
+    std::string path = path_of(key);
+    if (::access(path.c_str(), F_OK) == 0) {
+      throw Error(ErrorKind::kAlreadyExists, "object already exists: " + key);
+    }
+    std::string tmp = write_temp(path, data);
+    int rc = ::link(tmp.c_str(), path.c_str());
+    int e = errno;
+    ::unlink(tmp.c_str());
+    if (rc != 0) {
+      if (e == EEXIST) throw Error(ErrorKind::kAlreadyExists, "object already exists: " + key);
+      throw_errno("cannot link into " + path, e);
+    }
+    fsync_dir(dirname_of(path));
+  }
+
+  void get(const std::string& key, ByteSink& out, std::optional<ByteRange> range) override {
+    std::string path = path_of(key);
+    try {
+      FileSource src = range ? FileSource(path, range->offset, range->length) : FileSource(path);
+      copy_stream(src, out);
+    } catch (const Error& e) {
+      if (e.kind() == ErrorKind::kNotFound) throw Error(ErrorKind::kNotFound, "no such object: " + key);
+      throw;
+    }
+  }
+
+  std::optional<ObjectInfo> head(const std::string& key) override {
+    struct stat st {};
+    std::string path = path_of(key);
+    if (::stat(path.c_str(), &st) != 0) {
+      if (errno == ENOENT || errno == ENOTDIR) return std::nullopt;
+      throw_errno("cannot stat " + path);
+    }
+    if (!S_ISREG(st.st_mode)) return std::nullopt;
+    return ObjectInfo{key, static_cast<uint64_t>(st.st_size), mtime_ms(st)};
+  }
+
+  std::vector<ObjectInfo> list(const std::string& prefix, const std::string& start_after) override {
+    // Walk only the directory that holds the prefix's last complete component.
+    std::string dir_part = prefix.substr(0, prefix.rfind('/') == std::string::npos ? 0 : prefix.rfind('/') + 1);
+    std::vector<ObjectInfo> out;
+    walk(dir_part, prefix, start_after, out);
+    std::sort(out.begin(), out.end(), [](const ObjectInfo& a, const ObjectInfo& b) { return a.key < b.key; });
+    return out;
+  }
+
+  void remove(const std::vector<std::string>& keys) override {
+    std::vector<std::string> dirs;
+    for (const auto& key : keys) {
+      std::string path = path_of(key);
+      if (::unlink(path.c_str()) != 0 && errno != ENOENT) throw_errno("cannot delete " + path);
+      dirs.push_back(dirname_of(path));
+    }
+    std::sort(dirs.begin(), dirs.end());
+    dirs.erase(std::unique(dirs.begin(), dirs.end()), dirs.end());
+    for (const auto& d : dirs) {
+      if (::access(d.c_str(), F_OK) == 0) fsync_dir(d);
+    }
+  }
+
+  std::string url() const override { return "file://" + root_; }
+
+ private:
+  static int64_t mtime_ms(const struct stat& st) {
+    return int64_t{st.st_mtim.tv_sec} * 1000 + st.st_mtim.tv_nsec / 1000000;
+  }
+
+  std::string path_of(const std::string& key) const {
+    check_key(key);
+    return root_ + "/" + key;
+  }
+
+  std::string write_temp(const std::string& path, ByteSource& data) {
+    std::string dir = dirname_of(path);
+    mkdirs(dir);
+    std::string tmp = dir + "/" + kTempPrefix + random_suffix();
+    try {
+      FileSink sink(tmp);
+      copy_stream(data, sink);
+      sink.sync();
+      sink.close();
+    } catch (...) {
+      ::unlink(tmp.c_str());
+      throw;
+    }
+    return tmp;
+  }
+
+  void walk(const std::string& rel_dir, const std::string& prefix, const std::string& start_after,
+            std::vector<ObjectInfo>& out) {
+    std::string dir = rel_dir.empty() ? root_ : root_ + "/" + rel_dir;
+    DIR* d = ::opendir(dir.c_str());
+    if (!d) {
+      if (errno == ENOENT || errno == ENOTDIR) return;
+      throw_errno("cannot list " + dir);
+    }
+    std::vector<std::pair<std::string, bool>> entries;
+    while (dirent* e = ::readdir(d)) {
+      std::string name = e->d_name;
+      if (name == "." || name == ".." || name.rfind(kTempPrefix, 0) == 0) continue;
+      entries.push_back({name, false});
+    }
+    ::closedir(d);
+    for (auto& [name, _] : entries) {
+      std::string key = rel_dir + name;
+      struct stat st {};
+      if (::stat((dir + "/" + name).c_str(), &st) != 0) continue;  // deleted meanwhile
+      if (S_ISDIR(st.st_mode)) {
+        std::string sub = key + "/";
+        // Descend only where keys with the prefix can be.
+        if (sub.compare(0, std::min(sub.size(), prefix.size()), prefix, 0,
+                        std::min(sub.size(), prefix.size())) == 0) {
+          walk(sub, prefix, start_after, out);
+        }
+      } else if (S_ISREG(st.st_mode) && key.compare(0, prefix.size(), prefix) == 0 &&
+                 key > start_after) {
+        out.push_back({key, static_cast<uint64_t>(st.st_size), mtime_ms(st)});
+      }
+    }
+  }
+
+  std::string root_;
+};
+
+}  // namespace
+
+std::unique_ptr<ObjectStore> make_local_store(const std::string& directory) {
+  return std::make_unique<LocalStore>(directory);
+}
+
+}  // namespace duckblock
