@@ -6,6 +6,9 @@
 
 #include <filesystem>
 #include <string>
+#include <vector>
+
+#include "duckblock/sha256.h"
 
 namespace duckblock::test {
 
@@ -30,4 +33,11 @@ inline std::string data_path(const std::string& name) {
   return std::string(DUCKBLOCK_TEST_DATA) + "/" + name;
 }
 
+}  // namespace duckblock::test
+
+namespace duckblock::test {
+// Compares two byte strings by digest, so a failure prints two short lines.
+inline std::string digest_of(const std::vector<uint8_t>& v) {
+  return to_hex(sha256(v)) + " (" + std::to_string(v.size()) + " bytes)";
+}
 }  // namespace duckblock::test

@@ -1,0 +1,83 @@
+// What the last shipped state of a file looked like, page by page, so a push
+// ships only pages whose bytes changed. Each 4 KiB page is remembered by its
+// SHA-256 (32 bytes: 8 MiB per GiB of file); a cheaper hash would let a
+// crafted page collide with an old one and silently not ship.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "duckblock/sha256.h"
+
+namespace duckblock {
+
+// Random access to the bytes of the file being replicated. The DuckDB layer
+// reads through DuckDB's own file handle (closing a second descriptor would
+// drop DuckDB's POSIX lock); the command line reads the file directly.
+class PageReader {
+ public:
+  virtual ~PageReader() = default;
+  // Reads up to n bytes at offset; returns fewer only at the end of the file.
+  virtual size_t read_at(uint64_t offset, void* buf, size_t n) = 0;
+  virtual uint64_t file_size() = 0;
+};
+
+class FilePageReader final : public PageReader {
+ public:
+  explicit FilePageReader(const std::string& path);
+  ~FilePageReader() override;
+  FilePageReader(const FilePageReader&) = delete;
+  FilePageReader& operator=(const FilePageReader&) = delete;
+  size_t read_at(uint64_t offset, void* buf, size_t n) override;
+  uint64_t file_size() override;
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+};
+
+// Calls fn(page_id, bytes, len) for each id in `ids` (ascending, unique) that
+// lies below `length`, reading runs of consecutive pages with large reads.
+// The last page of the file may be short.
+void read_pages(PageReader& reader, uint32_t page_size, uint64_t length, const std::vector<uint64_t>& ids,
+                const std::function<void(uint64_t, const uint8_t*, size_t)>& fn);
+
+class PageIndex {
+ public:
+  explicit PageIndex(uint32_t page_size = 4096) : page_size_(page_size) {}
+
+  uint32_t page_size() const { return page_size_; }
+  uint64_t file_length() const { return file_length_; }
+  uint64_t page_count() const { return hashes_.size(); }
+
+  // Pages among `candidates` (all pages of the file if null) whose bytes in
+  // `reader` differ from the index, in ascending order, plus every page past
+  // the indexed length. Does not change the index.
+  struct Diff {
+    std::vector<uint64_t> changed;
+    uint64_t file_length = 0;
+    bool length_changed = false;
+  };
+  Diff diff(PageReader& reader, const std::vector<uint64_t>* candidates) const;
+
+  // Records the bytes of `pages` as shipped and the file's new length.
+  void update(PageReader& reader, const std::vector<uint64_t>& pages, uint64_t file_length);
+  // Records one page's bytes as shipped (when the caller already has them).
+  void set(uint64_t page_id, const uint8_t* data, size_t len);
+  void set_hash(uint64_t page_id, const Sha256Digest& digest);
+  void set_length(uint64_t file_length);
+
+  // Durable, atomic save and load (binary; a bad file is Error(kCorruption)).
+  void save(const std::string& path) const;
+  static std::optional<PageIndex> load(const std::string& path);
+
+ private:
+  uint32_t page_size_;
+  uint64_t file_length_ = 0;
+  std::vector<Sha256Digest> hashes_;
+};
+
+}  // namespace duckblock

@@ -1,0 +1,121 @@
+// The leader side: turns checkpoints into segments, spools them durably and
+// uploads them in order in the background. The building block an HA
+// coordinator drives (add / push_checkpoint / sync / remove /
+// add_continuing; pull for the other direction).
+//
+// Guarantees:
+//  - push_checkpoint returns once the segment is durable in the local spool;
+//    it never waits for the network.
+//  - Segments reach the store in order, with no gap and no duplicate, each
+//    written with put-if-absent. If a sequence number is already taken by
+//    different bytes, the database is *fenced*: nothing more is uploaded for
+//    it and status()/sync() report Error(kFenced).
+//  - A restart after a crash resumes from the spool and the store; a
+//    sequence number is never reused with different content.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "duckblock/apply.h"
+#include "duckblock/page_index.h"
+#include "duckblock/store.h"
+
+namespace duckblock {
+
+struct SnapshotPolicy {
+  // A new snapshot after this many incrementals (0: never by count)...
+  uint64_t every_segments = 100;
+  // ...or after this many incremental bytes since the last snapshot (0: never).
+  uint64_t every_bytes = 256ull << 20;
+};
+
+struct ReplicatorOptions {
+  std::string prefix;     // key prefix inside the store, "" or ending in '/'
+  std::string spool_dir;  // local directory for pending segments and state
+  uint32_t page_size = 4096;
+  SnapshotPolicy snapshots;
+  // Upload retry backoff (capped exponential with jitter).
+  std::chrono::milliseconds retry_initial{100};
+  std::chrono::milliseconds retry_max{10000};
+  // Milliseconds since the epoch for segment headers; injectable for tests.
+  std::function<int64_t()> now_ms;
+};
+
+struct ReplicationStatus {
+  std::string db;
+  uint64_t spooled_seq = 0;    // last sequence number written to the spool
+  uint64_t uploaded_seq = 0;   // last sequence number the store has
+  uint64_t pending_segments = 0;
+  uint64_t bytes_shipped = 0;  // encoded bytes uploaded since add()
+  uint64_t last_snapshot_seq = 0;
+  uint64_t upload_retries = 0;
+  std::optional<std::string> last_error;
+  bool fenced = false;
+  int64_t last_upload_ms = 0;  // when the last segment reached the store
+};
+
+struct PushResult {
+  uint64_t seq = 0;             // 0: nothing changed, nothing shipped
+  uint64_t pages = 0;           // pages in the segment (without the length record)
+  uint64_t data_bytes = 0;      // page bytes in the segment
+  uint64_t encoded_bytes = 0;   // segment size
+  bool snapshot = false;        // a snapshot was spooled too
+};
+
+class Replicator {
+ public:
+  Replicator(std::shared_ptr<ObjectStore> store, ReplicatorOptions options);
+  ~Replicator();  // stops the uploader; pending segments stay in the spool
+  Replicator(const Replicator&) = delete;
+  Replicator& operator=(const Replicator&) = delete;
+
+  // Registers database `db` whose file `reader` reads. If the store has no
+  // chain for it, the file is shipped as the snapshot at seq 0. Otherwise the
+  // spool's state (or, without one, the chain restored from the store) is
+  // compared with the file and whatever differs ships as the next segment,
+  // so the chain continues from exactly this file.
+  void add(const std::string& db, PageReader& reader);
+
+  // A promoted follower continues the chain from the store's head without a
+  // new snapshot. `replica_path` is its file, at `position` (the store's head,
+  // or add_continuing throws Error(kChainBroken)).
+  void add_continuing(const std::string& db, PageReader& reader, const ChainPosition& position);
+
+  // Ships one checkpoint of `db`: pages among `candidates` (4 KiB page ids
+  // written since the last push; null = compare the whole file) whose bytes
+  // changed, and the file length if it changed. Durable in the spool when it
+  // returns; uploaded in the background.
+  PushResult push_checkpoint(const std::string& db, PageReader& reader,
+                             const std::vector<uint64_t>* candidates = nullptr);
+
+  // Waits until everything spooled for `db` ("" = all) is in the store, or
+  // throws Error(kFenced) / Error(kRetryable) on timeout with the last error.
+  void sync(const std::string& db = "", std::chrono::milliseconds timeout = std::chrono::minutes(5));
+
+  // Stops replicating `db`; its spool stays (a later add resumes from it).
+  void remove(const std::string& db);
+
+  // Brings the local file `path` to the store's head for `db` (restoring
+  // from a snapshot if it has no position yet). Returns the new position.
+  ChainPosition pull(const std::string& db, const std::string& path);
+
+  ReplicationStatus status(const std::string& db) const;
+  std::vector<std::string> databases() const;
+
+  ObjectStore& store() { return *store_; }
+  const ReplicatorOptions& options() const { return options_; }
+
+ private:
+  struct Impl;
+  std::shared_ptr<ObjectStore> store_;
+  ReplicatorOptions options_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace duckblock

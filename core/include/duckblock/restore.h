@@ -1,0 +1,142 @@
+// Reading a chain back out of the store: listing it, restoring a file to a
+// chosen point, and the follower loop.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "duckblock/apply.h"
+#include "duckblock/store.h"
+
+namespace duckblock {
+
+struct ChainEntry {
+  uint64_t seq = 0;
+  bool snapshot = false;
+  std::string key;
+  uint64_t size = 0;
+  int64_t modified_ms = 0;
+};
+
+// Every snapshot and incremental of `db` under `prefix`, by seq (snapshots
+// and incrementals in separate, ascending lists).
+struct ChainListing {
+  std::vector<ChainEntry> snapshots;
+  std::vector<ChainEntry> incrementals;
+  uint64_t head_seq() const;  // highest seq of either kind (0 if empty)
+  bool empty() const { return snapshots.empty() && incrementals.empty(); }
+};
+ChainListing list_chain(ObjectStore& store, const std::string& prefix, const std::string& db);
+
+struct RestoreTarget {
+  std::optional<uint64_t> seq;          // restore to this seq (default: latest)
+  std::optional<int64_t> time_ms;       // or to the last segment created at or before this
+};
+
+struct RestoreProgress {
+  uint64_t segments_done = 0, segments_total = 0;
+  uint64_t bytes_done = 0, bytes_total = 0;
+};
+
+struct RestoreOptions {
+  std::string prefix;
+  std::string temp_dir;  // where segments are downloaded ("" = beside the target)
+  std::function<void(const RestoreProgress&)> progress;
+};
+
+struct RestoreResult {
+  ChainPosition position;
+  uint64_t snapshot_seq = 0;
+  uint64_t segments_applied = 0;  // incrementals after the snapshot
+  uint64_t bytes_downloaded = 0;
+  int64_t created_ms = 0;         // header time of the last segment applied
+};
+
+// Restores `db` to `target_path`: the newest snapshot at or before the
+// target, then every later incremental up to it, each verified before it is
+// applied. Downloads overlap applies. The result appears atomically at
+// target_path (with its Replica journal) only when complete; an existing
+// file there is replaced only then.
+RestoreResult restore(ObjectStore& store, const std::string& db, const std::string& target_path,
+                      const RestoreTarget& target = {}, const RestoreOptions& options = {});
+
+// Downloads `key` into `path` and verifies it; throws on any defect (the
+// file is removed), and checks the header seq against the key's.
+SegmentSummary download_segment(ObjectStore& store, const ChainEntry& entry, const std::string& path);
+
+// Applies to `replica` every incremental after its position (up to
+// `up_to_seq`), restoring from a snapshot first if the replica has no
+// position or the incrementals it needs were pruned. Returns segments applied.
+uint64_t catch_up(ObjectStore& store, const std::string& prefix, const std::string& db, Replica& replica,
+                  std::optional<uint64_t> up_to_seq = std::nullopt);
+
+struct FollowerOptions {
+  std::string prefix;
+  std::chrono::milliseconds poll_interval{1000};
+  std::chrono::milliseconds max_backoff{30000};  // on errors, the interval doubles up to this
+  // Called after each applied batch with the new position (e.g. to re-attach
+  // DuckDB readers).
+  std::function<void(const ChainPosition&)> on_applied;
+};
+
+// The follower loop an HA coordinator drives. A follower never applies a
+// segment that does not chain: it records the break in last_error(), sets
+// broken(), and stops rather than guessing.
+class FollowerBehavior {
+ public:
+  FollowerBehavior(std::shared_ptr<ObjectStore> store, std::string db, std::string path,
+                   FollowerOptions options = {});
+  ~FollowerBehavior();  // stops the loop
+
+  void start();            // runs the poll loop on a background thread
+  void stop();             // cancels and joins (returns within one poll)
+  uint64_t poll_once();    // one poll on the caller's thread; segments applied
+  // Promotion: applies everything the store has after the current position,
+  // stops the loop, and returns the final position.
+  ChainPosition catch_up_and_stop();
+
+  ChainPosition position() const;
+  bool caught_up() const { return caught_up_; }
+  bool broken() const { return broken_; }
+  std::optional<std::string> last_error() const;
+  uint64_t polls() const { return polls_; }
+
+ private:
+  void loop();
+  std::shared_ptr<ObjectStore> store_;
+  std::string db_, path_;
+  FollowerOptions options_;
+  std::unique_ptr<Replica> replica_;
+  mutable std::mutex mu_;
+  std::mutex apply_mu_;
+  std::optional<std::string> last_error_;
+  std::atomic<bool> caught_up_{false}, broken_{false}, stopping_{false};
+  std::atomic<uint64_t> polls_{0};
+  std::thread thread_;
+  std::condition_variable_any cv_;
+};
+
+// Retention: what to keep so that every point in the window stays restorable.
+struct RetentionPolicy {
+  // Keep every point created within this long before now (0: keep everything).
+  std::chrono::milliseconds window{std::chrono::hours(24 * 7)};
+  uint64_t min_snapshots = 2;  // never fewer snapshots than this
+};
+struct PrunePlan {
+  std::vector<ChainEntry> remove;
+  uint64_t oldest_restorable_seq = 0;
+};
+PrunePlan plan_prune(const ChainListing& chain, const RetentionPolicy& policy, int64_t now_ms);
+// Executes a plan (snapshots-last ordering so a crash leaves the chain usable).
+void execute_prune(ObjectStore& store, const PrunePlan& plan);
+
+}  // namespace duckblock

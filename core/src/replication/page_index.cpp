@@ -1,0 +1,166 @@
+#include "duckblock/page_index.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "duckblock/error.h"
+#include "duckblock/io.h"
+
+namespace duckblock {
+
+FilePageReader::FilePageReader(const std::string& path) : path_(path) {
+  fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd_ < 0) throw_errno("cannot open " + path);
+}
+
+FilePageReader::~FilePageReader() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+size_t FilePageReader::read_at(uint64_t offset, void* buf, size_t n) {
+  size_t got = 0;
+  while (got < n) {
+    ssize_t r = ::pread(fd_, static_cast<uint8_t*>(buf) + got, n - got, static_cast<off_t>(offset + got));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      throw_errno("cannot read " + path_);
+    }
+    if (r == 0) break;
+    got += static_cast<size_t>(r);
+  }
+  return got;
+}
+
+uint64_t FilePageReader::file_size() {
+  struct stat st {};
+  if (::fstat(fd_, &st) != 0) throw_errno("cannot stat " + path_);
+  return static_cast<uint64_t>(st.st_size);
+}
+
+namespace {
+
+constexpr size_t kReadChunk = 1 << 20;
+
+}  // namespace
+
+void read_pages(PageReader& reader, uint32_t ps, uint64_t length, const std::vector<uint64_t>& ids,
+                const std::function<void(uint64_t, const uint8_t*, size_t)>& fn) {
+  std::vector<uint8_t> buf(std::max<size_t>(kReadChunk, ps));
+  const size_t max_run = buf.size() / ps;
+  size_t i = 0;
+  while (i < ids.size()) {
+    uint64_t first = ids[i];
+    if (first * ps >= length) break;
+    size_t run = 1;
+    while (i + run < ids.size() && run < max_run && ids[i + run] == first + run) ++run;
+    uint64_t off = first * ps;
+    size_t want = static_cast<size_t>(std::min<uint64_t>(uint64_t{run} * ps, length - off));
+    size_t got = reader.read_at(off, buf.data(), want);
+    if (got < want) {
+      throw Error(ErrorKind::kIO, "file shrank while being read (wanted " + std::to_string(want) +
+                                      " bytes at " + std::to_string(off) + ")");
+    }
+    for (size_t k = 0; k < run; ++k) {
+      uint64_t poff = uint64_t{k} * ps;
+      if (poff >= got) break;
+      fn(first + k, buf.data() + poff, static_cast<size_t>(std::min<uint64_t>(ps, got - poff)));
+    }
+    i += run;
+  }
+}
+
+namespace {
+
+std::vector<uint64_t> all_pages(uint64_t length, uint32_t ps) {
+  std::vector<uint64_t> ids((length + ps - 1) / ps);
+  for (uint64_t i = 0; i < ids.size(); ++i) ids[i] = i;
+  return ids;
+}
+
+Sha256Digest hash_page(const uint8_t* data, size_t len) {
+  Sha256 h;
+  h.update(data, len);
+  return h.finish();
+}
+
+constexpr char kIndexMagic[8] = {'D', 'B', 'P', 'I', 'D', 'X', '0', '1'};
+
+}  // namespace
+
+PageIndex::Diff PageIndex::diff(PageReader& reader, const std::vector<uint64_t>* candidates) const {
+  Diff d;
+  d.file_length = reader.file_size();
+  d.length_changed = d.file_length != file_length_;
+  std::vector<uint64_t> ids = candidates ? *candidates : all_pages(d.file_length, page_size_);
+  // The page holding the end of the file changes when the length does.
+  if (d.length_changed && d.file_length % page_size_) ids.push_back(d.file_length / page_size_);
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  read_pages(reader, page_size_, d.file_length, ids, [&](uint64_t id, const uint8_t* p, size_t n) {
+    if (id >= hashes_.size() || hash_page(p, n) != hashes_[id]) {
+      d.changed.push_back(id);
+    }
+  });
+  return d;
+}
+
+void PageIndex::set(uint64_t page_id, const uint8_t* data, size_t len) {
+  if (page_id >= hashes_.size()) hashes_.resize(page_id + 1);
+  hashes_[page_id] = hash_page(data, len);
+}
+
+void PageIndex::set_hash(uint64_t page_id, const Sha256Digest& digest) {
+  if (page_id >= hashes_.size()) hashes_.resize(page_id + 1);
+  hashes_[page_id] = digest;
+}
+
+void PageIndex::set_length(uint64_t file_length) {
+  file_length_ = file_length;
+  hashes_.resize((file_length + page_size_ - 1) / page_size_);
+}
+
+void PageIndex::update(PageReader& reader, const std::vector<uint64_t>& pages, uint64_t file_length) {
+  std::vector<uint64_t> ids = pages;
+  std::sort(ids.begin(), ids.end());
+  read_pages(reader, page_size_, file_length, ids,
+                [&](uint64_t id, const uint8_t* p, size_t n) { set(id, p, n); });
+  set_length(file_length);
+}
+
+void PageIndex::save(const std::string& path) const {
+  std::vector<uint8_t> out(8 + 4 + 8 + hashes_.size() * 32);
+  std::memcpy(out.data(), kIndexMagic, 8);
+  std::memcpy(out.data() + 8, &page_size_, 4);
+  std::memcpy(out.data() + 12, &file_length_, 8);
+  for (size_t i = 0; i < hashes_.size(); ++i) std::memcpy(out.data() + 20 + i * 32, hashes_[i].data(), 32);
+  // A trailing digest of the whole index detects a torn or damaged file.
+  auto digest = sha256(out);
+  out.insert(out.end(), digest.begin(), digest.end());
+  write_file_atomic(path, out);
+}
+
+std::optional<PageIndex> PageIndex::load(const std::string& path) {
+  if (::access(path.c_str(), F_OK) != 0) return std::nullopt;
+  auto in = read_file(path);
+  if (in.size() < 52 || std::memcmp(in.data(), kIndexMagic, 8) != 0) return std::nullopt;
+  std::span<const uint8_t> body(in.data(), in.size() - 32);
+  auto digest = sha256(body);
+  if (std::memcmp(digest.data(), in.data() + in.size() - 32, 32) != 0) return std::nullopt;
+  PageIndex idx;
+  std::memcpy(&idx.page_size_, in.data() + 8, 4);
+  std::memcpy(&idx.file_length_, in.data() + 12, 8);
+  size_t n = (body.size() - 20) / 32;
+  if (idx.page_size_ == 0 || (body.size() - 20) % 32 || n != (idx.file_length_ + idx.page_size_ - 1) / idx.page_size_) {
+    return std::nullopt;
+  }
+  idx.hashes_.resize(n);
+  for (size_t i = 0; i < n; ++i) std::memcpy(idx.hashes_[i].data(), in.data() + 20 + i * 32, 32);
+  return idx;
+}
+
+}  // namespace duckblock

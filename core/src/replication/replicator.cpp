@@ -1,0 +1,590 @@
+// Leader side. Layout of the spool, per database (under options.spool_dir/db):
+//   state.json        last spooled seq and chain checksum, last uploaded seq,
+//                     snapshot counters (written atomically after each step)
+//   pages.idx         PageIndex of the last spooled state
+//   0000/<seq>.hadbp  incrementals waiting for upload
+//   0001/<seq>.hadbp  snapshots waiting for upload
+// Order of a push: segment durable -> state -> index. A crash after the
+// segment but before the state is repaired at the next add() by adopting the
+// segment; an index older than the state only makes the next push ship a few
+// unchanged pages, never miss a changed one.
+#include "duckblock/replicator.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <thread>
+
+#include "duckblock/error.h"
+#include "duckblock/key.h"
+#include "duckblock/restore.h"
+
+namespace duckblock {
+
+namespace {
+
+int64_t system_now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+void make_dirs(const std::string& dir) {
+  if (dir.empty() || ::access(dir.c_str(), F_OK) == 0) return;
+  make_dirs(dirname_of(dir));
+  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) throw_errno("cannot create directory " + dir);
+}
+
+std::string seq_name(uint64_t seq) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%016llx.hadbp", static_cast<unsigned long long>(seq));
+  return buf;
+}
+
+// Spool files of one generation, by seq. With `cleanup`, also deletes temp
+// files a crashed push left (only safe before the database is registered:
+// afterwards a push may be writing one).
+std::map<uint64_t, std::string> spool_files(const std::string& dir, bool cleanup = false) {
+  std::map<uint64_t, std::string> out;
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return out;
+  while (dirent* e = ::readdir(d)) {
+    std::string name = e->d_name;
+    if (name.size() == 22 && name.substr(16) == ".hadbp" &&
+        name.find_first_not_of("0123456789abcdef") == 16) {
+      out[std::stoull(name.substr(0, 16), nullptr, 16)] = dir + "/" + name;
+    } else if (cleanup && name.rfind(".tmp-", 0) == 0) {
+      ::unlink((dir + "/" + name).c_str());  // a push that died before its rename
+    }
+  }
+  ::closedir(d);
+  return out;
+}
+
+struct State {
+  uint64_t seq = 0;
+  uint64_t checksum = 0;
+  uint64_t uploaded_seq = 0;
+  bool uploaded_any = false;  // false until the first object reaches the store
+  uint64_t last_snapshot_seq = 0;
+  uint64_t segments_since_snapshot = 0;
+  uint64_t bytes_since_snapshot = 0;
+};
+
+}  // namespace
+
+struct Replicator::Impl {
+  struct Db {
+    std::string name, dir;
+    State st;
+    PageIndex index;
+    ReplicationStatus status;
+    bool active = true;
+    std::mutex push_mu;  // one push at a time per database
+    std::string incr_dir() const { return dir + "/0000"; }
+    std::string snap_dir() const { return dir + "/0001"; }
+  };
+
+  Replicator* self;
+  mutable std::mutex mu;
+  std::condition_variable work_cv, done_cv;
+  std::map<std::string, std::shared_ptr<Db>> dbs;
+  bool stopping = false;
+  std::thread uploader;
+  std::mt19937_64 rng{std::random_device{}()};
+
+  explicit Impl(Replicator* s) : self(s) {}
+
+  int64_t now() const { return self->options_.now_ms ? self->options_.now_ms() : system_now_ms(); }
+
+  void save_state(Db& db) {
+    nlohmann::json j = {{"seq", db.st.seq},
+                        {"checksum", checksum_hex(db.st.checksum)},
+                        {"uploaded_seq", db.st.uploaded_seq},
+                        {"uploaded_any", db.st.uploaded_any},
+                        {"last_snapshot_seq", db.st.last_snapshot_seq},
+                        {"segments_since_snapshot", db.st.segments_since_snapshot},
+                        {"bytes_since_snapshot", db.st.bytes_since_snapshot},
+                        {"page_size", self->options_.page_size}};
+    std::string text = j.dump(1) + "\n";
+    write_file_atomic(db.dir + "/state.json",
+                      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+  }
+
+  std::optional<State> load_state(const std::string& dir) {
+    std::string path = dir + "/state.json";
+    if (::access(path.c_str(), F_OK) != 0) return std::nullopt;
+    auto bytes = read_file(path);
+    try {
+      auto j = nlohmann::json::parse(bytes.begin(), bytes.end());
+      State st;
+      st.seq = j.at("seq");
+      st.checksum = parse_checksum_hex(j.at("checksum"));
+      st.uploaded_seq = j.at("uploaded_seq");
+      st.uploaded_any = j.value("uploaded_any", true);
+      st.last_snapshot_seq = j.at("last_snapshot_seq");
+      st.segments_since_snapshot = j.at("segments_since_snapshot");
+      st.bytes_since_snapshot = j.at("bytes_since_snapshot");
+      if (j.at("page_size").get<uint32_t>() != self->options_.page_size) {
+        throw Error(ErrorKind::kInvalidArgument, "spool " + dir + " was written with page size " +
+                                                     std::to_string(j.at("page_size").get<uint32_t>()));
+      }
+      return st;
+    } catch (const Error&) {
+      throw;
+    } catch (const std::exception& e) {
+      throw Error(ErrorKind::kCorruption, "spool state " + path + " is unreadable: " + e.what() +
+                                              " (move the spool directory away to start over from the store)");
+    }
+  }
+
+  // Writes a segment of `ids` (plus the file length record if asked) read
+  // from `reader` durably into `dir`/<seq>.hadbp. Returns checksum and size;
+  // fills `hashes` with the digests of the pages as written.
+  std::pair<uint64_t, uint64_t> write_segment(const std::string& dir, uint64_t seq, uint64_t prev, PageReader& reader,
+                                              const std::vector<uint64_t>& ids, uint64_t length, bool with_length,
+                                              std::vector<std::pair<uint64_t, Sha256Digest>>* hashes,
+                                              uint64_t* data_bytes) {
+    make_dirs(dir);
+    std::string tmp = dir + "/.tmp-" + seq_name(seq);
+    std::string final_path = dir + "/" + seq_name(seq);
+    uint64_t checksum = 0, size = 0;
+    try {
+      FileSink sink(tmp);
+      SegmentHeader h;
+      h.page_size = self->options_.page_size;
+      h.seq = seq;
+      h.prev_checksum = prev;
+      h.created_ms = now();
+      // Pages at or past the end (a candidate beyond a shrunken file) are
+      // not shipped; the length record covers them.
+      std::vector<uint64_t> present;
+      for (uint64_t id : ids) {
+        if (id * uint64_t{h.page_size} < length) present.push_back(id);
+      }
+      h.page_count = static_cast<uint32_t>(present.size() + (with_length ? 1 : 0));
+      SegmentWriter w(sink, h);
+      uint64_t pages_written = 0;
+      read_pages(reader, h.page_size, length, present, [&](uint64_t id, const uint8_t* p, size_t n) {
+        w.add_page(id, std::span<const uint8_t>(p, n));
+        if (hashes) {
+          Sha256 hs;
+          hs.update(p, n);
+          hashes->push_back({id, hs.finish()});
+        }
+        if (data_bytes) *data_bytes += n;
+        ++pages_written;
+      });
+      if (pages_written != present.size()) {
+        throw Error(ErrorKind::kIO, "file shrank while a checkpoint was being read");
+      }
+      if (with_length) w.add_page(kFileLengthPageId, encode_file_length(length));
+      checksum = w.finish();
+      size = w.bytes_written();
+      sink.sync();
+      sink.close();
+      if (::rename(tmp.c_str(), final_path.c_str()) != 0) throw_errno("cannot rename " + tmp);
+      fsync_dir(dir);
+    } catch (...) {
+      ::unlink(tmp.c_str());
+      throw;
+    }
+    return {checksum, size};
+  }
+
+  static std::vector<uint64_t> all_ids(uint64_t length, uint32_t ps) {
+    std::vector<uint64_t> ids((length + ps - 1) / ps);
+    for (uint64_t i = 0; i < ids.size(); ++i) ids[i] = i;
+    return ids;
+  }
+
+  // Spools the whole file as the snapshot at the current seq.
+  void spool_snapshot(Db& db, PageReader& reader) {
+    uint64_t length = reader.file_size();
+    write_segment(db.snap_dir(), db.st.seq, db.st.checksum, reader, all_ids(length, self->options_.page_size),
+                  length, true, nullptr, nullptr);
+    db.st.last_snapshot_seq = db.st.seq;
+    db.st.segments_since_snapshot = 0;
+    db.st.bytes_since_snapshot = 0;
+  }
+
+  PushResult push(Db& db, PageReader& reader, const std::vector<uint64_t>* candidates) {
+    std::lock_guard push_lock(db.push_mu);
+    {
+      std::lock_guard l(mu);
+      if (db.status.fenced) throw Error(ErrorKind::kFenced, *db.status.last_error);
+    }
+    PushResult result;
+    auto diff = db.index.diff(reader, candidates);
+    if (diff.changed.empty() && !diff.length_changed) return result;
+    uint64_t seq = db.st.seq + 1;
+    std::vector<std::pair<uint64_t, Sha256Digest>> hashes;
+    uint64_t data_bytes = 0;
+    auto [checksum, size] = write_segment(db.incr_dir(), seq, db.st.checksum, reader, diff.changed, diff.file_length,
+                                          diff.length_changed, &hashes, &data_bytes);
+    result.seq = seq;
+    result.pages = hashes.size();
+    result.data_bytes = data_bytes;
+    result.encoded_bytes = size;
+    const auto& pol = self->options_.snapshots;
+    bool snapshot_due = (pol.every_segments && db.st.segments_since_snapshot + 1 >= pol.every_segments) ||
+                        (pol.every_bytes && db.st.bytes_since_snapshot + size >= pol.every_bytes);
+    if (snapshot_due) {
+      // The file is exactly the state after `seq` right now (the caller
+      // holds the checkpoint), so this is the snapshot at `seq`.
+      uint64_t length = reader.file_size();
+      write_segment(db.snap_dir(), seq, checksum, reader, all_ids(length, self->options_.page_size), length, true,
+                    nullptr, nullptr);
+      result.snapshot = true;
+    }
+    {
+      std::lock_guard l(mu);
+      db.st.seq = seq;
+      db.st.checksum = checksum;
+      if (snapshot_due) {
+        db.st.last_snapshot_seq = seq;
+        db.st.segments_since_snapshot = 0;
+        db.st.bytes_since_snapshot = 0;
+      } else {
+        db.st.segments_since_snapshot++;
+        db.st.bytes_since_snapshot += size;
+      }
+      db.status.spooled_seq = seq;
+      save_state(db);
+    }
+    for (const auto& [id, digest] : hashes) db.index.set_hash(id, digest);
+    db.index.set_length(diff.file_length);
+    db.index.save(db.dir + "/pages.idx");
+    work_cv.notify_all();
+    return result;
+  }
+
+  // ---- uploader ----
+
+  struct Job {
+    std::shared_ptr<Db> db;
+    uint64_t seq;
+    bool snapshot;
+    std::string path;
+  };
+
+  std::optional<Job> next_job() {
+    for (auto& [name, db] : dbs) {
+      if (!db->active || db->status.fenced) continue;
+      // Snapshots go up once the store has the incremental of their seq.
+      for (auto& [seq, path] : spool_files(db->snap_dir())) {
+        if (seq == 0 || (db->st.uploaded_any && seq <= db->st.uploaded_seq)) return Job{db, seq, true, path};
+        break;
+      }
+      auto incr = spool_files(db->incr_dir());
+      auto it = incr.find(db->st.uploaded_seq + 1);
+      if (it != incr.end()) return Job{db, it->first, false, it->second};
+    }
+    return std::nullopt;
+  }
+
+  uint64_t pending(const Db& db) const {
+    return spool_files(db.incr_dir()).size() + spool_files(db.snap_dir()).size();
+  }
+
+  // True if the store holds exactly our segment under `key`.
+  bool store_has_same(const std::string& key, const std::string& path) {
+    VectorSink theirs;
+    self->store_->get(key, theirs);
+    MemorySource a(theirs.data());
+    FileSource b(path);
+    try {
+      auto x = verify_segment(a);
+      auto y = verify_segment(b);
+      return x.checksum == y.checksum && x.header.seq == y.header.seq && x.header.prev_checksum == y.header.prev_checksum;
+    } catch (const Error&) {
+      return false;
+    }
+  }
+
+  void upload_loop() {
+    std::chrono::milliseconds backoff = self->options_.retry_initial;
+    std::unique_lock l(mu);
+    while (!stopping) {
+      auto job = next_job();
+      if (!job) {
+        work_cv.wait_for(l, std::chrono::seconds(1));
+        continue;
+      }
+      l.unlock();
+      std::string key = format_key(self->options_.prefix,
+                                   {job->db->name, job->snapshot ? kSnapshotGeneration : kIncrementalGeneration, job->seq});
+      std::optional<std::string> error;
+      bool fenced = false;
+      uint64_t size = 0;
+      try {
+        FileSource src(job->path);
+        size = src.size();
+        try {
+          self->store_->put_if_absent(key, src);
+        } catch (const Error& e) {
+          if (e.kind() != ErrorKind::kAlreadyExists) throw;
+          // Either our own earlier upload (before a crash) or another leader's.
+          if (!store_has_same(key, job->path)) {
+            fenced = true;
+            error = "fenced: " + key + " was already written by another leader; this leader must stop writing " +
+                    job->db->name;
+          }
+        }
+      } catch (const Error& e) {
+        error = std::string(e.what());
+      }
+      l.lock();
+      auto& db = *job->db;
+      if (fenced) {
+        db.status.fenced = true;
+        db.status.last_error = error;
+        done_cv.notify_all();
+        continue;
+      }
+      if (error) {
+        db.status.upload_retries++;
+        db.status.last_error = error;
+        done_cv.notify_all();
+        auto jitter = std::uniform_int_distribution<int64_t>(0, backoff.count() / 2 + 1)(rng);
+        work_cv.wait_for(l, backoff + std::chrono::milliseconds(jitter), [&] { return stopping; });
+        backoff = std::min(backoff * 2, self->options_.retry_max);
+        continue;
+      }
+      backoff = self->options_.retry_initial;
+      db.status.last_error.reset();
+      db.status.bytes_shipped += size;
+      db.status.last_upload_ms = system_now_ms();
+      if (job->snapshot) {
+        db.status.last_snapshot_seq = std::max(db.status.last_snapshot_seq, job->seq);
+      } else {
+        db.st.uploaded_seq = job->seq;
+      }
+      db.st.uploaded_any = true;
+      db.status.uploaded_seq = db.st.uploaded_seq;
+      try {
+        save_state(db);
+        ::unlink(job->path.c_str());
+      } catch (const Error& e) {
+        db.status.last_error = std::string(e.what());
+      }
+      db.status.pending_segments = pending(db);
+      done_cv.notify_all();
+    }
+  }
+};
+
+Replicator::Replicator(std::shared_ptr<ObjectStore> store, ReplicatorOptions options)
+    : store_(std::move(store)), options_(std::move(options)), impl_(std::make_unique<Impl>(this)) {
+  if (options_.spool_dir.empty()) throw Error(ErrorKind::kInvalidArgument, "a spool directory is required");
+  if (options_.page_size == 0 || options_.page_size > kMaxPageSize) {
+    throw Error(ErrorKind::kInvalidArgument, "bad page size");
+  }
+  make_dirs(options_.spool_dir);
+  impl_->uploader = std::thread([this] { impl_->upload_loop(); });
+}
+
+Replicator::~Replicator() {
+  {
+    std::lock_guard l(impl_->mu);
+    impl_->stopping = true;
+  }
+  impl_->work_cv.notify_all();
+  impl_->uploader.join();
+}
+
+void Replicator::add(const std::string& db_name, PageReader& reader) {
+  validate_db_name(db_name);
+  auto db = std::make_shared<Impl::Db>();
+  db->name = db_name;
+  db->dir = options_.spool_dir + "/" + db_name;
+  db->index = PageIndex(options_.page_size);
+  db->status.db = db_name;
+  {
+    std::lock_guard l(impl_->mu);
+    if (impl_->dbs.count(db_name)) throw Error(ErrorKind::kInvalidArgument, "database '" + db_name + "' is already added");
+  }
+  make_dirs(db->dir);
+  ChainListing chain = list_chain(*store_, options_.prefix, db_name);
+  auto st = impl_->load_state(db->dir);
+  if (st) {
+    db->st = *st;
+    // Adopt segments a crash left spooled but not yet recorded.
+    spool_files(db->snap_dir(), true);
+    auto incr = spool_files(db->incr_dir(), true);
+    for (auto& [seq, path] : incr) {
+      if (seq <= db->st.uploaded_seq && db->st.uploaded_any) {
+        ::unlink(path.c_str());  // uploaded; the crash came before its removal
+      } else if (seq == db->st.seq + 1) {
+        FileSource src(path);
+        auto s = verify_segment(src);
+        if (s.header.prev_checksum != db->st.checksum) {
+          throw Error(ErrorKind::kCorruption, "spooled segment " + path + " does not chain onto the spool state");
+        }
+        db->st.seq = seq;
+        db->st.checksum = s.checksum;
+      }
+    }
+    uint64_t head = chain.head_seq();
+    if (!chain.empty() && head > db->st.seq) {
+      throw Error(ErrorKind::kFenced, "the store's chain for '" + db_name + "' has reached seq " + std::to_string(head) +
+                                          " but this leader's spool is at " + std::to_string(db->st.seq) +
+                                          ": another leader has written it; use add_continuing after catching up");
+    }
+    if (db->st.uploaded_any && (chain.empty() || head < db->st.uploaded_seq)) {
+      throw Error(ErrorKind::kCorruption, "the store has lost segments of '" + db_name + "': it ends at seq " +
+                                              std::to_string(head) + " but seq " + std::to_string(db->st.uploaded_seq) +
+                                              " was uploaded");
+    }
+    if (auto idx = PageIndex::load(db->dir + "/pages.idx"); idx && idx->page_size() == options_.page_size) {
+      db->index = std::move(*idx);
+    }  // else: an empty index makes the catch-up push below ship every page
+  } else if (chain.empty()) {
+    // A new database: its first snapshot, at seq 0.
+    for (auto& [seq, path] : spool_files(db->snap_dir())) ::unlink(path.c_str());
+    db->st = State{};
+    impl_->spool_snapshot(*db, reader);
+    db->index.update(reader, Impl::all_ids(reader.file_size(), options_.page_size), reader.file_size());
+    impl_->save_state(*db);
+    db->index.save(db->dir + "/pages.idx");
+  } else {
+    // The store has a chain but this machine has no spool: rebuild the
+    // shipped state from the store, then ship whatever the file differs by.
+    std::string base = db->dir + "/base.restore";
+    RestoreOptions ro;
+    ro.prefix = options_.prefix;
+    RestoreResult r = restore(*store_, db_name, base, {}, ro);
+    {
+      FilePageReader base_reader(base);
+      db->index.update(base_reader, Impl::all_ids(base_reader.file_size(), options_.page_size), base_reader.file_size());
+    }
+    ::unlink(base.c_str());
+    ::unlink((base + ".duckblock").c_str());
+    db->st = State{};
+    db->st.seq = db->st.uploaded_seq = r.position.seq;
+    db->st.checksum = r.position.checksum;
+    db->st.uploaded_any = true;
+    db->st.last_snapshot_seq = chain.snapshots.empty() ? 0 : chain.snapshots.back().seq;
+    impl_->save_state(*db);
+    db->index.save(db->dir + "/pages.idx");
+  }
+  db->status.spooled_seq = db->st.seq;
+  db->status.uploaded_seq = db->st.uploaded_seq;
+  db->status.last_snapshot_seq = db->st.last_snapshot_seq;
+  // Whatever the file holds beyond the shipped state (a checkpoint that
+  // committed before a crash could spool it) ships now.
+  impl_->push(*db, reader, nullptr);
+  std::lock_guard l(impl_->mu);
+  db->status.pending_segments = impl_->pending(*db);
+  impl_->dbs[db_name] = db;
+  impl_->work_cv.notify_all();
+}
+
+void Replicator::add_continuing(const std::string& db_name, PageReader& reader, const ChainPosition& position) {
+  validate_db_name(db_name);
+  ChainListing chain = list_chain(*store_, options_.prefix, db_name);
+  if (chain.head_seq() != position.seq) {
+    throw Error(ErrorKind::kChainBroken, "cannot continue '" + db_name + "' from seq " + std::to_string(position.seq) +
+                                             ": the store's head is seq " + std::to_string(chain.head_seq()) +
+                                             " (catch up first)");
+  }
+  auto db = std::make_shared<Impl::Db>();
+  db->name = db_name;
+  db->dir = options_.spool_dir + "/" + db_name;
+  db->index = PageIndex(options_.page_size);
+  db->status.db = db_name;
+  {
+    std::lock_guard l(impl_->mu);
+    if (impl_->dbs.count(db_name)) throw Error(ErrorKind::kInvalidArgument, "database '" + db_name + "' is already added");
+  }
+  // A spool left from an earlier term as leader is stale: the chain moved on.
+  make_dirs(db->dir);
+  for (auto& [seq, path] : spool_files(db->incr_dir())) ::unlink(path.c_str());
+  for (auto& [seq, path] : spool_files(db->snap_dir())) ::unlink(path.c_str());
+  db->st.seq = db->st.uploaded_seq = position.seq;
+  db->st.checksum = position.checksum;
+  db->st.uploaded_any = true;
+  db->st.last_snapshot_seq = chain.snapshots.empty() ? 0 : chain.snapshots.back().seq;
+  db->index.update(reader, Impl::all_ids(reader.file_size(), options_.page_size), reader.file_size());
+  impl_->save_state(*db);
+  db->index.save(db->dir + "/pages.idx");
+  db->status.spooled_seq = db->status.uploaded_seq = position.seq;
+  db->status.last_snapshot_seq = db->st.last_snapshot_seq;
+  std::lock_guard l(impl_->mu);
+  impl_->dbs[db_name] = db;
+}
+
+PushResult Replicator::push_checkpoint(const std::string& db_name, PageReader& reader,
+                                       const std::vector<uint64_t>* candidates) {
+  std::shared_ptr<Impl::Db> db;
+  {
+    std::lock_guard l(impl_->mu);
+    auto it = impl_->dbs.find(db_name);
+    if (it == impl_->dbs.end()) throw Error(ErrorKind::kNotFound, "database '" + db_name + "' is not added");
+    db = it->second;
+  }
+  PushResult r = impl_->push(*db, reader, candidates);
+  std::lock_guard l(impl_->mu);
+  db->status.pending_segments = impl_->pending(*db);
+  return r;
+}
+
+void Replicator::sync(const std::string& db_name, std::chrono::milliseconds timeout) {
+  std::unique_lock l(impl_->mu);
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    bool done = true;
+    for (auto& [name, db] : impl_->dbs) {
+      if (!db_name.empty() && name != db_name) continue;
+      if (db->status.fenced) throw Error(ErrorKind::kFenced, *db->status.last_error);
+      if (impl_->pending(*db) > 0) done = false;
+    }
+    if (!db_name.empty() && !impl_->dbs.count(db_name)) {
+      throw Error(ErrorKind::kNotFound, "database '" + db_name + "' is not added");
+    }
+    if (done) return;
+    if (impl_->done_cv.wait_until(l, deadline) == std::cv_status::timeout) {
+      std::string why;
+      for (auto& [name, db] : impl_->dbs) {
+        if (db->status.last_error) why += " " + name + ": " + *db->status.last_error;
+      }
+      throw Error(ErrorKind::kRetryable, "sync timed out with segments still pending;" + (why.empty() ? std::string(" no error recorded") : why));
+    }
+  }
+}
+
+void Replicator::remove(const std::string& db_name) {
+  std::lock_guard l(impl_->mu);
+  auto it = impl_->dbs.find(db_name);
+  if (it == impl_->dbs.end()) return;
+  it->second->active = false;
+  impl_->dbs.erase(it);
+}
+
+ChainPosition Replicator::pull(const std::string& db_name, const std::string& path) {
+  Replica replica(path);
+  catch_up(*store_, options_.prefix, db_name, replica);
+  return replica.position();
+}
+
+ReplicationStatus Replicator::status(const std::string& db_name) const {
+  std::lock_guard l(impl_->mu);
+  auto it = impl_->dbs.find(db_name);
+  if (it == impl_->dbs.end()) throw Error(ErrorKind::kNotFound, "database '" + db_name + "' is not added");
+  return it->second->status;
+}
+
+std::vector<std::string> Replicator::databases() const {
+  std::lock_guard l(impl_->mu);
+  std::vector<std::string> out;
+  for (auto& [name, db] : impl_->dbs) out.push_back(name);
+  return out;
+}
+
+}  // namespace duckblock

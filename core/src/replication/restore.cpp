@@ -1,0 +1,327 @@
+#include "duckblock/restore.h"
+
+#include <unistd.h>
+
+#include <condition_variable>
+#include <deque>
+#include <thread>
+
+#include "duckblock/error.h"
+#include "duckblock/key.h"
+
+namespace duckblock {
+
+uint64_t ChainListing::head_seq() const {
+  uint64_t h = 0;
+  if (!snapshots.empty()) h = std::max(h, snapshots.back().seq);
+  if (!incrementals.empty()) h = std::max(h, incrementals.back().seq);
+  return h;
+}
+
+ChainListing list_chain(ObjectStore& store, const std::string& prefix, const std::string& db) {
+  ChainListing out;
+  for (uint16_t gen : {kIncrementalGeneration, kSnapshotGeneration}) {
+    for (const auto& info : store.list(generation_prefix(prefix, db, gen))) {
+      auto key = parse_key(prefix, info.key);
+      if (!key || key->db != db || key->generation != gen) continue;  // not ours: ignore
+      ChainEntry e{key->seq, gen == kSnapshotGeneration, info.key, info.size, info.modified_ms};
+      (e.snapshot ? out.snapshots : out.incrementals).push_back(e);
+    }
+  }
+  return out;
+}
+
+SegmentSummary download_segment(ObjectStore& store, const ChainEntry& entry, const std::string& path) {
+  try {
+    {
+      FileSink sink(path);
+      store.get(entry.key, sink);
+      sink.sync();
+      sink.close();
+    }
+    FileSource src(path);
+    SegmentSummary s;
+    try {
+      s = verify_segment(src);
+    } catch (const Error& e) {
+      throw Error(e.kind(), "object " + entry.key + ": " + e.what());
+    }
+    if (s.header.seq != entry.seq) {
+      throw Error(ErrorKind::kCorruption, "object " + entry.key + " holds seq " + std::to_string(s.header.seq) +
+                                              ", its key says " + std::to_string(entry.seq));
+    }
+    return s;
+  } catch (...) {
+    ::unlink(path.c_str());
+    throw;
+  }
+}
+
+namespace {
+
+std::string temp_name(const std::string& dir, const std::string& what) {
+  static std::atomic<uint64_t> n{0};
+  return dir + "/.duckblock-dl-" + std::to_string(::getpid()) + "-" + std::to_string(n++) + "-" + what;
+}
+
+int64_t header_time(ObjectStore& store, const ChainEntry& e) {
+  auto bytes = get_bytes(store, e.key, ByteRange{0, kHeaderSize});
+  if (bytes.size() < kHeaderSize) throw Error(ErrorKind::kCorruption, "object " + e.key + " is truncated");
+  return parse_header(std::span<const uint8_t, kHeaderSize>(bytes.data(), kHeaderSize)).created_ms;
+}
+
+// Downloads entries in order on a background thread, at most `depth` ahead of
+// the consumer, so network and disk work overlap with bounded space.
+class Prefetcher {
+ public:
+  Prefetcher(ObjectStore& store, std::vector<ChainEntry> entries, std::string dir, size_t depth = 2)
+      : store_(store), entries_(std::move(entries)), dir_(std::move(dir)), depth_(depth) {
+    thread_ = std::thread([this] { run(); });
+  }
+  ~Prefetcher() {
+    {
+      std::lock_guard l(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+    for (auto& r : ready_) ::unlink(r.path.c_str());
+  }
+  struct Ready {
+    std::string path;
+    SegmentSummary summary;
+    ChainEntry entry;
+  };
+  // Next downloaded segment; rethrows a download error.
+  Ready next() {
+    std::unique_lock l(mu_);
+    cv_.wait(l, [&] { return !ready_.empty() || error_; });
+    if (ready_.empty()) std::rethrow_exception(error_);
+    Ready r = std::move(ready_.front());
+    ready_.pop_front();
+    cv_.notify_all();
+    return r;
+  }
+
+ private:
+  void run() {
+    for (const auto& e : entries_) {
+      {
+        std::unique_lock l(mu_);
+        cv_.wait(l, [&] { return stop_ || ready_.size() < depth_; });
+        if (stop_) return;
+      }
+      Ready r;
+      r.entry = e;
+      r.path = temp_name(dir_, std::to_string(e.seq));
+      try {
+        r.summary = download_segment(store_, e, r.path);
+      } catch (...) {
+        std::lock_guard l(mu_);
+        error_ = std::current_exception();
+        cv_.notify_all();
+        return;
+      }
+      std::lock_guard l(mu_);
+      if (stop_) {
+        ::unlink(r.path.c_str());
+        return;
+      }
+      ready_.push_back(std::move(r));
+      cv_.notify_all();
+    }
+  }
+
+  ObjectStore& store_;
+  std::vector<ChainEntry> entries_;
+  std::string dir_;
+  size_t depth_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Ready> ready_;
+  std::exception_ptr error_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+// Incrementals (from..to] from the listing, checked for gaps.
+std::vector<ChainEntry> incrementals_between(const ChainListing& chain, uint64_t from, uint64_t to) {
+  std::vector<ChainEntry> out;
+  uint64_t expect = from + 1;
+  for (const auto& e : chain.incrementals) {
+    if (e.seq <= from || e.seq > to) continue;
+    if (e.seq != expect) {
+      throw Error(ErrorKind::kChainBroken,
+                  "the store is missing incremental seq " + std::to_string(expect) + " (next present: " +
+                      std::to_string(e.seq) + "); the chain cannot be replayed past seq " + std::to_string(expect - 1));
+    }
+    out.push_back(e);
+    ++expect;
+  }
+  if (expect != to + 1) {
+    throw Error(ErrorKind::kChainBroken, "the store is missing incremental seq " + std::to_string(expect) +
+                                             " (wanted up to " + std::to_string(to) + ")");
+  }
+  return out;
+}
+
+// Applies `entries` to the replica with downloads overlapped.
+uint64_t apply_all(ObjectStore& store, Replica& replica, const std::vector<ChainEntry>& entries,
+                   const std::string& dir, RestoreResult* result, const RestoreOptions* options,
+                   RestoreProgress* progress) {
+  if (entries.empty()) return 0;
+  Prefetcher pf(store, entries, dir);
+  uint64_t n = 0;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    auto r = pf.next();
+    replica.apply(r.path, /*consume=*/true);
+    ++n;
+    if (result) {
+      result->bytes_downloaded += r.summary.encoded_size;
+      result->created_ms = r.summary.header.created_ms;
+    }
+    if (progress && options && options->progress) {
+      progress->segments_done++;
+      progress->bytes_done += r.entry.size;
+      options->progress(*progress);
+    }
+  }
+  return n;
+}
+
+}  // namespace
+
+RestoreResult restore(ObjectStore& store, const std::string& db, const std::string& target_path,
+                      const RestoreTarget& target, const RestoreOptions& options) {
+  validate_db_name(db);
+  ChainListing chain = list_chain(store, options.prefix, db);
+  if (chain.empty()) {
+    throw Error(ErrorKind::kNotFound, "the store " + store.url() + " has no database '" + db + "'" +
+                                          (options.prefix.empty() ? "" : " under prefix '" + options.prefix + "'"));
+  }
+  uint64_t head = chain.head_seq();
+  uint64_t want = head;
+  if (target.seq) {
+    if (*target.seq > head) {
+      throw Error(ErrorKind::kNotFound, "seq " + std::to_string(*target.seq) + " is past the chain's head " +
+                                            std::to_string(head));
+    }
+    want = *target.seq;
+  }
+  if (target.time_ms) {
+    // Binary search the incrementals by header time (monotonic with seq on
+    // one leader): the last one created at or before the target time.
+    const auto& inc = chain.incrementals;
+    size_t lo = 0, hi = inc.size();  // first index with time > target
+    while (lo < hi) {
+      size_t mid = (lo + hi) / 2;
+      if (header_time(store, inc[mid]) <= *target.time_ms) lo = mid + 1; else hi = mid;
+    }
+    if (lo > 0) {
+      want = std::min(want, inc[lo - 1].seq);
+    } else {
+      // Before every incremental: only a snapshot that old can serve.
+      uint64_t best = UINT64_MAX;
+      for (const auto& s : chain.snapshots) {
+        if (s.seq <= want && header_time(store, s) <= *target.time_ms) best = s.seq;
+      }
+      if (best == UINT64_MAX) {
+        throw Error(ErrorKind::kNotFound, "no point of '" + db + "' was created at or before the requested time");
+      }
+      want = best;
+    }
+  }
+  const ChainEntry* snap = nullptr;
+  for (const auto& s : chain.snapshots) {
+    if (s.seq <= want) snap = &s;
+  }
+  if (!snap) {
+    throw Error(ErrorKind::kNotFound, "no snapshot of '" + db + "' at or before seq " + std::to_string(want) +
+                                          " (it may have been pruned)");
+  }
+  auto incs = incrementals_between(chain, snap->seq, want);
+
+  std::string dir = options.temp_dir.empty() ? dirname_of(target_path) : options.temp_dir;
+  std::string work = target_path + ".duckblock-restoring";
+  for (const auto& p : {work, work + ".duckblock", work + ".duckblock-pending"}) ::unlink(p.c_str());
+  RestoreResult result;
+  RestoreProgress progress;
+  progress.segments_total = 1 + incs.size();
+  progress.bytes_total = snap->size;
+  for (const auto& e : incs) progress.bytes_total += e.size;
+  try {
+    Replica replica(work);
+    std::string snap_path = temp_name(dir, "snapshot");
+    SegmentSummary s = download_segment(store, *snap, snap_path);
+    try {
+      replica.reset_from_snapshot(snap_path);
+    } catch (...) {
+      ::unlink(snap_path.c_str());
+      throw;
+    }
+    ::unlink(snap_path.c_str());
+    result.snapshot_seq = snap->seq;
+    result.bytes_downloaded = s.encoded_size;
+    result.created_ms = s.header.created_ms;
+    progress.segments_done = 1;
+    progress.bytes_done = snap->size;
+    if (options.progress) options.progress(progress);
+    result.segments_applied = apply_all(store, replica, incs, dir, &result, &options, &progress);
+    result.position = replica.position();
+    // Publish: the file first, then its journal (a crash in between leaves a
+    // journal that no longer chains, which apply refuses loudly).
+    if (::rename(work.c_str(), target_path.c_str()) != 0) throw_errno("cannot move restored file to " + target_path);
+    if (::rename((work + ".duckblock").c_str(), (target_path + ".duckblock").c_str()) != 0) {
+      throw_errno("cannot move restore journal beside " + target_path);
+    }
+    ::unlink((target_path + ".duckblock-pending").c_str());
+    fsync_dir(dirname_of(target_path));
+  } catch (...) {
+    for (const auto& p : {work, work + ".duckblock", work + ".duckblock-pending"}) ::unlink(p.c_str());
+    throw;
+  }
+  return result;
+}
+
+uint64_t catch_up(ObjectStore& store, const std::string& prefix, const std::string& db, Replica& replica,
+                  std::optional<uint64_t> up_to_seq) {
+  ChainListing chain = list_chain(store, prefix, db);
+  if (chain.empty()) throw Error(ErrorKind::kNotFound, "the store " + store.url() + " has no database '" + db + "'");
+  uint64_t head = up_to_seq ? std::min(*up_to_seq, chain.head_seq()) : chain.head_seq();
+  std::string dir = dirname_of(replica.path());
+  bool fresh = ::access(replica.journal_path().c_str(), F_OK) != 0;
+  uint64_t pos = replica.position().seq;
+  // Start over from a snapshot when the replica has no position yet, or the
+  // incremental it needs next is gone (pruned) while a newer snapshot exists.
+  bool need_next = !fresh && pos < head;
+  bool next_missing = need_next && std::none_of(chain.incrementals.begin(), chain.incrementals.end(),
+                                                [&](const ChainEntry& e) { return e.seq == pos + 1; });
+  uint64_t applied = 0;
+  if (fresh || next_missing) {
+    const ChainEntry* snap = nullptr;
+    for (const auto& s : chain.snapshots) {
+      if (s.seq <= head && (fresh || s.seq > pos)) snap = &s;
+    }
+    if (!snap) {
+      throw Error(fresh ? ErrorKind::kNotFound : ErrorKind::kChainBroken,
+                  fresh ? "no snapshot of '" + db + "' to start from"
+                        : "incremental seq " + std::to_string(pos + 1) + " is gone from the store and no newer snapshot exists");
+    }
+    std::string path = temp_name(dir, "snapshot");
+    download_segment(store, *snap, path);
+    try {
+      replica.reset_from_snapshot(path);
+    } catch (...) {
+      ::unlink(path.c_str());
+      throw;
+    }
+    ::unlink(path.c_str());
+    ++applied;
+  }
+  pos = replica.position().seq;
+  if (pos >= head) return applied;
+  auto incs = incrementals_between(chain, pos, head);
+  return applied + apply_all(store, replica, incs, dir, nullptr, nullptr, nullptr);
+}
+
+}  // namespace duckblock

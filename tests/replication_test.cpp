@@ -1,0 +1,341 @@
+// Leader -> store -> follower with synthetic files, against every store
+// backend. (DuckDB end-to-end tests live in duckdb/tests.)
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <random>
+
+#include "duckblock/error.h"
+#include "duckblock/key.h"
+#include "duckblock/replicator.h"
+#include "duckblock/restore.h"
+#include "store_backends.h"
+#include "test_util.h"
+
+namespace duckblock {
+namespace {
+
+constexpr uint32_t kPage = 4096;
+
+// A file that changes like a database does: pages rewritten, appended,
+// truncated. Tracks which pages it wrote since the last checkpoint.
+class MutatingFile {
+ public:
+  MutatingFile(std::string path, uint64_t seed) : path_(std::move(path)), rng_(seed) {
+    data_.resize(64 * kPage);
+    for (auto& b : data_) b = uint8_t(rng_());
+    flush();
+    dirty_.clear();
+  }
+  void step() {
+    int op = int(rng_() % 10);
+    if (op < 6) {  // rewrite some pages, some with the same bytes
+      for (int i = 0; i < 5; ++i) {
+        uint64_t page = rng_() % (data_.size() / kPage);
+        dirty_.push_back(page);
+        if (rng_() % 3) data_[page * kPage + rng_() % kPage] ^= uint8_t(1 + rng_() % 255);
+      }
+    } else if (op < 8) {  // append
+      size_t old = data_.size();
+      data_.resize(old + (1 + rng_() % 8) * kPage);
+      for (size_t i = old; i < data_.size(); ++i) data_[i] = uint8_t(rng_());
+      for (uint64_t p = old / kPage; p < data_.size() / kPage; ++p) dirty_.push_back(p);
+    } else if (data_.size() > 16 * kPage) {  // shrink
+      data_.resize(data_.size() - (1 + rng_() % 4) * kPage);
+    }
+    flush();
+  }
+  // In place, like a database: readers holding the file open see the change.
+  void flush() {
+    int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT, 0644);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::pwrite(fd, data_.data(), data_.size(), 0), ssize_t(data_.size()));
+    ASSERT_EQ(::ftruncate(fd, off_t(data_.size())), 0);
+    ::close(fd);
+  }
+  std::vector<uint64_t> take_dirty() { return std::exchange(dirty_, {}); }
+  const std::vector<uint8_t>& data() const { return data_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  std::mt19937_64 rng_;
+  std::vector<uint8_t> data_;
+  std::vector<uint64_t> dirty_;
+};
+
+class Replication : public ::testing::TestWithParam<test::StoreBackend> {
+ protected:
+  void SetUp() override { store = std::shared_ptr<ObjectStore>(GetParam().make()); }
+  ReplicatorOptions options(const std::string& spool) {
+    ReplicatorOptions o;
+    o.spool_dir = spool;
+    o.snapshots.every_segments = 4;
+    o.retry_initial = std::chrono::milliseconds(5);
+    return o;
+  }
+  std::shared_ptr<ObjectStore> store;
+  test::TempDir dir;
+};
+
+TEST_P(Replication, FollowerIsByteIdenticalAfterEveryCheckpoint) {
+  MutatingFile leader(dir / "leader.db", 1);
+  Replicator rep(store, options(dir / "spool"));
+  {
+    FilePageReader reader(leader.path());
+    rep.add("db", reader);
+  }
+  rep.sync();
+  FollowerBehavior follower(store, "db", dir / "follower.db");
+  uint64_t last_seq = 0;
+  for (int i = 0; i < 24; ++i) {
+    leader.step();
+    auto dirty = leader.take_dirty();
+    FilePageReader reader(leader.path());
+    auto r = rep.push_checkpoint("db", reader, &dirty);
+    if (r.seq) {
+      EXPECT_EQ(r.seq, last_seq + 1);
+      last_seq = r.seq;
+    }
+    rep.sync();
+    follower.poll_once();
+    ASSERT_EQ(test::digest_of(read_file(dir / "follower.db")), test::digest_of(leader.data())) << "checkpoint " << i;
+    EXPECT_EQ(follower.position().seq, last_seq);
+  }
+  auto st = rep.status("db");
+  EXPECT_EQ(st.uploaded_seq, last_seq);
+  EXPECT_EQ(st.pending_segments, 0u);
+  EXPECT_GT(st.last_snapshot_seq, 0u);  // every 4 segments
+  // A fresh restore reaches the same bytes from the newest snapshot.
+  auto res = restore(*store, "db", dir / "restored.db");
+  EXPECT_EQ(test::digest_of(read_file(dir / "restored.db")), test::digest_of(leader.data()));
+  EXPECT_EQ(res.position.seq, last_seq);
+}
+
+TEST_P(Replication, UnchangedPagesAreNotShipped) {
+  MutatingFile leader(dir / "leader.db", 2);
+  Replicator rep(store, options(dir / "spool"));
+  FilePageReader reader(leader.path());
+  rep.add("db", reader);
+  std::vector<uint64_t> dirty = {1, 2, 3};  // written, but with the same bytes
+  EXPECT_EQ(rep.push_checkpoint("db", reader, &dirty).seq, 0u);
+}
+
+TEST_P(Replication, RestoreToEverySeqAndToATime) {
+  MutatingFile leader(dir / "leader.db", 3);
+  int64_t clock = 1'000'000;
+  auto opt = options(dir / "spool");
+  opt.now_ms = [&] { return clock; };
+  Replicator rep(store, opt);
+  {
+    FilePageReader reader(leader.path());
+    rep.add("db", reader);
+  }
+  std::vector<std::vector<uint8_t>> states = {leader.data()};
+  std::vector<int64_t> times = {clock};
+  while (states.size() < 12) {
+    leader.step();
+    clock += 1000;
+    auto dirty = leader.take_dirty();
+    FilePageReader reader(leader.path());
+    if (rep.push_checkpoint("db", reader, &dirty).seq) {
+      states.push_back(leader.data());
+      times.push_back(clock);
+    }
+  }
+  rep.sync();
+  for (uint64_t seq = 0; seq < states.size(); ++seq) {
+    std::string out = dir / ("at" + std::to_string(seq));
+    auto r = restore(*store, "db", out, RestoreTarget{seq, std::nullopt});
+    EXPECT_EQ(r.position.seq, seq);
+    EXPECT_EQ(test::digest_of(read_file(out)), test::digest_of(states[seq])) << "seq " << seq;
+  }
+  // Half a second after checkpoint 7: the state at 7.
+  restore(*store, "db", dir / "t", RestoreTarget{std::nullopt, times[7] + 500});
+  EXPECT_EQ(test::digest_of(read_file(dir / "t")), test::digest_of(states[7]));
+  EXPECT_THROW(restore(*store, "db", dir / "x", RestoreTarget{999, std::nullopt}), Error);
+  EXPECT_THROW(restore(*store, "nodb", dir / "x"), Error);
+}
+
+TEST_P(Replication, LeaderRestartResumesFromSpoolWithoutGapOrDuplicate) {
+  MutatingFile leader(dir / "leader.db", 4);
+  {
+    Replicator rep(store, options(dir / "spool"));
+    FilePageReader reader(leader.path());
+    rep.add("db", reader);
+    rep.sync();
+    for (int i = 0; i < 3; ++i) {
+      leader.step();
+      auto d = leader.take_dirty();
+      rep.push_checkpoint("db", reader, &d);
+    }
+    // Destroyed without sync: segments may still be in the spool.
+  }
+  leader.step();  // changed while no replicator ran
+  leader.take_dirty();
+  Replicator rep(store, options(dir / "spool"));
+  FilePageReader reader(leader.path());
+  rep.add("db", reader);  // ships the difference
+  rep.sync();
+  auto chain = list_chain(*store, "", "db");
+  for (size_t i = 0; i < chain.incrementals.size(); ++i) EXPECT_EQ(chain.incrementals[i].seq, i + 1);
+  restore(*store, "db", dir / "r.db");
+  EXPECT_EQ(test::digest_of(read_file(dir / "r.db")), test::digest_of(leader.data()));
+}
+
+TEST_P(Replication, NewMachineContinuesAnExistingChain) {
+  MutatingFile leader(dir / "leader.db", 5);
+  {
+    Replicator rep(store, options(dir / "spool1"));
+    FilePageReader reader(leader.path());
+    rep.add("db", reader);
+    leader.step();
+    auto d = leader.take_dirty();
+    rep.push_checkpoint("db", reader, &d);
+    rep.sync();
+  }
+  // Same file, empty spool: nothing differs, so nothing new ships.
+  Replicator rep(store, options(dir / "spool2"));
+  FilePageReader reader(leader.path());
+  rep.add("db", reader);
+  rep.sync();
+  EXPECT_EQ(list_chain(*store, "", "db").head_seq(), 1u);
+}
+
+TEST_P(Replication, PromotedFollowerContinuesAndTheOldLeaderIsFenced) {
+  MutatingFile leader(dir / "leader.db", 6);
+  Replicator old_leader(store, options(dir / "spool-old"));
+  FilePageReader old_reader(leader.path());
+  old_leader.add("db", old_reader);
+  for (int i = 0; i < 3; ++i) {
+    leader.step();
+    auto d = leader.take_dirty();
+    old_leader.push_checkpoint("db", old_reader, &d);
+  }
+  old_leader.sync();
+  // Follower B catches up and is promoted.
+  FollowerBehavior b(store, "db", dir / "b.db");
+  ChainPosition pos = b.catch_up_and_stop();
+  ASSERT_EQ(test::digest_of(read_file(dir / "b.db")), test::digest_of(leader.data()));
+  Replicator new_leader(store, options(dir / "spool-new"));
+  FilePageReader b_reader(dir / "b.db");
+  new_leader.add_continuing("db", b_reader, pos);
+  // A second follower C follows across the handover.
+  FollowerBehavior c(store, "db", dir / "c.db");
+  c.poll_once();
+  MutatingFile b_file(dir / "b-writer.db", 99);  // unused: b writes via raw bytes below
+  auto bytes = read_file(dir / "b.db");
+  bytes[5 * kPage] ^= 0x55;
+  write_file_atomic(dir / "b.db", bytes);
+  std::vector<uint64_t> dirty = {5};
+  FilePageReader b_reader2(dir / "b.db");
+  EXPECT_EQ(new_leader.push_checkpoint("db", b_reader2, &dirty).seq, pos.seq + 1);
+  new_leader.sync();
+  c.poll_once();
+  EXPECT_EQ(test::digest_of(read_file(dir / "c.db")), test::digest_of(bytes));
+  // The deposed leader writes late: fenced, and the chain is not forked.
+  leader.step();
+  auto d = leader.take_dirty();
+  d.push_back(0);
+  auto late = read_file(leader.path());
+  late[0] ^= 1;
+  write_file_atomic(leader.path(), late);
+  FilePageReader late_reader(leader.path());
+  old_leader.push_checkpoint("db", late_reader, &d);
+  try {
+    old_leader.sync("db", std::chrono::seconds(20));
+    FAIL() << "late write was not fenced";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kFenced) << e.what();
+  }
+  EXPECT_TRUE(old_leader.status("db").fenced);
+  c.poll_once();
+  EXPECT_EQ(test::digest_of(read_file(dir / "c.db")), test::digest_of(bytes));
+}
+
+TEST_P(Replication, FollowerStopsAtABrokenChain) {
+  MutatingFile leader(dir / "leader.db", 7);
+  Replicator rep(store, options(dir / "spool"));
+  FilePageReader reader(leader.path());
+  rep.add("db", reader);
+  leader.step();
+  auto d = leader.take_dirty();
+  rep.push_checkpoint("db", reader, &d);
+  rep.sync();
+  FollowerBehavior f(store, "db", dir / "f.db");
+  f.poll_once();
+  auto before = read_file(dir / "f.db");
+  // A segment 2 that does not chain (wrong prev checksum) appears.
+  SegmentHeader h;
+  h.page_size = kPage;
+  h.seq = f.position().seq + 1;
+  h.prev_checksum = 0xbad;
+  auto seg = encode_segment(h, {{0, std::vector<uint8_t>(kPage, 1)}});
+  put_bytes(*store, format_key("", {"db", 0, h.seq}), seg);
+  EXPECT_THROW(f.poll_once(), Error);
+  EXPECT_TRUE(f.broken());
+  ASSERT_TRUE(f.last_error());
+  EXPECT_NE(f.last_error()->find("does not continue"), std::string::npos) << *f.last_error();
+  EXPECT_EQ(test::digest_of(read_file(dir / "f.db")), test::digest_of(before));
+}
+
+TEST_P(Replication, FollowerLoopRunsAndStopsCleanly) {
+  MutatingFile leader(dir / "leader.db", 8);
+  Replicator rep(store, options(dir / "spool"));
+  FilePageReader reader(leader.path());
+  rep.add("db", reader);
+  rep.sync();
+  FollowerOptions fo;
+  fo.poll_interval = std::chrono::milliseconds(20);
+  std::atomic<int> applied{0};
+  fo.on_applied = [&](const ChainPosition&) { applied++; };
+  FollowerBehavior f(store, "db", dir / "f.db", fo);
+  f.start();
+  leader.step();
+  auto d = leader.take_dirty();
+  rep.push_checkpoint("db", reader, &d);
+  rep.sync();
+  for (int i = 0; i < 500 && f.position().seq < rep.status("db").uploaded_seq; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  f.stop();
+  EXPECT_EQ(f.position().seq, rep.status("db").uploaded_seq);
+  EXPECT_TRUE(f.caught_up());
+  EXPECT_GE(applied.load(), 1);
+  EXPECT_EQ(test::digest_of(read_file(dir / "f.db")), test::digest_of(leader.data()));
+}
+
+TEST_P(Replication, PruneKeepsEveryPointInTheWindowRestorable) {
+  MutatingFile leader(dir / "leader.db", 9);
+  Replicator rep(store, options(dir / "spool"));  // snapshot every 4
+  FilePageReader reader(leader.path());
+  rep.add("db", reader);
+  for (int n = 0; n < 14;) {
+    leader.step();
+    auto d = leader.take_dirty();
+    if (rep.push_checkpoint("db", reader, &d).seq) ++n;
+  }
+  rep.sync();
+  ChainListing chain = list_chain(*store, "", "db");
+  // Pretend seq k was written at time 1000*k (store times are all "now").
+  for (auto* list : {&chain.incrementals, &chain.snapshots}) {
+    for (auto& e : *list) e.modified_ms = 1000 * int64_t(e.seq);
+  }
+  RetentionPolicy pol;
+  pol.window = std::chrono::milliseconds(5500);  // now = 14000: keep points from seq 8.5 on
+  pol.min_snapshots = 1;
+  auto plan = plan_prune(chain, pol, 14000);
+  EXPECT_EQ(plan.oldest_restorable_seq, 8u);
+  execute_prune(*store, plan);
+  for (uint64_t seq = 8; seq <= 14; ++seq) {
+    std::string out = dir / ("p" + std::to_string(seq));
+    EXPECT_NO_THROW(restore(*store, "db", out, RestoreTarget{seq, std::nullopt})) << seq;
+  }
+  EXPECT_THROW(restore(*store, "db", dir / "old", RestoreTarget{3, std::nullopt}), Error);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllBackends, Replication, ::testing::ValuesIn(test::all_store_backends()),
+                         [](const auto& info) { return info.param.name; });
+
+}  // namespace
+}  // namespace duckblock
