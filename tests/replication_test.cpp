@@ -121,6 +121,47 @@ TEST_P(Replication, UnchangedPagesAreNotShipped) {
   EXPECT_EQ(rep.push_checkpoint("db", reader, &dirty).seq, 0u);
 }
 
+TEST_P(Replication, SnapshotNowShipsTheDifferenceThenSnapshotsTheHead) {
+  MutatingFile leader(dir / "leader.db", 12);
+  auto opt = options(dir / "spool");
+  opt.snapshots.every_segments = 0;  // only explicit snapshots
+  opt.snapshots.every_bytes = 0;
+  Replicator rep(store, opt);
+  FilePageReader reader(leader.path());
+  rep.add("db", reader);
+  // Nothing changed since the seq-0 snapshot: it is the snapshot at the head.
+  auto same = rep.snapshot_now("db", reader);
+  EXPECT_EQ(same.seq, 0u);
+  EXPECT_FALSE(same.created);
+  uint64_t seq = 0;
+  for (int tries = 0; seq < 3; ++tries) {
+    ASSERT_LT(tries, 1000) << "the file never changed";
+    leader.step();
+    auto d = leader.take_dirty();
+    if (rep.push_checkpoint("db", reader, &d).seq) ++seq;
+  }
+  leader.step();  // not pushed: snapshot_now ships it first
+  auto r = rep.snapshot_now("db", reader);
+  EXPECT_EQ(r.incremental.seq, 4u);
+  EXPECT_EQ(r.seq, 4u);
+  EXPECT_TRUE(r.created);
+  EXPECT_FALSE(rep.snapshot_now("db", reader).created);  // already there
+  rep.sync();
+  ChainListing chain = list_chain(*store, "", "db");
+  ASSERT_EQ(chain.snapshots.size(), 2u);
+  EXPECT_EQ(chain.snapshots.back().seq, 4u);
+  // A restore to the head starts from the new snapshot and replays nothing.
+  auto res = restore(*store, "db", dir / "restored.db");
+  EXPECT_EQ(res.snapshot_seq, 4u);
+  EXPECT_EQ(res.segments_applied, 0u);
+  EXPECT_EQ(test::digest_of(read_file(dir / "restored.db")), test::digest_of(leader.data()));
+  // Its position chains: the snapshot's prev_checksum is the chain checksum at 4.
+  ASSERT_EQ(chain.incrementals.back().seq, 4u);
+  auto bytes = get_bytes(*store, chain.incrementals.back().key);
+  MemorySource src(bytes);
+  EXPECT_EQ(res.position.checksum, verify_segment(src).checksum);
+}
+
 TEST_P(Replication, RestoreToEverySeqAndToATime) {
   MutatingFile leader(dir / "leader.db", 3);
   int64_t clock = 1'000'000;
@@ -133,7 +174,8 @@ TEST_P(Replication, RestoreToEverySeqAndToATime) {
   }
   std::vector<std::vector<uint8_t>> states = {leader.data()};
   std::vector<int64_t> times = {clock};
-  while (states.size() < 12) {
+  for (int tries = 0; states.size() < 12; ++tries) {
+    ASSERT_LT(tries, 1000) << "the file never changed";
     leader.step();
     clock += 1000;
     auto dirty = leader.take_dirty();
@@ -310,7 +352,8 @@ TEST_P(Replication, PruneKeepsEveryPointInTheWindowRestorable) {
   Replicator rep(store, options(dir / "spool"));  // snapshot every 4
   FilePageReader reader(leader.path());
   rep.add("db", reader);
-  for (int n = 0; n < 14;) {
+  for (int n = 0, tries = 0; n < 14; ++tries) {
+    ASSERT_LT(tries, 1000) << "the file never changed";
     leader.step();
     auto d = leader.take_dirty();
     if (rep.push_checkpoint("db", reader, &d).seq) ++n;

@@ -20,6 +20,14 @@ struct StoreBackend {
 
 std::vector<StoreBackend> all_store_backends();
 
+// The "s3" backend is listed when DUCKBLOCK_TEST_S3_URL is set (with
+// DUCKBLOCK_TEST_S3_ENDPOINT, DUCKBLOCK_TEST_S3_REGION and
+// DUCKBLOCK_TEST_S3_PATH_STYLE=0|1 for non-AWS servers; credentials from the
+// usual AWS variables). Each store gets a fresh prefix under that URL. A test
+// binary that launches its own server sets this hook, run before each s3
+// store is made, to start it on first use.
+extern void (*prepare_s3_backend)();
+
 }  // namespace duckblock::test
 
 namespace duckblock::test {

@@ -86,8 +86,10 @@ class Replica {
   std::string pending_path() const { return path_ + ".duckblock-pending"; }
 
  private:
-  void save_journal(bool pending, uint64_t pending_seq);
+  void save_journal(bool pending, uint64_t pending_seq, bool replacing = false);
   void recover();
+  void finish_replace();
+  std::string restore_path() const { return path_ + ".duckblock-restore"; }
 
   std::string path_;
   ApplyOptions options_;

@@ -60,7 +60,10 @@ class NullSink final : public ByteSink {
   uint64_t written = 0;
 };
 
-// A file opened for reading, buffered, optionally a byte range of it.
+// A file opened for reading, optionally a byte range of it. Small reads (a
+// segment's 12-byte page headers, 4 KiB pages) are served from a 64 KiB
+// buffer, so they do not cost a system call each; large reads go straight to
+// the caller's memory.
 class FileSource final : public ByteSource {
  public:
   explicit FileSource(const std::string& path);
@@ -69,17 +72,26 @@ class FileSource final : public ByteSource {
   FileSource(const FileSource&) = delete;
   FileSource& operator=(const FileSource&) = delete;
   size_t read(void* buf, size_t n) override;
-  std::optional<uint64_t> remaining() const override { return end_ - pos_; }
+  std::optional<uint64_t> remaining() const override {
+    return end_ - pos_ + (buf_len_ - buf_pos_);
+  }
   uint64_t size() const { return end_; }
 
  private:
+  size_t read_direct(uint8_t* buf, size_t n);
+
   std::string path_;
   int fd_ = -1;
-  uint64_t pos_ = 0;
+  uint64_t pos_ = 0;  // file offset of the next byte not yet in the buffer
   uint64_t end_ = 0;
+  std::vector<uint8_t> buf_;  // allocated on the first small read
+  size_t buf_pos_ = 0;
+  size_t buf_len_ = 0;
 };
 
 // A file written sequentially with large writes. sync() makes it durable.
+// Every 8 MiB it asks the kernel to start writing the new data out, so the
+// disk works while the caller computes and sync() has little left to do.
 class FileSink final : public ByteSink {
  public:
   // Creates or truncates `path`.
@@ -94,13 +106,21 @@ class FileSink final : public ByteSink {
   uint64_t bytes_written() const { return written_; }
 
  private:
+  void write_out(const uint8_t* p, size_t n);
+
   std::string path_;
   int fd_ = -1;
   std::vector<uint8_t> buf_;
   uint64_t written_ = 0;
+  uint64_t on_file_ = 0;        // bytes handed to the kernel
+  uint64_t writeback_from_ = 0;  // start of the range not yet sent to the disk
 };
 
-// Copies a source to a sink through a fixed buffer; returns bytes copied.
+// Copies a source to a sink through fixed buffers; returns bytes copied.
+// Past the first 1 MiB it reads `from` on a helper thread while the calling
+// thread writes `to`, so reading (or encoding) and writing overlap: `from`
+// and `to` must not share unsynchronised state. One read at a time; `to` is
+// only written from the calling thread. Memory: 2 MiB whatever the length.
 uint64_t copy_stream(ByteSource& from, ByteSink& to);
 
 // Whole-file helpers for small files and tests.

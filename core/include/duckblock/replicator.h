@@ -68,6 +68,13 @@ struct PushResult {
   bool snapshot = false;        // a snapshot was spooled too
 };
 
+struct SnapshotResult {
+  uint64_t seq = 0;          // the snapshot's seq: the chain's head once it is spooled
+  PushResult incremental;    // what shipped first so that the head matches the file
+  bool created = false;      // false: the chain already had a snapshot at seq
+  uint64_t encoded_bytes = 0;  // the new snapshot's size (0 if not created)
+};
+
 class Replicator {
  public:
   Replicator(std::shared_ptr<ObjectStore> store, ReplicatorOptions options);
@@ -93,6 +100,12 @@ class Replicator {
   // returns; uploaded in the background.
   PushResult push_checkpoint(const std::string& db, PageReader& reader,
                              const std::vector<uint64_t>* candidates = nullptr);
+
+  // Ships whatever the file differs by from the last shipped state, then
+  // spools the whole file as the snapshot at the resulting head seq, so a
+  // restore to the head needs no incrementals. Does nothing more if a
+  // snapshot at that seq already exists. Uploaded in the background.
+  SnapshotResult snapshot_now(const std::string& db, PageReader& reader);
 
   // Waits until everything spooled for `db` ("" = all) is in the store, or
   // throws Error(kFenced) / Error(kRetryable) on timeout with the last error.

@@ -143,12 +143,13 @@ void Replica::set_position(const ChainPosition& position, std::optional<uint32_t
   save_journal(false, 0);
 }
 
-void Replica::save_journal(bool pending, uint64_t pending_seq) {
+void Replica::save_journal(bool pending, uint64_t pending_seq, bool replacing) {
   nlohmann::json j;
   j["seq"] = position_.seq;
   j["checksum"] = checksum_hex(position_.checksum);
   if (page_size_) j["page_size"] = *page_size_;
   if (pending) j["pending_seq"] = pending_seq;
+  if (replacing) j["replacing"] = true;
   std::string text = j.dump(1) + "\n";
   write_file_atomic(journal_path(),
                     std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
@@ -168,6 +169,10 @@ void Replica::recover() {
     if (j.contains("page_size")) page_size_ = j["page_size"].get<uint32_t>();
   } catch (const std::exception& e) {
     throw Error(ErrorKind::kCorruption, "replica journal " + journal_path() + " is unreadable: " + e.what());
+  }
+  if (j.value("replacing", false)) {
+    finish_replace();  // a crash during reset_from_snapshot, after the new file was complete
+    return;
   }
   if (!j.contains("pending_seq")) {
     ::unlink(pending_path().c_str());  // a crash before the journal named it
@@ -228,23 +233,35 @@ ApplyResult Replica::reset_from_snapshot(const std::string& snapshot_path) {
     FileSource src(snapshot_path);
     result.summary = verify_segment(src);
   }
-  std::string tmp = path_ + ".duckblock-restore";
+  std::string tmp = restore_path();
   ::unlink(tmp.c_str());
   ApplyOptions opt = options_;
   opt.write_last_below = 0;  // nobody reads the temp file
   try {
     write_pages(tmp, snapshot_path, result.summary, opt, result);
-    if (::rename(tmp.c_str(), path_.c_str()) != 0) throw_errno("cannot rename into " + path_);
   } catch (...) {
     ::unlink(tmp.c_str());
     throw;
   }
-  fsync_dir(dirname_of(path_));
+  fsync_dir(dirname_of(tmp));
+  // The journal names the new position and the file that carries it before
+  // the rename, so a crash on either side of the rename is finished by
+  // recover() and the journal never describes the wrong file.
   position_ = snapshot_position(result.summary.header);
   page_size_ = result.summary.header.page_size;
-  save_journal(false, 0);
+  save_journal(false, 0, /*replacing=*/true);
+  finish_replace();
   result.position = position_;
   return result;
+}
+
+void Replica::finish_replace() {
+  std::string tmp = restore_path();
+  if (::access(tmp.c_str(), F_OK) == 0) {
+    if (::rename(tmp.c_str(), path_.c_str()) != 0) throw_errno("cannot rename into " + path_);
+    fsync_dir(dirname_of(path_));
+  }
+  save_journal(false, 0);
 }
 
 }  // namespace duckblock

@@ -222,8 +222,20 @@ bool SegmentReader::next(PageView& page) {
             " bytes but only " + std::to_string(*left) + " remain");
   }
   hash_.update(prefix, w + 4);
-  if (buf_.size() < len) buf_.resize(len);
-  in_.read_exact(buf_.data(), len, "page data (truncated segment)");
+  if (in_.remaining()) {
+    if (buf_.size() < len) buf_.resize(len);  // the check above proved the bytes exist
+    in_.read_exact(buf_.data(), len, "page data (truncated segment)");
+  } else {
+    // A stream of unknown length: grow the buffer only as bytes arrive, so a
+    // hostile data_len costs memory in proportion to what was really sent,
+    // not up to kMaxPageSize at once.
+    for (size_t have = 0; have < len;) {
+      size_t step = std::min<size_t>(len - have, std::max<size_t>(have, size_t{64} << 10));
+      if (buf_.size() < have + step) buf_.resize(have + step);
+      in_.read_exact(buf_.data() + have, step, "page data (truncated segment)");
+      have += step;
+    }
+  }
   hash_.update(buf_.data(), len);
   bytes_ += w + 4 + len;
   last_id_ = id;

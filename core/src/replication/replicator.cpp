@@ -216,6 +216,37 @@ struct Replicator::Impl {
 
   PushResult push(Db& db, PageReader& reader, const std::vector<uint64_t>* candidates) {
     std::lock_guard push_lock(db.push_mu);
+    return push_locked(db, reader, candidates);
+  }
+
+  // Holds db.push_mu across the push and the snapshot, so no other push can
+  // change the head between them: the snapshot is the state at that seq.
+  SnapshotResult snapshot_now(Db& db, PageReader& reader) {
+    std::lock_guard push_lock(db.push_mu);
+    SnapshotResult r;
+    r.incremental = push_locked(db, reader, nullptr);
+    std::unique_lock l(mu);
+    r.seq = db.st.seq;
+    if (r.incremental.snapshot || db.st.last_snapshot_seq == db.st.seq) return r;
+    uint64_t prev = db.st.checksum;
+    l.unlock();
+    uint64_t length = reader.file_size();
+    auto [checksum, size] = write_segment(db.snap_dir(), r.seq, prev, reader, all_ids(length, self->options_.page_size),
+                                          length, true, nullptr, nullptr);
+    (void)checksum;
+    l.lock();
+    db.st.last_snapshot_seq = r.seq;
+    db.st.segments_since_snapshot = 0;
+    db.st.bytes_since_snapshot = 0;
+    save_state(db);
+    r.created = true;
+    r.encoded_bytes = size;
+    l.unlock();
+    work_cv.notify_all();
+    return r;
+  }
+
+  PushResult push_locked(Db& db, PageReader& reader, const std::vector<uint64_t>* candidates) {
     {
       std::lock_guard l(mu);
       if (db.status.fenced) throw Error(ErrorKind::kFenced, *db.status.last_error);
@@ -530,6 +561,20 @@ PushResult Replicator::push_checkpoint(const std::string& db_name, PageReader& r
     db = it->second;
   }
   PushResult r = impl_->push(*db, reader, candidates);
+  std::lock_guard l(impl_->mu);
+  db->status.pending_segments = impl_->pending(*db);
+  return r;
+}
+
+SnapshotResult Replicator::snapshot_now(const std::string& db_name, PageReader& reader) {
+  std::shared_ptr<Impl::Db> db;
+  {
+    std::lock_guard l(impl_->mu);
+    auto it = impl_->dbs.find(db_name);
+    if (it == impl_->dbs.end()) throw Error(ErrorKind::kNotFound, "database '" + db_name + "' is not added");
+    db = it->second;
+  }
+  SnapshotResult r = impl_->snapshot_now(*db, reader);
   std::lock_guard l(impl_->mu);
   db->status.pending_segments = impl_->pending(*db);
   return r;

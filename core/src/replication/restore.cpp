@@ -268,8 +268,12 @@ RestoreResult restore(ObjectStore& store, const std::string& db, const std::stri
     if (options.progress) options.progress(progress);
     result.segments_applied = apply_all(store, replica, incs, dir, &result, &options, &progress);
     result.position = replica.position();
-    // Publish: the file first, then its journal (a crash in between leaves a
-    // journal that no longer chains, which apply refuses loudly).
+    // Publish: drop the old journal, then move the file, then its journal. A
+    // crash between these steps leaves either the old file or the new one
+    // without a journal, which a follower treats as "start from a snapshot";
+    // never a journal describing the wrong file.
+    ::unlink((target_path + ".duckblock").c_str());
+    fsync_dir(dirname_of(target_path));
     if (::rename(work.c_str(), target_path.c_str()) != 0) throw_errno("cannot move restored file to " + target_path);
     if (::rename((work + ".duckblock").c_str(), (target_path + ".duckblock").c_str()) != 0) {
       throw_errno("cannot move restore journal beside " + target_path);

@@ -6,7 +6,12 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
+#include <exception>
+#include <mutex>
+#include <thread>
 
 #include "duckblock/error.h"
 
@@ -14,6 +19,8 @@ namespace duckblock {
 
 namespace {
 constexpr size_t kIoBuffer = 1 << 20;
+constexpr size_t kReadBuffer = 64 << 10;  // FileSource: reads smaller than this are buffered
+constexpr uint64_t kWritebackChunk = 8 << 20;  // FileSink: start writeback this often
 }
 
 void ByteSource::read_exact(void* buf, size_t n, const char* what) {
@@ -60,7 +67,7 @@ FileSource::FileSource(const std::string& path) : path_(path) {
 FileSource::FileSource(const std::string& path, uint64_t offset, uint64_t length)
     : FileSource(path) {
   pos_ = std::min(offset, end_);
-  end_ = std::min(end_, pos_ + length);
+  end_ = pos_ + std::min(length, end_ - pos_);  // no overflow for length = UINT64_MAX
 }
 
 FileSource::~FileSource() {
@@ -68,11 +75,30 @@ FileSource::~FileSource() {
 }
 
 size_t FileSource::read(void* buf, size_t n) {
+  if (n == 0) return 0;
+  auto* out = static_cast<uint8_t*>(buf);
+  size_t done = 0;
+  if (buf_pos_ < buf_len_) {
+    done = std::min(n, buf_len_ - buf_pos_);
+    std::memcpy(out, buf_.data() + buf_pos_, done);
+    buf_pos_ += done;
+    if (done == n) return done;
+  }
+  size_t want = n - done;
+  if (want >= kReadBuffer) return done + read_direct(out + done, want);
+  if (buf_.empty()) buf_.resize(kReadBuffer);
+  buf_len_ = read_direct(buf_.data(), kReadBuffer);
+  size_t k = std::min(want, buf_len_);
+  std::memcpy(out + done, buf_.data(), k);
+  buf_pos_ = k;
+  return done + k;
+}
+
+size_t FileSource::read_direct(uint8_t* buf, size_t n) {
   n = static_cast<size_t>(std::min<uint64_t>(n, end_ - pos_));
   size_t got = 0;
   while (got < n) {
-    ssize_t r = ::pread(fd_, static_cast<uint8_t*>(buf) + got, n - got,
-                        static_cast<off_t>(pos_ + got));
+    ssize_t r = ::pread(fd_, buf + got, n - got, static_cast<off_t>(pos_ + got));
     if (r < 0) {
       if (errno == EINTR) continue;
       throw_errno("cannot read " + path_);
@@ -107,13 +133,28 @@ static void write_all(int fd, const uint8_t* p, size_t n, const std::string& pat
   }
 }
 
+void FileSink::write_out(const uint8_t* p, size_t n) {
+  write_all(fd_, p, n, path_);
+  on_file_ += n;
+#ifdef SYNC_FILE_RANGE_WRITE
+  // Start (not wait for) writeback of what accumulated: a large file then
+  // reaches the disk while we produce the rest, instead of all at sync().
+  // Only a hint, so a failure here is ignored; sync() reports real errors.
+  if (on_file_ - writeback_from_ >= kWritebackChunk) {
+    ::sync_file_range(fd_, static_cast<off_t>(writeback_from_),
+                      static_cast<off_t>(on_file_ - writeback_from_), SYNC_FILE_RANGE_WRITE);
+    writeback_from_ = on_file_;
+  }
+#endif
+}
+
 void FileSink::write(const void* buf, size_t n) {
   auto* p = static_cast<const uint8_t*>(buf);
   written_ += n;
   if (buf_.size() + n > kIoBuffer) {
     flush();
     if (n >= kIoBuffer) {
-      write_all(fd_, p, n, path_);
+      write_out(p, n);
       return;
     }
   }
@@ -122,7 +163,7 @@ void FileSink::write(const void* buf, size_t n) {
 
 void FileSink::flush() {
   if (!buf_.empty()) {
-    write_all(fd_, buf_.data(), buf_.size(), path_);
+    write_out(buf_.data(), buf_.size());
     buf_.clear();
   }
 }
@@ -140,15 +181,101 @@ void FileSink::close() {
   if (::close(fd) != 0) throw_errno("cannot close " + path_);
 }
 
+namespace {
+
+// copy_stream for long streams: a second thread reads (and, for an encoding
+// source, hashes) the next buffer while this one writes the last, so a
+// snapshot costs about max(encode, write) rather than their sum. Two buffers
+// circulate; the reader never touches `from` concurrently with anyone else,
+// and errors on either side end both and are rethrown here.
+uint64_t copy_pipelined(ByteSource& from, ByteSink& to, std::vector<uint8_t> first, size_t first_len) {
+  struct Buffer {
+    std::vector<uint8_t> data;
+    size_t len = 0;
+  };
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<Buffer> full, empty;
+  bool eof = false, stop = false;
+  std::exception_ptr read_error;
+  full.push_back({std::move(first), first_len});
+  empty.push_back({std::vector<uint8_t>(kIoBuffer), 0});
+
+  std::thread reader([&] {
+    try {
+      for (;;) {
+        Buffer b;
+        {
+          std::unique_lock l(mu);
+          cv.wait(l, [&] { return stop || !empty.empty(); });
+          if (stop) return;
+          b = std::move(empty.front());
+          empty.pop_front();
+        }
+        b.len = from.read(b.data.data(), b.data.size());
+        std::lock_guard l(mu);
+        if (b.len == 0) {
+          eof = true;
+        } else {
+          full.push_back(std::move(b));
+        }
+        cv.notify_all();
+        if (eof) return;
+      }
+    } catch (...) {
+      std::lock_guard l(mu);
+      read_error = std::current_exception();
+      eof = true;
+      cv.notify_all();
+    }
+  });
+
+  uint64_t total = 0;
+  try {
+    for (;;) {
+      Buffer b;
+      {
+        std::unique_lock l(mu);
+        cv.wait(l, [&] { return eof || !full.empty(); });
+        if (full.empty()) break;  // eof, and everything read is written
+        b = std::move(full.front());
+        full.pop_front();
+      }
+      to.write(b.data.data(), b.len);
+      total += b.len;
+      std::lock_guard l(mu);
+      empty.push_back(std::move(b));
+      cv.notify_all();
+    }
+  } catch (...) {
+    {
+      std::lock_guard l(mu);
+      stop = true;
+      cv.notify_all();
+    }
+    reader.join();
+    throw;
+  }
+  reader.join();
+  if (read_error) std::rethrow_exception(read_error);
+  return total;
+}
+
+}  // namespace
+
 uint64_t copy_stream(ByteSource& from, ByteSink& to) {
   std::vector<uint8_t> buf(kIoBuffer);
+  size_t n = from.read(buf.data(), buf.size());
+  if (n == buf.size() && from.remaining() != std::optional<uint64_t>(0)) {
+    return copy_pipelined(from, to, std::move(buf), n);
+  }
   uint64_t total = 0;
-  for (;;) {
-    size_t n = from.read(buf.data(), buf.size());
-    if (n == 0) return total;
+  while (n != 0) {  // short streams: no thread
     to.write(buf.data(), n);
     total += n;
+    n = from.read(buf.data(), buf.size());
   }
+  return total;
 }
 
 std::vector<uint8_t> read_file(const std::string& path) {

@@ -1,0 +1,269 @@
+// duckdb_bench: what replicating a real DuckDB costs (scripts/bench_duckdb.sh).
+//
+//  1. Bytes shipped per checkpoint on the workload of the design notes (a
+//     2-million-row table, then delete 5000 rows / update one row / drop a
+//     one-row table, one CHECKPOINT each), beside the bytes DuckDB wrote,
+//     what shipping the 256 KiB-aligned pages it wrote would have sent, and
+//     the 4 KiB pages whose bytes actually changed.
+//  2. CHECKPOINT latency with capture on and off (two databases, same data,
+//     checkpoints interleaved so both see the same machine noise).
+//  3. Follower lag after a small checkpoint with a 1 s poll interval: from
+//     the moment CHECKPOINT returns on the leader until the follower's file
+//     holds that checkpoint (local-directory store).
+//
+//   duckdb_bench [--rows N] [--latency-runs N] [--lag-samples N] [--dir DIR]
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "duckblock/duckdb_capture.h"
+#include "duckblock/restore.h"
+
+namespace {
+
+using namespace duckblock;
+using duckdb_integration::CaptureOptions;
+using duckdb_integration::open_replicated;
+using duckdb_integration::PushEvent;
+using Clock = std::chrono::steady_clock;
+
+void run(duckdb::Connection& con, const std::string& sql) {
+  auto r = con.Query(sql);
+  if (r->HasError()) {
+    std::fprintf(stderr, "SQL failed: %s: %s\n", sql.c_str(), r->GetError().c_str());
+    std::exit(1);
+  }
+}
+
+double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  size_t i = static_cast<size_t>(p / 100.0 * static_cast<double>(v.size() - 1) + 0.5);
+  return v[std::min(i, v.size() - 1)];
+}
+
+std::shared_ptr<Replicator> make_replicator(std::shared_ptr<ObjectStore> store, const std::string& spool) {
+  ReplicatorOptions o;
+  o.spool_dir = spool;
+  return std::make_shared<Replicator>(std::move(store), o);
+}
+
+std::string kb(uint64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.0f KB", static_cast<double>(bytes) / 1000.0);
+  return buf;
+}
+
+// ---------------------------------------------------------------------------
+
+void bytes_per_checkpoint(const std::string& dir, long rows) {
+  std::printf("== bytes shipped per checkpoint (%ld-row table; local-directory store)\n", rows);
+  std::shared_ptr<ObjectStore> store = make_local_store(dir + "/store1");
+  auto rep = make_replicator(store, dir + "/spool1");
+
+  struct Row {
+    std::string step;
+    uint64_t wrote = 0, aligned = 0, changed = 0, shipped = 0, encoded = 0, pushes = 0;
+  };
+  std::vector<Row> rows_out;
+  Row* current = nullptr;
+  std::vector<uint8_t> before;  // the file as of the previous push
+  CaptureOptions co;
+  co.on_push = [&](const PushEvent& ev) {
+    std::vector<uint8_t> now(ev.file_length);
+    ev.reader->read_at(0, now.data(), now.size());
+    if (current) {
+      // 4 KiB pages whose bytes differ from the previous push (pages past
+      // the old end count as changed; a shorter file changes no page).
+      uint64_t changed = 0;
+      for (uint64_t off = 0; off < now.size(); off += 4096) {
+        size_t n = std::min<uint64_t>(4096, now.size() - off);
+        if (off + n > before.size() || std::memcmp(&now[off], &before[off], n) != 0) changed += n;
+      }
+      // The 256 KiB-aligned pages the written 4 KiB pages fall in.
+      uint64_t aligned = 0, last = UINT64_MAX;
+      for (uint64_t p : *ev.candidates) {
+        if (p / 64 != last) aligned += 262144;
+        last = p / 64;
+      }
+      current->wrote += ev.bytes_written;
+      current->aligned += aligned;
+      current->changed += changed;
+      current->shipped += ev.result.data_bytes;
+      current->encoded += ev.result.encoded_bytes;
+      current->pushes += 1;
+    }
+    before = std::move(now);
+  };
+  auto db = open_replicated(dir + "/leader.duckdb", rep, "bench", nullptr, co);
+  {
+    duckdb::Connection con(db->db());
+    run(con, "CREATE TABLE t AS SELECT range AS id, random() AS v FROM range(" + std::to_string(rows) + ")");
+    run(con, "CREATE TABLE one AS SELECT 1 AS x");
+    run(con, "CHECKPOINT");  // its push leaves the file's bytes in `before`
+    std::vector<std::pair<std::string, std::string>> steps = {
+        {"delete 5000 rows", "DELETE FROM t WHERE id BETWEEN 1000000 AND 1004999"},
+        {"update one row", "UPDATE t SET v = -1 WHERE id = 123456"},
+        {"drop a one-row table", "DROP TABLE one"},
+    };
+    for (auto& [name, sql] : steps) {
+      rows_out.push_back({name});
+      current = &rows_out.back();
+      run(con, sql);
+      run(con, "CHECKPOINT");
+      current = nullptr;
+    }
+  }
+  db.reset();
+  rep->sync();
+  std::printf("| checkpoint after | DuckDB wrote | 256 KiB-aligned pages | 4 KiB pages changed | duckblock shipped (pages / segment) | shipped / changed |\n");
+  std::printf("|---|---|---|---|---|---|\n");
+  for (auto& r : rows_out) {
+    std::printf("| %s | %s | %s | %s | %s / %s | %.2fx |\n", r.step.c_str(), kb(r.wrote).c_str(), kb(r.aligned).c_str(),
+                kb(r.changed).c_str(), kb(r.shipped).c_str(), kb(r.encoded).c_str(),
+                r.changed ? static_cast<double>(r.shipped) / static_cast<double>(r.changed) : 0.0);
+  }
+  std::printf("(file: %s; pushes per checkpoint: %llu/%llu/%llu)\n\n",
+              kb(std::filesystem::file_size(dir + "/leader.duckdb")).c_str(),
+              static_cast<unsigned long long>(rows_out[0].pushes), static_cast<unsigned long long>(rows_out[1].pushes),
+              static_cast<unsigned long long>(rows_out[2].pushes));
+}
+
+// ---------------------------------------------------------------------------
+
+void checkpoint_latency(const std::string& dir, long rows, int runs) {
+  std::printf("== CHECKPOINT latency, capture off vs on (%ld-row table, %d checkpoints each, interleaved)\n", rows,
+              runs);
+  duckdb::DuckDB plain(dir + "/plain.duckdb");
+  std::shared_ptr<ObjectStore> store = make_local_store(dir + "/store2");
+  auto rep = make_replicator(store, dir + "/spool2");
+  auto captured = open_replicated(dir + "/captured.duckdb", rep, "lat");
+  duckdb::Connection c_off(plain), c_on(captured->db());
+  for (auto* c : {&c_off, &c_on}) {
+    run(*c, "CREATE TABLE t AS SELECT range AS id, random() AS v FROM range(" + std::to_string(rows) + ")");
+    run(*c, "CHECKPOINT");
+  }
+  std::vector<double> off, on;
+  for (int i = 0; i < runs; ++i) {
+    for (auto* c : {&c_off, &c_on}) {
+      // 100 neighbouring rows: small enough to stay in the WAL (a large
+      // UPDATE makes DuckDB checkpoint at its COMMIT, leaving CHECKPOINT
+      // nothing to do), so CHECKPOINT does the whole work being timed.
+      long first = (static_cast<long>(i) * 7919 % (rows / 100)) * 100;
+      run(*c, "UPDATE t SET v = v + 1 WHERE id BETWEEN " + std::to_string(first) + " AND " + std::to_string(first + 99));
+      auto t0 = Clock::now();
+      run(*c, "CHECKPOINT");
+      (c == &c_off ? off : on).push_back(ms_since(t0));
+    }
+  }
+  rep->sync();
+  std::printf("| capture | p50 | p90 | max |\n|---|---|---|---|\n");
+  std::printf("| off | %.1f ms | %.1f ms | %.1f ms |\n", percentile(off, 50), percentile(off, 90), percentile(off, 100));
+  std::printf("| on  | %.1f ms | %.1f ms | %.1f ms |\n", percentile(on, 50), percentile(on, 90), percentile(on, 100));
+  std::printf("on/off at p50: %.2fx (segments shipped: %llu)\n\n", percentile(on, 50) / percentile(off, 50),
+              static_cast<unsigned long long>(captured->stats().segments));
+}
+
+// ---------------------------------------------------------------------------
+
+void follower_lag(const std::string& dir, int samples) {
+  std::printf("== follower lag after a small checkpoint (poll interval 1 s, local-directory store, %d samples)\n",
+              samples);
+  std::shared_ptr<ObjectStore> store = make_local_store(dir + "/store3");
+  auto rep = make_replicator(store, dir + "/spool3");
+  auto db = open_replicated(dir + "/lag.duckdb", rep, "lag");
+  duckdb::Connection con(db->db());
+  run(con, "CREATE TABLE t AS SELECT range AS id, random() AS v FROM range(100000)");
+  run(con, "CHECKPOINT");
+  rep->sync();
+
+  std::mutex mu;
+  std::condition_variable cv;
+  std::map<uint64_t, Clock::time_point> applied_at;
+  FollowerOptions fo;
+  fo.poll_interval = std::chrono::milliseconds(1000);
+  fo.on_applied = [&](const ChainPosition& p) {
+    std::lock_guard l(mu);
+    applied_at[p.seq] = Clock::now();
+    cv.notify_all();
+  };
+  FollowerBehavior follower(store, "lag", dir + "/follower.duckdb", fo);
+  follower.poll_once();
+  follower.start();
+
+  std::mt19937 rng(42);
+  std::vector<double> lags;
+  for (int i = 0; i < samples; ++i) {
+    // A random phase against the follower's polls.
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(0, 999)(rng)));
+    run(con, "UPDATE t SET v = " + std::to_string(i) + " WHERE id = " + std::to_string(i));
+    run(con, "CHECKPOINT");
+    auto t0 = Clock::now();
+    uint64_t seq = db->stats().last_seq;
+    std::unique_lock l(mu);
+    bool ok = cv.wait_for(l, std::chrono::seconds(30), [&] {
+      return !applied_at.empty() && applied_at.rbegin()->first >= seq;
+    });
+    if (!ok) {
+      std::fprintf(stderr, "follower did not reach seq %llu: %s\n", static_cast<unsigned long long>(seq),
+                   follower.last_error().value_or("no error").c_str());
+      std::exit(1);
+    }
+    auto it = applied_at.lower_bound(seq);
+    lags.push_back(std::chrono::duration<double, std::milli>(it->second - t0).count());
+  }
+  follower.stop();
+  std::printf("| p50 | p90 | p99 | max |\n|---|---|---|---|\n");
+  std::printf("| %.0f ms | %.0f ms | %.0f ms | %.0f ms |\n\n", percentile(lags, 50), percentile(lags, 90),
+              percentile(lags, 99), percentile(lags, 100));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  long rows = 2000000;
+  int latency_runs = 30, lag_samples = 40;
+  std::string dir;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string a = argv[i];
+    if (a == "--rows") rows = std::atol(argv[i + 1]);
+    else if (a == "--latency-runs") latency_runs = std::atoi(argv[i + 1]);
+    else if (a == "--lag-samples") lag_samples = std::atoi(argv[i + 1]);
+    else if (a == "--dir") dir = argv[i + 1];
+    else {
+      std::fprintf(stderr, "usage: duckdb_bench [--rows N] [--latency-runs N] [--lag-samples N] [--dir DIR]\n");
+      return 2;
+    }
+  }
+  bool own_dir = dir.empty();
+  if (own_dir) {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "duckblock-bench-XXXXXX").string();
+    if (!::mkdtemp(tmpl.data())) return 1;
+    dir = tmpl;
+  }
+  std::filesystem::create_directories(dir);
+  try {
+    bytes_per_checkpoint(dir, rows);
+    checkpoint_latency(dir, rows, latency_runs);
+    follower_lag(dir, lag_samples);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "duckdb_bench: %s\n", e.what());
+    return 1;
+  }
+  if (own_dir) std::filesystem::remove_all(dir);
+  return 0;
+}

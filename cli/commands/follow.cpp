@@ -1,0 +1,135 @@
+#include <signal.h>
+#include <unistd.h>
+
+#include <iostream>
+#include <mutex>
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "common.h"
+#include "duckblock/key.h"
+#include "duckblock/restore.h"
+
+namespace duckblock::cli {
+
+Runner add_follow(CLI::App& app) {
+  auto* cmd = app.add_subcommand(
+      "follow",
+      "Keep a local file current with the store: restore it from a snapshot if it has no position yet,\n"
+      "then apply each new incremental as it appears (verified first, crash-safe). Runs until SIGINT or\n"
+      "SIGTERM, which stop it cleanly between applies. Prints each position it reaches on stdout.");
+  struct Flags {
+    StoreFlags store;
+    std::string to;
+    std::string interval = "1s";
+    bool once = false, force = false;
+  };
+  auto f = std::make_shared<Flags>();
+  add_store_flags(cmd, f->store, true, true);
+  cmd->add_option("--to", f->to, "The local replica file")->required();
+  cmd->add_option("--interval", f->interval, "Time between polls of the store (errors back off up to 30s)")
+      ->capture_default_str();
+  cmd->add_flag("--once", f->once, "Catch up to the store's head, print the position and exit");
+  cmd->add_flag("--force", f->force,
+                "Replace an existing PATH that has no duckblock journal (PATH.duckblock), and remove a stale "
+                "PATH.wal");
+  cmd->footer(
+      "Examples:\n"
+      "  duckblock follow --store file:///backups/duckblock --db app --to /srv/replica/app.duckdb\n"
+      "  duckblock follow --store s3://my-bucket/dbs/ --db app --to app.duckdb --interval 5s --json\n"
+      "  duckblock follow --db app --to app.duckdb --once\n"
+      "Output: one line per applied batch, \"seq N checksum HEX\" (--json: one JSON object per line).\n"
+      "Exit status: 0 stopped by a signal (or --once caught up), 1 failed, 2 bad usage, 3 the chain\n"
+      "does not continue the replica (it stops rather than guess), 4 database not in the store,\n"
+      "5 PATH exists without a journal (use --force).");
+  return [f]() {
+    resolve(f->store, true);
+    validate_db_name(f->store.db);
+    auto interval = parse_duration(f->interval);
+    if (interval.count() <= 0) throw Error(ErrorKind::kInvalidArgument, "--interval must be positive");
+    std::string path = absolute_path(f->to);
+    bool has_journal = path_exists(path + ".duckblock");
+    if (path_exists(path) && !has_journal && !f->force) {
+      throw Error(ErrorKind::kAlreadyExists,
+                  path + " exists but is not a duckblock replica (no " + path +
+                      ".duckblock journal): following would replace it with a snapshot. Pass --force to allow "
+                      "that, or choose another --to");
+    }
+    bool wal = path_exists(path + ".wal");
+    if (wal && !f->force) {
+      throw Error(ErrorKind::kAlreadyExists,
+                  path + ".wal exists: DuckDB would replay that log onto the replica. Remove it, or pass --force "
+                         "to have follow remove it");
+    }
+    auto store = open_store_for(f->store, StoreUse::kRead);
+    if (list_chain(*store, "", f->store.db).empty()) {
+      throw Error(ErrorKind::kNotFound, "the store " + store->url() + " has no database '" + f->store.db + "'");
+    }
+    if (wal) {
+      if (::unlink((path + ".wal").c_str()) != 0 && errno != ENOENT) throw_errno("cannot remove " + path + ".wal");
+      note(f->store, "follow: removed stale " + path + ".wal (--force)");
+    }
+
+    std::mutex out_mu;
+    auto print = [&](const ChainPosition& p, const char* event) {
+      std::lock_guard l(out_mu);
+      if (f->store.json) {
+        nlohmann::json j = {{"event", event}, {"db", f->store.db}, {"seq", p.seq},
+                            {"checksum", checksum_hex(p.checksum)}, {"time", format_time(now_ms())}};
+        std::cout << j.dump() << std::endl;
+      } else {
+        std::cout << (std::string(event) == "applied" ? "" : std::string(event) + " ") << "seq " << p.seq
+                  << " checksum " << checksum_hex(p.checksum) << std::endl;
+      }
+    };
+    FollowerOptions fo;
+    fo.poll_interval = interval;
+    fo.on_applied = [&](const ChainPosition& p) { print(p, "applied"); };
+    FollowerBehavior follower(store, f->store.db, path, fo);
+    // The first poll runs here so that a missing database, a corrupt object
+    // or a broken chain ends the command with its own exit status.
+    follower.poll_once();
+    if (f->once) {
+      print(follower.position(), "caught-up");
+      return 0;
+    }
+    // From here signals are taken synchronously by this thread (sigtimedwait),
+    // so they are blocked before the follower's thread starts and inherits the
+    // mask. The first catch-up above stays interruptible the ordinary way: the
+    // replica's journal makes an interrupted apply safe.
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    follower.start();
+    // Printed only now: a script that waits for it may signal at once.
+    note(f->store, "follow: at seq " + std::to_string(follower.position().seq) + "; polling every " + f->interval +
+                       " (Ctrl-C to stop)");
+    std::optional<std::string> last_reported;
+    for (;;) {
+      timespec wait{0, 250'000'000};
+      int sig = sigtimedwait(&set, nullptr, &wait);
+      if (sig == SIGINT || sig == SIGTERM) {
+        follower.stop();
+        note(f->store, std::string("follow: stopped by ") + (sig == SIGINT ? "SIGINT" : "SIGTERM"));
+        print(follower.position(), "stopped");
+        return 0;
+      }
+      if (follower.broken()) {
+        follower.stop();
+        throw Error(ErrorKind::kChainBroken, follower.last_error().value_or("the chain is broken") +
+                                                 " (the replica stays at seq " +
+                                                 std::to_string(follower.position().seq) + ")");
+      }
+      auto err = follower.last_error();
+      if (err && err != last_reported) {
+        std::lock_guard l(out_mu);
+        std::cerr << "follow: error, retrying: " << *err << "\n";
+      }
+      last_reported = err;
+    }
+  };
+}
+
+}  // namespace duckblock::cli

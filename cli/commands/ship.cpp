@@ -1,0 +1,195 @@
+#include "ship.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
+
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "duckblock/key.h"
+#include "duckblock/replicator.h"
+#include "duckblock/restore.h"
+
+namespace duckblock::cli {
+
+namespace {
+
+// Bytes of the segments waiting in one database's spool.
+uint64_t spooled_bytes(const std::string& db_dir) {
+  uint64_t total = 0;
+  for (const char* gen : {"/0000", "/0001"}) {
+    std::string dir = db_dir + gen;
+    DIR* d = ::opendir(dir.c_str());
+    if (!d) continue;
+    while (dirent* e = ::readdir(d)) {
+      std::string name = e->d_name;
+      struct stat st {};
+      if (name.size() > 6 && name.substr(name.size() - 6) == ".hadbp" && name[0] != '.' &&
+          ::stat((dir + "/" + name).c_str(), &st) == 0) {
+        total += uint64_t(st.st_size);
+      }
+    }
+    ::closedir(d);
+  }
+  return total;
+}
+
+// The spool remembers which store it ships to: the same spool used for a
+// second store would take that store's chain for its own.
+void check_origin(const std::string& db_dir, const std::string& spool, const std::string& url) {
+  std::string path = db_dir + "/origin.json";
+  if (!path_exists(path)) return;
+  auto bytes = read_file(path);
+  std::string theirs;
+  try {
+    theirs = nlohmann::json::parse(bytes.begin(), bytes.end()).at("store").get<std::string>();
+  } catch (const std::exception&) {
+    return;  // unreadable marker: the spool's own checks still apply
+  }
+  if (theirs != url) {
+    throw Error(ErrorKind::kInvalidArgument,
+                "the spool " + spool + " ships this database to " + theirs + ", not " + url +
+                    ": pass --spool DIR with a directory for this store (or remove " + db_dir +
+                    " to start its state over from the store)");
+  }
+}
+
+void write_origin(const std::string& db_dir, const std::string& url, const std::string& file) {
+  nlohmann::json j = {{"store", url}, {"file", file}};
+  std::string text = j.dump(1) + "\n";
+  write_file_atomic(db_dir + "/origin.json",
+                    std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+}
+
+}  // namespace
+
+void add_ship_flags(CLI::App* cmd, ShipFlags& f) {
+  cmd->add_option("FILE", f.file, "The database file (not being written by a running DuckDB)")->required();
+  add_store_flags(cmd, f.store, true, true);
+  cmd->add_option("--spool", f.spool,
+                  "Directory for segments waiting for upload and the shipped state (default: $DUCKBLOCK_SPOOL, the "
+                  "config file's \"spool\", else .duckblock-spool/ beside FILE)");
+  cmd->add_option("--snapshot-every", f.snapshot_every,
+                  "Also ship a snapshot after this many incrementals since the last one (0: never)")
+      ->capture_default_str();
+  cmd->add_option("--timeout", f.timeout, "Give up waiting for the upload after this long (the spool keeps it)")
+      ->capture_default_str();
+  cmd->add_option("--retries", f.retries, "Give up after this many failed upload attempts")->capture_default_str();
+}
+
+int run_ship(ShipFlags& f, bool force_snapshot) {
+  const char* verb = force_snapshot ? "snapshot" : "push";
+  resolve(f.store, true);
+  validate_db_name(f.store.db);
+  auto timeout = parse_duration(f.timeout);
+  std::string file = absolute_path(f.file);
+  struct stat st {};
+  if (::stat(file.c_str(), &st) != 0) {
+    throw Error(ErrorKind::kNotFound, "the file " + f.file + " does not exist");
+  }
+  if (!S_ISREG(st.st_mode)) throw Error(ErrorKind::kInvalidArgument, f.file + " is not a regular file");
+  std::string spool = f.spool;
+  if (spool.empty()) spool = std::getenv("DUCKBLOCK_SPOOL") ? std::getenv("DUCKBLOCK_SPOOL") : "";
+  if (spool.empty()) spool = config_string("spool");
+  if (spool.empty()) spool = dirname_of(file) + "/.duckblock-spool";
+  spool = absolute_path(spool);
+  std::string db_dir = spool + "/" + f.store.db;
+
+  auto counting = std::make_shared<CountingStore>(open_store_for(f.store, StoreUse::kWrite));
+  std::shared_ptr<ObjectStore> store = counting;
+  check_origin(db_dir, spool, store->url());
+  ReadLock lock(file);
+  FilePageReader reader(file);
+  ChainListing before = list_chain(*store, "", f.store.db);
+
+  ReplicatorOptions ro;
+  ro.spool_dir = spool;
+  ro.snapshots.every_segments = f.snapshot_every;
+  ro.snapshots.every_bytes = 0;  // by count only: predictable from the command line
+  std::unique_ptr<Replicator> rep_owner;
+  try {
+    rep_owner = std::make_unique<Replicator>(store, ro);
+  } catch (const Error& e) {
+    if (e.kind() != ErrorKind::kIO) throw;
+    throw Error(ErrorKind::kIO, std::string(e.what()) + " (pass --spool DIR to keep the spool in a writable directory)");
+  }
+  Replicator& rep = *rep_owner;
+  note(f.store, std::string(verb) + ": reading " + file + (before.empty() ? " (new database in the store)" : ""));
+  try {
+    rep.add(f.store.db, reader);
+  } catch (const Error& e) {
+    if (e.kind() == ErrorKind::kFenced) {
+      throw Error(ErrorKind::kFenced,
+                  std::string(e.what()) + ". If " + file + " is now the file to replicate, remove " + db_dir +
+                      " and run " + verb + " again: it rebuilds the shipped state from the store");
+    }
+    throw;
+  }
+  write_origin(db_dir, store->url(), file);
+  SnapshotResult snap;
+  bool snapshot_created = before.empty();  // add() shipped the seq-0 snapshot
+  if (force_snapshot && !before.empty()) {
+    snap = rep.snapshot_now(f.store.db, reader);
+    snapshot_created = snap.created;
+  }
+
+  // Wait for the uploader, drawing progress over the bytes it has to move.
+  // Uploads may already be under way: count everything this process sent.
+  Progress progress(force_snapshot ? "uploading" : "pushing", spooled_bytes(db_dir) + counting->bytes_up(),
+                    f.store.quiet);
+  progress.tick_from([counting] { return counting->bytes_up(); });
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    try {
+      rep.sync(f.store.db, std::chrono::milliseconds(200));
+      break;
+    } catch (const Error& e) {
+      if (e.kind() != ErrorKind::kRetryable) throw;
+    }
+    auto status = rep.status(f.store.db);
+    bool out_of_time = std::chrono::steady_clock::now() >= deadline;
+    if (status.upload_retries >= f.retries || out_of_time) {
+      progress.finish();
+      throw Error(ErrorKind::kRetryable,
+                  std::string("upload to ") + store->url() + " failed" +
+                      (out_of_time ? " to finish in " + f.timeout : " " + std::to_string(status.upload_retries) + " times") +
+                      ": " + status.last_error.value_or("no error recorded") + ". The segments stay in " + db_dir +
+                      "; run " + verb + " again to upload them");
+    }
+  }
+  progress.finish();
+  auto status = rep.status(f.store.db);
+  uint64_t head_before = before.empty() ? 0 : before.head_seq();
+  uint64_t head = status.uploaded_seq;
+  if (force_snapshot && !before.empty()) head = snap.seq;
+  nlohmann::json j = {{"db", f.store.db},
+                      {"store", store->url()},
+                      {"file", file},
+                      {"new_database", before.empty()},
+                      {"seq_before", before.empty() ? nlohmann::json(nullptr) : nlohmann::json(head_before)},
+                      {"seq", head},
+                      {"segments", head - head_before},
+                      {"snapshot", snapshot_created},
+                      {"snapshot_seq", status.last_snapshot_seq},
+                      {"bytes_uploaded", status.bytes_shipped},
+                      {"spool", spool}};
+  if (f.store.json) {
+    std::cout << j.dump(2) << "\n";
+    return 0;
+  }
+  if (before.empty()) {
+    std::cout << verb << ": '" << f.store.db << "' is new in " << store->url() << ": snapshot at seq 0 ("
+              << human_bytes(status.bytes_shipped) << ")\n";
+  } else if (head == head_before && !snapshot_created) {
+    std::cout << verb << ": '" << f.store.db << "' is unchanged since seq " << head
+              << (force_snapshot ? " and already has a snapshot there" : "") << "\n";
+  } else {
+    std::cout << verb << ": '" << f.store.db << "' seq " << head_before << " -> " << head << " ("
+              << (head - head_before) << " incremental" << (head - head_before == 1 ? "" : "s")
+              << (snapshot_created || status.last_snapshot_seq == head ? ", snapshot at seq " + std::to_string(head) : "")
+              << ", " << human_bytes(status.bytes_shipped) << " uploaded)\n";
+  }
+  return 0;
+}
+
+}  // namespace duckblock::cli

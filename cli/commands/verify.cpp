@@ -1,0 +1,161 @@
+#include <unistd.h>
+
+#include <cstdlib>
+#include <iostream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "common.h"
+#include "duckblock/key.h"
+#include "duckblock/restore.h"
+
+namespace duckblock::cli {
+
+namespace {
+
+struct Problem {
+  uint64_t seq = 0;
+  std::string key;
+  std::string message;
+};
+
+}  // namespace
+
+Runner add_verify(CLI::App& app) {
+  auto* cmd = app.add_subcommand(
+      "verify",
+      "Walk a database's whole chain in the store: every object is downloaded and decoded, its checksum\n"
+      "and header checked; each incremental must name the previous one's checksum, each snapshot the\n"
+      "chain checksum at its seq, with no gap a restore could not bridge.");
+  struct Flags {
+    StoreFlags store;
+    std::string temp_dir;
+  };
+  auto f = std::make_shared<Flags>();
+  add_store_flags(cmd, f->store, true, true);
+  cmd->add_option("--temp-dir", f->temp_dir, "Where objects are downloaded to be checked (default: $TMPDIR or /tmp)");
+  cmd->footer(
+      "Examples:\n"
+      "  duckblock verify --store file:///backups/duckblock --db app\n"
+      "  duckblock verify --store s3://my-bucket/dbs/ --db app --json\n"
+      "Exit status: 0 the chain is sound, 3 a break (each one is listed; the error names the first),\n"
+      "1 failed (store unreachable, I/O), 2 bad usage, 4 database not in the store.");
+  return [f]() {
+    resolve(f->store, true);
+    validate_db_name(f->store.db);
+    std::string tmp_dir = f->temp_dir;
+    if (tmp_dir.empty()) tmp_dir = std::getenv("TMPDIR") && *std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp";
+    auto counting = std::make_shared<CountingStore>(open_store_for(f->store, StoreUse::kRead));
+    auto store = counting;
+    ChainListing chain = list_chain(*store, "", f->store.db);
+    if (chain.empty()) {
+      throw Error(ErrorKind::kNotFound, "the store " + store->url() + " has no database '" + f->store.db + "'");
+    }
+    std::vector<ChainEntry> all = chain.incrementals;
+    all.insert(all.end(), chain.snapshots.begin(), chain.snapshots.end());
+    std::stable_sort(all.begin(), all.end(), [](const ChainEntry& a, const ChainEntry& b) {
+      return a.seq != b.seq ? a.seq < b.seq : (!a.snapshot && b.snapshot);
+    });
+    uint64_t total = 0;
+    for (const auto& e : all) total += e.size;
+
+    std::vector<Problem> problems;
+    std::vector<std::string> notes;
+    // The chain checksum at each seq, as far as the objects establish it:
+    // seq 0 is 0 by definition, incremental n's trailer gives it at n, and a
+    // snapshot at S whose incremental S is gone (pruned) vouches for S.
+    std::map<uint64_t, uint64_t> chain_at = {{0, 0}};
+    std::optional<uint32_t> page_size;
+    uint64_t done = 0;
+    Progress progress("verifying", total, f->store.quiet);
+    progress.tick_from([counting] { return counting->bytes_down(); });
+    std::string tmp = tmp_dir + "/.duckblock-verify-" + std::to_string(::getpid());
+    for (const auto& e : all) {
+      SegmentSummary s;
+      try {
+        s = download_segment(*store, e, tmp);
+        ::unlink(tmp.c_str());
+      } catch (const Error& err) {
+        ::unlink(tmp.c_str());
+        if (err.kind() != ErrorKind::kCorruption && err.kind() != ErrorKind::kNotFound) throw;
+        problems.push_back({e.seq, e.key, err.what()});
+        done += e.size;
+        progress.update(done);
+        continue;
+      }
+      done += e.size;
+      progress.update(done);
+      auto fail = [&](const std::string& why) { problems.push_back({e.seq, e.key, "object " + e.key + ": " + why}); };
+      if (page_size && s.header.page_size != *page_size) {
+        fail("page size " + std::to_string(s.header.page_size) + " differs from the chain's " +
+             std::to_string(*page_size));
+      }
+      if (!page_size) page_size = s.header.page_size;
+      if (e.snapshot) {
+        if (!s.file_length) fail("snapshot has no file-length record");
+        auto it = chain_at.find(e.seq);
+        if (it == chain_at.end()) {
+          chain_at[e.seq] = s.header.prev_checksum;  // the base of what follows
+        } else if (it->second != s.header.prev_checksum) {
+          fail("snapshot's prev_checksum " + checksum_hex(s.header.prev_checksum) + " is not the chain checksum " +
+               checksum_hex(it->second) + " at seq " + std::to_string(e.seq));
+        }
+        continue;
+      }
+      auto it = chain_at.find(e.seq - 1);
+      if (it == chain_at.end()) {
+        fail("nothing before it: incremental seq " + std::to_string(e.seq - 1) + " is missing or unreadable and there is no snapshot at seq " +
+             std::to_string(e.seq - 1));
+      } else if (it->second != s.header.prev_checksum) {
+        fail("prev_checksum " + checksum_hex(s.header.prev_checksum) + " does not match the checksum " +
+             checksum_hex(it->second) + " at seq " + std::to_string(e.seq - 1));
+      }
+      chain_at[e.seq] = s.checksum;
+    }
+    progress.finish();
+    if (chain.snapshots.empty()) {
+      problems.push_back({0, "", "'" + f->store.db + "' has no snapshot: nothing can be restored"});
+    } else {
+      uint64_t oldest = chain.snapshots.front().seq;
+      if (!chain.incrementals.empty() && chain.incrementals.front().seq <= oldest && oldest > 0) {
+        notes.push_back("incrementals before seq " + std::to_string(oldest + 1) +
+                        " cannot be restored (no snapshot that old); `duckblock prune` removes them");
+      }
+    }
+    std::sort(problems.begin(), problems.end(), [](const Problem& a, const Problem& b) { return a.seq < b.seq; });
+    if (f->store.json) {
+      nlohmann::json ps = nlohmann::json::array();
+      for (const auto& p : problems) ps.push_back({{"seq", p.seq}, {"key", p.key}, {"message", p.message}});
+      nlohmann::json j = {{"store", store->url()},
+                          {"db", f->store.db},
+                          {"ok", problems.empty()},
+                          {"snapshots", chain.snapshots.size()},
+                          {"incrementals", chain.incrementals.size()},
+                          {"head_seq", chain.head_seq()},
+                          {"bytes", total},
+                          {"problems", ps},
+                          {"notes", notes}};
+      if (!problems.empty()) j["first_break"] = ps.front();
+      std::cout << j.dump(2) << "\n";
+    } else {
+      for (const auto& p : problems) std::cout << "BROKEN seq " << p.seq << ": " << p.message << "\n";
+      for (const auto& n : notes) std::cout << "note: " << n << "\n";
+      if (problems.empty()) {
+        std::cout << "ok: '" << f->store.db << "' in " << store->url() << ": " << chain.snapshots.size()
+                  << " snapshot(s), " << chain.incrementals.size() << " incremental(s), head seq "
+                  << chain.head_seq() << ", " << human_bytes(total) << "; every checksum and link verified\n";
+      }
+    }
+    if (!problems.empty()) {
+      std::cerr << "duckblock verify: the chain of '" << f->store.db << "' is broken at seq " << problems.front().seq
+                << ": " << problems.front().message << " (" << problems.size() << " problem"
+                << (problems.size() == 1 ? "" : "s") << "; restore to a point before seq " << problems.front().seq
+                << " still works if a snapshot precedes it)\n";
+      return kExitCorrupt;
+    }
+    return 0;
+  };
+}
+
+}  // namespace duckblock::cli

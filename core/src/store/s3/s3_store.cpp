@@ -1,0 +1,872 @@
+// The S3 object store. Every operation of the store contract maps onto the
+// S3 REST API:
+//   put            PUT Object for objects up to part_size, else a multipart
+//                  upload with parallel parts (aborted on any failure, so a
+//                  half-written object never becomes visible: S3 shows an
+//                  object only when its PUT or CompleteMultipartUpload ends)
+//   put_if_absent  the same with If-None-Match: * (412 = AlreadyExists)
+//   get            ranged GETs: the first range streams straight to the sink,
+//                  the rest are fetched in parallel and written in order
+//   head           HEAD Object
+//   list           ListObjectsV2, paginated, with start-after
+//   remove         DeleteObjects, up to 1000 keys a request
+// Requests that fail in a way a retry can fix (5xx, 408, 429, SlowDown,
+// timeouts, resets, clock skew) are sent again with capped exponential backoff
+// and jitter; everything else surfaces S3's error code and message.
+#include "s3_store.h"
+
+#include <curl/curl.h>
+#include <time.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <future>
+#include <iostream>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "duckblock/error.h"
+#include "http.h"
+
+namespace duckblock {
+namespace s3 {
+
+namespace {
+
+// ---- XML ------------------------------------------------------------------
+// S3 answers with a handful of small, flat documents (Error,
+// InitiateMultipartUploadResult, ListBucketResult, DeleteResult,
+// CompleteMultipartUploadResult) whose elements we pick out by name. Finding
+// "<Name>...</Name>" and unescaping the text is exact for these shapes (S3
+// never nests an element inside one of the same name, and values are text),
+// and it spares the library a general XML parser dependency.
+
+std::string xml_unescape(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '&') {
+      out.push_back(s[i]);
+      continue;
+    }
+    size_t semi = s.find(';', i);
+    if (semi == std::string_view::npos) {
+      out.push_back('&');
+      continue;
+    }
+    std::string_view ent = s.substr(i + 1, semi - i - 1);
+    if (ent == "amp") out.push_back('&');
+    else if (ent == "lt") out.push_back('<');
+    else if (ent == "gt") out.push_back('>');
+    else if (ent == "quot") out.push_back('"');
+    else if (ent == "apos") out.push_back('\'');
+    else if (!ent.empty() && ent[0] == '#') {
+      unsigned long cp = ent.size() > 1 && (ent[1] == 'x' || ent[1] == 'X')
+                             ? std::strtoul(std::string(ent.substr(2)).c_str(), nullptr, 16)
+                             : std::strtoul(std::string(ent.substr(1)).c_str(), nullptr, 10);
+      // UTF-8 encode the code point.
+      if (cp < 0x80) out.push_back(char(cp));
+      else if (cp < 0x800) { out.push_back(char(0xC0 | (cp >> 6))); out.push_back(char(0x80 | (cp & 0x3F))); }
+      else if (cp < 0x10000) {
+        out.push_back(char(0xE0 | (cp >> 12)));
+        out.push_back(char(0x80 | ((cp >> 6) & 0x3F)));
+        out.push_back(char(0x80 | (cp & 0x3F)));
+      } else {
+        out.push_back(char(0xF0 | (cp >> 18)));
+        out.push_back(char(0x80 | ((cp >> 12) & 0x3F)));
+        out.push_back(char(0x80 | ((cp >> 6) & 0x3F)));
+        out.push_back(char(0x80 | (cp & 0x3F)));
+      }
+    } else {
+      out.append(s.substr(i, semi - i + 1));
+    }
+    i = semi;
+  }
+  return out;
+}
+
+std::string xml_escape(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      case '\'': out += "&apos;"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20 && c != '\t' && c != '\n' && c != '\r') {
+          out += "&#" + std::to_string(int(c)) + ";";
+        } else {
+          out.push_back(c);
+        }
+    }
+  }
+  return out;
+}
+
+// The raw inner text of each <tag>...</tag> in doc, in order.
+std::vector<std::string_view> xml_all(std::string_view doc, std::string_view tag) {
+  std::vector<std::string_view> out;
+  std::string open = "<" + std::string(tag) + ">", close = "</" + std::string(tag) + ">";
+  size_t pos = 0;
+  while ((pos = doc.find(open, pos)) != std::string_view::npos) {
+    size_t start = pos + open.size();
+    size_t end = doc.find(close, start);
+    if (end == std::string_view::npos) break;
+    out.push_back(doc.substr(start, end - start));
+    pos = end + close.size();
+  }
+  return out;
+}
+
+std::optional<std::string> xml_first(std::string_view doc, std::string_view tag) {
+  auto all = xml_all(doc, tag);
+  if (all.empty()) return std::nullopt;
+  return xml_unescape(all.front());
+}
+
+// ---- time -----------------------------------------------------------------
+
+int64_t parse_iso8601_ms(const std::string& s) {  // 2026-11-25T11:47:30.000Z
+  std::tm tm{};
+  int ms = 0;
+  if (std::sscanf(s.c_str(), "%d-%d-%dT%d:%d:%d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min,
+                  &tm.tm_sec) != 6) {
+    return 0;
+  }
+  size_t dot = s.find('.');
+  if (dot != std::string::npos) ms = std::atoi(s.substr(dot + 1, 3).c_str());
+  tm.tm_year -= 1900;
+  tm.tm_mon -= 1;
+  return int64_t(timegm(&tm)) * 1000 + ms;
+}
+
+int64_t parse_http_date_ms(const std::string& s) {
+  time_t t = curl_getdate(s.c_str(), nullptr);
+  return t < 0 ? 0 : int64_t(t) * 1000;
+}
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// ---- helpers --------------------------------------------------------------
+
+size_t read_full(ByteSource& src, std::vector<uint8_t>& buf, size_t n) {
+  buf.resize(n);
+  size_t got = 0;
+  while (got < n) {
+    size_t r = src.read(buf.data() + got, n - got);
+    if (r == 0) break;
+    got += r;
+  }
+  buf.resize(got);
+  return got;
+}
+
+std::span<const uint8_t> as_bytes(const std::string& s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+bool retryable_status(long status) {
+  return status == 408 || status == 429 || status == 500 || status == 502 || status == 503 || status == 504;
+}
+
+bool retryable_code(const std::string& code) {
+  return code == "SlowDown" || code == "RequestTimeout" || code == "InternalError" || code == "ServiceUnavailable" ||
+         code == "Throttling" || code == "ThrottlingException" || code == "RequestTimeTooSkewed" ||
+         code == "OperationAborted" || code == "ConditionalRequestConflict";
+}
+
+struct Failure {
+  std::string description;  // "503 SlowDown: Please reduce your request rate."
+};
+
+}  // namespace
+
+S3Target s3_target(const S3Config& c, const std::string& full_key) {
+  size_t sep = c.endpoint.find("://");
+  std::string scheme = c.endpoint.substr(0, sep);
+  std::string hostport = c.endpoint.substr(sep + 3);
+  std::string key_path = full_key.empty() ? "" : "/" + uri_encode(full_key, false);
+  S3Target t;
+  if (c.path_style) {
+    t.host = hostport;
+    t.canonical_uri = "/" + uri_encode(c.bucket, true) + key_path;
+  } else {
+    t.host = c.bucket + "." + hostport;
+    t.canonical_uri = key_path.empty() ? "/" : key_path;
+  }
+  t.url = scheme + "://" + t.host + t.canonical_uri;
+  return t;
+}
+
+namespace {
+
+class S3Store final : public ObjectStore {
+ public:
+  explicit S3Store(S3Config c)
+      : c_(std::move(c)),
+        http_(HttpOptions{c_.connect_timeout_ms, c_.stall_timeout_s, c_.verify_tls, c_.connect_to}) {
+    if (c_.conditional_put == ConditionalPut::kTrust) cond_state_ = 1;
+    if (c_.conditional_put == ConditionalPut::kHeadCheck) cond_state_ = 0;
+  }
+
+  void put(const std::string& key, ByteSource& data) override { put_impl(key, data, false); }
+
+  void put_if_absent(const std::string& key, ByteSource& data) override {
+    check_key(key);
+    if (conditional_put_honoured()) {
+      put_impl(key, data, true);
+      return;
+    }
+    // The server ignores If-None-Match (s3rver does): check with HEAD first,
+    // one writer of a key at a time within this process. Another process can
+    // still race us between the HEAD and the PUT; the header is sent anyway
+    // so that a server which does honour it refuses.
+    KeyLock lock(*this, key);
+    if (head(key)) throw already_exists(key);
+    put_impl(key, data, true);
+  }
+
+  void get(const std::string& key, ByteSink& out, std::optional<ByteRange> range) override {
+    check_key(key);
+    std::string full = c_.prefix + key;
+    std::string what = "GET " + c_.url + key;
+    uint64_t start = range ? range->offset : 0;
+    std::optional<uint64_t> limit;  // exclusive end the caller asked for
+    if (range) limit = range->offset + std::min(range->length, UINT64_MAX - range->offset);
+    if (range && range->length == 0) {
+      if (!head(key)) throw not_found(key);
+      return;
+    }
+    // With one stream the first request asks for everything ("bytes=N-" when
+    // there is no end); otherwise for one chunk, and the rest follows in
+    // parallel once the size is known.
+    std::optional<uint64_t> first_len;
+    if (c_.download_concurrency > 1) first_len = c_.download_chunk;
+    if (limit) first_len = std::min<uint64_t>(first_len.value_or(UINT64_MAX), *limit - start);
+
+    // The first range streams straight into the sink. A retry after a
+    // dropped connection resumes where the bytes stopped, pinned with
+    // If-Match to the version it started reading.
+    uint64_t delivered = 0;
+    std::string etag;
+    Call call;
+    call.method = "GET";
+    call.full_key = full;
+    call.what = what;
+    call.before_attempt = [&](Call& cl) {
+      cl.headers.clear();
+      cl.headers.emplace_back("Range", "bytes=" + std::to_string(start + delivered) + "-" +
+                                           (first_len ? std::to_string(start + *first_len - 1) : ""));
+      if (!etag.empty()) cl.headers.emplace_back("If-Match", etag);
+    };
+    bool empty_object = false;
+    call.on_headers = [&](const HttpResponse& r) {
+      if (r.status == 206 && etag.empty()) etag = r.header("etag");
+      // "bytes 0-0/0": an empty object (S3 may answer 416 instead). Some
+      // servers announce one byte they do not have; read nothing.
+      std::string cr = r.header("content-range");
+      if (r.status == 206 && cr.size() > 2 && cr.compare(cr.size() - 2, 2, "/0") == 0) {
+        empty_object = true;
+        return false;
+      }
+      return true;
+    };
+    call.on_body = [&](const char* p, size_t n) {
+      out.write(p, n);
+      delivered += n;
+    };
+    HttpResponse r = send(call);
+    if (r.status == 416 || empty_object) return;  // the range starts at or past the end (or the object is empty)
+    if (r.status == 412 && !etag.empty()) throw changed(key);
+    if (r.status < 200 || r.status >= 300) fail(r, call);
+    if (r.status == 200) {
+      if (start != 0 || limit) throw Error(ErrorKind::kRemote, what + ": the server ignored the Range header");
+      return;  // the whole object
+    }
+    // 206: "bytes a-b/total"
+    std::string cr = r.header("content-range");
+    size_t slash = cr.rfind('/');
+    if (slash == std::string::npos || cr.substr(slash + 1) == "*") {
+      throw Error(ErrorKind::kRemote, what + ": unexpected Content-Range '" + cr + "'");
+    }
+    uint64_t total = std::stoull(cr.substr(slash + 1));
+    if (etag.empty()) etag = r.header("etag");
+    uint64_t end = limit ? std::min(total, *limit) : total;
+    if (!first_len) return;  // one stream: it was all of it
+    uint64_t next = start + *first_len;
+    if (next >= end) return;
+
+    // The rest: download_concurrency ranges in flight, written in order.
+    std::deque<std::future<std::vector<uint8_t>>> window;
+    auto fetch = [this, full, what, etag, key](uint64_t off, uint64_t len) {
+      std::vector<uint8_t> buf;
+      buf.reserve(len);
+      Call cl;
+      cl.method = "GET";
+      cl.full_key = full;
+      cl.what = what;
+      cl.before_attempt = [&](Call& x) {
+        x.headers.clear();
+        x.headers.emplace_back("Range", "bytes=" + std::to_string(off + buf.size()) + "-" +
+                                            std::to_string(off + len - 1));
+        if (!etag.empty()) x.headers.emplace_back("If-Match", etag);
+      };
+      cl.on_body = [&](const char* p, size_t n) {
+        if (buf.size() + n > len) throw Error(ErrorKind::kRemote, what + ": the server sent more than the range");
+        buf.insert(buf.end(), p, p + n);
+      };
+      HttpResponse resp = send(cl);
+      if (resp.status == 412) throw changed(key);
+      if (resp.status != 206 && resp.status != 200) fail(resp, cl);
+      if (buf.size() != len) {
+        throw Error(ErrorKind::kRemote, what + ": got " + std::to_string(buf.size()) + " bytes for a range of " +
+                                            std::to_string(len));
+      }
+      return buf;
+    };
+    try {
+      while (next < end || !window.empty()) {
+        while (next < end && window.size() < size_t(std::max(1, c_.download_concurrency))) {
+          uint64_t len = std::min<uint64_t>(c_.download_chunk, end - next);
+          window.push_back(std::async(std::launch::async, fetch, next, len));
+          next += len;
+        }
+        std::vector<uint8_t> buf = window.front().get();
+        window.pop_front();
+        out.write(buf.data(), buf.size());
+      }
+    } catch (...) {
+      for (auto& f : window) {
+        if (f.valid()) f.wait();  // the one whose get() threw is spent
+      }
+      throw;
+    }
+  }
+
+  std::optional<ObjectInfo> head(const std::string& key) override {
+    check_key(key);
+    Call call;
+    call.method = "HEAD";
+    call.full_key = c_.prefix + key;
+    call.what = "HEAD " + c_.url + key;
+    HttpResponse r = send(call);
+    if (r.status == 404) return std::nullopt;
+    if (r.status < 200 || r.status >= 300) fail(r, call);
+    ObjectInfo info;
+    info.key = key;
+    info.size = std::strtoull(r.header("content-length").c_str(), nullptr, 10);
+    info.modified_ms = parse_http_date_ms(r.header("last-modified"));
+    return info;
+  }
+
+  std::vector<ObjectInfo> list(const std::string& prefix, const std::string& start_after) override {
+    std::vector<ObjectInfo> out;
+    std::string token;
+    std::string after = start_after.empty() ? "" : c_.prefix + start_after;
+    for (;;) {
+      Call call;
+      call.method = "GET";
+      call.full_key = "";
+      call.what = "LIST " + c_.url + prefix;
+      call.query = {{"list-type", "2"}, {"prefix", c_.prefix + prefix}};
+      if (!token.empty()) call.query.emplace_back("continuation-token", token);
+      else if (!after.empty()) call.query.emplace_back("start-after", after);
+      HttpResponse r = send(call);
+      if (r.status != 200) fail(r, call);
+      std::string last;
+      for (std::string_view item : xml_all(r.body, "Contents")) {
+        ObjectInfo info;
+        std::string full = xml_first(item, "Key").value_or("");
+        last = full;
+        if (full.compare(0, c_.prefix.size(), c_.prefix) != 0) continue;
+        info.key = full.substr(c_.prefix.size());
+        info.size = std::strtoull(xml_first(item, "Size").value_or("0").c_str(), nullptr, 10);
+        info.modified_ms = parse_iso8601_ms(xml_first(item, "LastModified").value_or(""));
+        if (!start_after.empty() && info.key <= start_after) continue;
+        out.push_back(std::move(info));
+      }
+      if (xml_first(r.body, "IsTruncated").value_or("false") != "true") break;
+      token = xml_first(r.body, "NextContinuationToken").value_or("");
+      if (token.empty()) {
+        // No token (some servers): continue after the last key instead.
+        if (last.empty()) break;
+        after = last;
+      }
+    }
+    // S3 sorts by UTF-8 bytes already; sorting again costs little and keeps
+    // the contract with servers that do not.
+    std::sort(out.begin(), out.end(), [](const ObjectInfo& a, const ObjectInfo& b) { return a.key < b.key; });
+    return out;
+  }
+
+  void remove(const std::vector<std::string>& keys) override {
+    for (const auto& k : keys) check_key(k);
+    for (size_t i = 0; i < keys.size(); i += 1000) {
+      std::string body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Delete><Quiet>true</Quiet>";
+      for (size_t j = i; j < std::min(keys.size(), i + 1000); ++j) {
+        body += "<Object><Key>" + xml_escape(c_.prefix + keys[j]) + "</Key></Object>";
+      }
+      body += "</Delete>";
+      Call call;
+      call.method = "POST";
+      call.full_key = "";
+      call.what = "DELETE " + c_.url + " (" + std::to_string(keys.size()) + " keys)";
+      call.query = {{"delete", ""}};
+      call.body = as_bytes(body);
+      // DeleteObjects requires a body checksum.
+      call.headers = {{"Content-MD5", base64(md5(call.body))}, {"Content-Type", "application/xml"}};
+      HttpResponse r = send(call);
+      if (r.status != 200) fail(r, call);
+      auto errors = xml_all(r.body, "Error");
+      if (!errors.empty()) {
+        std::string k = xml_first(errors[0], "Key").value_or("");
+        std::string code = xml_first(errors[0], "Code").value_or("");
+        std::string msg = xml_first(errors[0], "Message").value_or("");
+        throw Error(ErrorKind::kRemote, call.what + ": " + std::to_string(errors.size()) +
+                                            " key(s) not deleted, first '" + k + "': " + code + ": " + msg);
+      }
+    }
+  }
+
+  std::string url() const override { return c_.url; }
+
+  S3Stats stats() const {
+    S3Stats s;
+    s.requests = requests_;
+    s.retries = retries_;
+    s.throttled = throttled_;
+    s.transport_errors = transport_errors_;
+    s.bytes_sent = bytes_sent_;
+    s.bytes_received = bytes_received_;
+    s.multipart_uploads = multipart_uploads_;
+    s.multipart_aborts = multipart_aborts_;
+    s.multipart_complete_ms = multipart_complete_ms_;
+    s.conditional_put_honoured = cond_state_;
+    return s;
+  }
+
+ private:
+  struct Call {
+    std::string method;
+    std::string full_key;  // "" for the bucket
+    KeyValues query;
+    KeyValues headers;
+    std::span<const uint8_t> body;
+    std::string payload_hash;  // computed from body when empty
+    std::function<void(const char*, size_t)> on_body;
+    std::function<bool(const HttpResponse&)> on_headers;
+    std::function<void(Call&)> before_attempt;
+    std::string what;  // "PUT s3://bucket/prefix/key", for messages
+    int attempts = 0;  // how many were sent
+  };
+
+  // One writer per key at a time within this store (head-check mode only).
+  class KeyLock {
+   public:
+    KeyLock(S3Store& s, std::string key) : s_(s), key_(std::move(key)) {
+      std::unique_lock lock(s_.keys_mu_);
+      s_.keys_cv_.wait(lock, [&] { return !s_.busy_keys_.count(key_); });
+      s_.busy_keys_.insert(key_);
+    }
+    ~KeyLock() {
+      std::lock_guard lock(s_.keys_mu_);
+      s_.busy_keys_.erase(key_);
+      s_.keys_cv_.notify_all();
+    }
+
+   private:
+    S3Store& s_;
+    std::string key_;
+  };
+
+  static void check_key(const std::string& key) {
+    if (key.empty() || key.front() == '/' || key.find('\0') != std::string::npos) {
+      throw Error(ErrorKind::kInvalidArgument, "invalid object key '" + key + "'");
+    }
+  }
+
+  Error not_found(const std::string& key) const {
+    return Error(ErrorKind::kNotFound, "no object at " + c_.url + key);
+  }
+  Error already_exists(const std::string& key) const {
+    return Error(ErrorKind::kAlreadyExists, "an object already exists at " + c_.url + key);
+  }
+  Error changed(const std::string& key) const {
+    return Error(ErrorKind::kRetryable, "GET " + c_.url + key + ": the object was replaced while it was being read");
+  }
+
+  std::chrono::milliseconds backoff(int attempt) {
+    thread_local std::mt19937_64 rng{std::random_device{}()};
+    int64_t base = c_.backoff_base.count();
+    int64_t cap = c_.backoff_cap.count();
+    int64_t d = std::min<int64_t>(cap, base << std::min(attempt, 20));
+    // Half fixed, half random ("equal jitter"): clients that failed together
+    // spread out, yet none comes back at once.
+    int64_t half = d / 2;
+    return std::chrono::milliseconds(half + (half > 0 ? int64_t(rng() % uint64_t(half + 1)) : 0));
+  }
+
+  // Sends the call, retrying what can be retried. Returns the final answer
+  // (2xx, 3xx or a non-retryable error status, which the caller judges).
+  HttpResponse send(Call& call) {
+    S3Target target = s3_target(c_, call.full_key);
+    std::string query = canonical_query(call.query);
+    std::string payload_hash = call.payload_hash.empty() ? sha256_hex(call.body) : call.payload_hash;
+    std::string last;
+    int max = std::max(1, c_.max_attempts);
+    for (int attempt = 1; attempt <= max; ++attempt) {
+      if (attempt > 1) {
+        retries_++;
+        std::this_thread::sleep_for(backoff(attempt - 1));
+      }
+      if (call.before_attempt) call.before_attempt(call);
+      call.attempts = attempt;
+      std::string date = amz_date(std::chrono::system_clock::now() + std::chrono::milliseconds(clock_offset_ms_.load()));
+      SigningInput in;
+      in.method = call.method;
+      in.canonical_uri = target.canonical_uri;
+      in.query = call.query;
+      in.headers = {{"host", target.host}, {"x-amz-date", date}, {"x-amz-content-sha256", payload_hash}};
+      if (!c_.credentials.session_token.empty()) {
+        in.headers.emplace_back("x-amz-security-token", c_.credentials.session_token);
+      }
+      for (const auto& h : call.headers) in.headers.push_back(h);
+      in.payload_hash = payload_hash;
+      SigningResult sig = sign_v4(in, c_.credentials, c_.region, "s3", date);
+
+      HttpRequest req;
+      req.method = call.method;
+      req.url = target.url + (query.empty() ? "" : "?" + query);
+      req.headers = in.headers;
+      req.headers.emplace_back("Authorization", sig.authorization);
+      req.headers.emplace_back("User-Agent", "duckblock");
+      req.body = call.body;
+      req.on_body = call.on_body;
+      req.on_headers = call.on_headers;
+      requests_++;
+      bytes_sent_ += call.body.size();
+      HttpResponse r;
+      try {
+        r = http_.perform(req);
+      } catch (const TransportError& e) {
+        if (!e.retryable()) {
+          throw Error(ErrorKind::kRemote, call.what + ": " + e.what());
+        }
+        transport_errors_++;
+        last = e.what();
+        continue;
+      }
+      bytes_received_ += r.body_bytes;
+      if (r.status < 400) return r;
+      std::string code = xml_first(r.body, "Code").value_or("");
+      if (code == "RequestTimeTooSkewed") {
+        // Our clock is off: adopt the server's, as AWS SDKs do, and sign again.
+        int64_t server = parse_http_date_ms(r.header("date"));
+        if (server > 0) clock_offset_ms_ = server - now_ms();
+      }
+      bool retry = retryable_status(r.status) || retryable_code(code);
+      if (!retry) return r;
+      if (r.status == 503 || r.status == 429 || code == "SlowDown") throttled_++;
+      last = describe(r);
+    }
+    throw Error(ErrorKind::kRetryable,
+                call.what + ": gave up after " + std::to_string(max) + " attempts; last: " + last);
+  }
+
+  static std::string describe(const HttpResponse& r) {
+    std::string code = xml_first(r.body, "Code").value_or("");
+    std::string msg = xml_first(r.body, "Message").value_or("");
+    std::string out = "HTTP " + std::to_string(r.status);
+    if (!code.empty()) out += " " + code;
+    if (!msg.empty()) out += ": " + msg;
+    std::string rid = xml_first(r.body, "RequestId").value_or(r.header("x-amz-request-id"));
+    if (!rid.empty()) out += " (request id " + rid + ")";
+    return out;
+  }
+
+  // Turns a final error answer into the Error the caller should see.
+  [[noreturn]] void fail(const HttpResponse& r, const Call& call) const {
+    std::string code = xml_first(r.body, "Code").value_or("");
+    std::string text = call.what + ": " + describe(r);
+    const std::string& id = c_.credentials.access_key_id;
+    const std::string& src = c_.credentials.source;
+    if (r.status == 404 || code == "NoSuchKey" || code == "NoSuchBucket") {
+      if (code == "NoSuchBucket") {
+        throw Error(ErrorKind::kNotFound, call.what + ": bucket '" + c_.bucket + "' does not exist at " + c_.endpoint);
+      }
+      throw Error(ErrorKind::kNotFound, text);
+    }
+    if (code == "SignatureDoesNotMatch") {
+      throw Error(ErrorKind::kAuth, text + " — the secret access key for access key id '" + id + "' (from " + src +
+                                        ") is wrong");
+    }
+    if (code == "InvalidAccessKeyId") {
+      throw Error(ErrorKind::kAuth, text + " — the server does not know access key id '" + id + "' (from " + src + ")");
+    }
+    if (code == "ExpiredToken" || code == "InvalidToken" || code == "TokenRefreshRequired") {
+      throw Error(ErrorKind::kAuth, text + " — the session token from " + src + " is expired or invalid");
+    }
+    if (code == "AuthorizationHeaderMalformed") {
+      throw Error(ErrorKind::kAuth, text + " — check the region (" + c_.region + ")");
+    }
+    if (r.status == 403) {
+      throw Error(ErrorKind::kAuth, text + (code.empty() ? " (no error code in a HEAD answer)" : "") +
+                                        " — access key id '" + id + "' (from " + src +
+                                        ") was refused: wrong secret, or no permission on bucket '" + c_.bucket + "'");
+    }
+    throw Error(ErrorKind::kRemote, text);
+  }
+
+  // Probes once whether the server refuses a conditional PUT on an existing
+  // key; reports on stderr when it does not, since put_if_absent is then
+  // only best effort.
+  bool conditional_put_honoured() {
+    std::lock_guard lock(cond_mu_);
+    if (cond_state_ >= 0) return cond_state_ == 1;
+    static std::atomic<uint64_t> counter{0};
+    std::string key = ".duckblock-conditional-put-probe-" + std::to_string(now_ms()) + "-" +
+                      std::to_string(counter++) + "-" + std::to_string(std::random_device{}());
+    auto put_probe = [&](bool conditional) {
+      Call call;
+      call.method = "PUT";
+      call.full_key = c_.prefix + key;
+      call.what = "PUT " + c_.url + key;
+      if (conditional) call.headers = {{"If-None-Match", "*"}};
+      return send(call);
+    };
+    HttpResponse first = put_probe(false);
+    if (first.status >= 300) {
+      Call what;
+      what.what = "PUT " + c_.url + key;
+      fail(first, what);
+    }
+    HttpResponse second = put_probe(true);
+    cond_state_ = second.status == 412 ? 1 : 0;
+    try {
+      remove({key});
+    } catch (const Error&) {
+      // A probe left behind is harmless; the next probe uses another name.
+    }
+    if (cond_state_ == 0) {
+      std::cerr << "duckblock: the S3 server at " << c_.endpoint
+                << " ignores If-None-Match on PUT; put_if_absent falls back to a HEAD check, which is atomic only "
+                   "within this process\n";
+    }
+    return cond_state_ == 1;
+  }
+
+  void put_impl(const std::string& key, ByteSource& data, bool conditional) {
+    check_key(key);
+    size_t part = c_.part_size;
+    if (auto rem = data.remaining(); rem && *rem > uint64_t(part) * 10000) {
+      // S3 allows 10,000 parts: make them big enough.
+      part = size_t((*rem + 9999) / 10000);
+      part = (part + (1u << 20) - 1) & ~size_t((1u << 20) - 1);
+    }
+    std::vector<uint8_t> first;
+    read_full(data, first, part);
+    if (first.size() < part) {
+      put_single(key, first, conditional);
+      return;
+    }
+    std::vector<uint8_t> second;
+    read_full(data, second, part);
+    if (second.empty()) {
+      put_single(key, first, conditional);
+      return;
+    }
+    put_multipart(key, std::move(first), std::move(second), data, part, conditional);
+  }
+
+  void put_single(const std::string& key, const std::vector<uint8_t>& bytes, bool conditional) {
+    Call call;
+    call.method = "PUT";
+    call.full_key = c_.prefix + key;
+    call.what = "PUT " + c_.url + key;
+    call.body = bytes;
+    if (conditional) call.headers = {{"If-None-Match", "*"}};
+    HttpResponse r = send(call);
+    if (r.status >= 200 && r.status < 300) return;
+    if (r.status == 412 && conditional) {
+      // After a retry, a 412 may be our own first attempt having landed: an
+      // object with our bytes' MD5 as its ETag is ours.
+      if (call.attempts > 1) {
+        Call h;
+        h.method = "HEAD";
+        h.full_key = call.full_key;
+        h.what = "HEAD " + c_.url + key;
+        HttpResponse hr = send(h);
+        if (hr.status == 200 && hr.header("etag") == "\"" + hex(md5(bytes)) + "\"") return;
+      }
+      throw already_exists(key);
+    }
+    fail(r, call);
+  }
+
+  void put_multipart(const std::string& key, std::vector<uint8_t> first, std::vector<uint8_t> second,
+                     ByteSource& data, size_t part_size, bool conditional) {
+    std::string full = c_.prefix + key;
+    std::string what = "PUT " + c_.url + key;
+    Call create;
+    create.method = "POST";
+    create.full_key = full;
+    create.what = what + " (create multipart upload)";
+    create.query = {{"uploads", ""}};
+    HttpResponse cr = send(create);
+    if (cr.status != 200) fail(cr, create);
+    std::string upload_id = xml_first(cr.body, "UploadId").value_or("");
+    if (upload_id.empty()) throw Error(ErrorKind::kRemote, create.what + ": no UploadId in the answer");
+    multipart_uploads_++;
+
+    // Parts go up upload_concurrency at a time; the window is in part order,
+    // so the ETags are collected in order as it drains.
+    std::vector<std::string> etags;
+    std::deque<std::future<std::string>> window;
+    uint64_t total = 0;
+    auto upload_part = [this, full, what, upload_id](int number, std::vector<uint8_t> buf) {
+      Call call;
+      call.method = "PUT";
+      call.full_key = full;
+      call.what = what + " (part " + std::to_string(number) + ")";
+      call.query = {{"partNumber", std::to_string(number)}, {"uploadId", upload_id}};
+      call.body = buf;
+      HttpResponse r = send(call);
+      if (r.status != 200) fail(r, call);
+      std::string etag = r.header("etag");
+      if (etag.empty()) throw Error(ErrorKind::kRemote, call.what + ": no ETag in the answer");
+      return etag;
+    };
+    try {
+      std::vector<uint8_t> next = std::move(second);
+      std::vector<uint8_t> current = std::move(first);
+      int number = 0;
+      for (;;) {
+        ++number;
+        if (number > 10000) throw Error(ErrorKind::kInvalidArgument, what + ": object too large for 10,000 parts");
+        total += current.size();
+        while (window.size() >= size_t(std::max(1, c_.upload_concurrency))) {
+          etags.push_back(window.front().get());
+          window.pop_front();
+        }
+        window.push_back(std::async(std::launch::async, upload_part, number, std::move(current)));
+        if (next.empty()) break;
+        current = std::move(next);
+        // Unknown-length sources: grow the parts so 10,000 of them still
+        // hold a very large object.
+        size_t size = part_size * (1 + size_t(number) / 1000);
+        next = std::vector<uint8_t>();
+        read_full(data, next, size);
+      }
+      while (!window.empty()) {
+        etags.push_back(window.front().get());
+        window.pop_front();
+      }
+
+      std::string body = "<CompleteMultipartUpload>";
+      for (size_t i = 0; i < etags.size(); ++i) {
+        body += "<Part><PartNumber>" + std::to_string(i + 1) + "</PartNumber><ETag>" + xml_escape(etags[i]) +
+                "</ETag></Part>";
+      }
+      body += "</CompleteMultipartUpload>";
+      auto t0 = std::chrono::steady_clock::now();
+      complete_multipart(key, full, upload_id, body, total, conditional);
+      multipart_complete_ms_ += uint64_t(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                             std::chrono::steady_clock::now() - t0).count());
+    } catch (...) {
+      for (auto& f : window) {
+        if (f.valid()) f.wait();  // the one whose get() threw is spent
+      }
+      abort_multipart(full, upload_id, what);
+      throw;
+    }
+  }
+
+  void complete_multipart(const std::string& key, const std::string& full, const std::string& upload_id,
+                          const std::string& body, uint64_t total, bool conditional) {
+    std::string what = "PUT " + c_.url + key + " (complete multipart upload)";
+    // CompleteMultipartUpload can answer 200 and still fail (the error is in
+    // the body), so retryable errors there are retried here.
+    for (int attempt = 1;; ++attempt) {
+      Call call;
+      call.method = "POST";
+      call.full_key = full;
+      call.what = what;
+      call.query = {{"uploadId", upload_id}};
+      call.body = as_bytes(body);
+      call.headers = {{"Content-Type", "application/xml"}};
+      if (conditional) call.headers.emplace_back("If-None-Match", "*");
+      HttpResponse r = send(call);
+      if (r.status == 200) {
+        auto code = xml_first(r.body, "Code");
+        bool is_error = r.body.find("<Error>") != std::string::npos && code;
+        if (!is_error) return;
+        if (retryable_code(*code) && attempt < c_.max_attempts) {
+          retries_++;
+          std::this_thread::sleep_for(backoff(attempt));
+          continue;
+        }
+        throw Error(ErrorKind::kRemote, what + ": " + describe(r));
+      }
+      if (r.status == 412 && conditional) throw already_exists(key);
+      if (r.status == 404 && xml_first(r.body, "Code").value_or("") == "NoSuchUpload" && call.attempts > 1) {
+        // An earlier attempt completed the upload but its answer was lost.
+        if (auto info = head(key); info && info->size == total) return;
+      }
+      fail(r, call);
+    }
+  }
+
+  void abort_multipart(const std::string& full, const std::string& upload_id, const std::string& what) {
+    multipart_aborts_++;
+    try {
+      Call call;
+      call.method = "DELETE";
+      call.full_key = full;
+      call.what = what + " (abort multipart upload)";
+      call.query = {{"uploadId", upload_id}};
+      send(call);
+    } catch (const Error&) {
+      // Best effort: the parts are invisible either way, and a bucket
+      // lifecycle rule (AbortIncompleteMultipartUpload) reclaims them.
+    }
+  }
+
+  S3Config c_;
+  HttpClient http_;
+  std::atomic<int64_t> clock_offset_ms_{0};
+  std::atomic<uint64_t> requests_{0}, retries_{0}, throttled_{0}, transport_errors_{0}, bytes_sent_{0},
+      bytes_received_{0}, multipart_uploads_{0}, multipart_aborts_{0}, multipart_complete_ms_{0};
+  std::mutex cond_mu_;
+  std::atomic<int> cond_state_{-1};
+  std::mutex keys_mu_;
+  std::condition_variable keys_cv_;
+  std::set<std::string> busy_keys_;
+};
+
+}  // namespace
+
+std::unique_ptr<ObjectStore> make_s3_store(const S3Config& config) { return std::make_unique<S3Store>(config); }
+
+S3Stats s3_stats(const ObjectStore& store) {
+  auto* s = dynamic_cast<const S3Store*>(&store);
+  if (!s) throw Error(ErrorKind::kInvalidArgument, "not an S3 store: " + store.url());
+  return s->stats();
+}
+
+}  // namespace s3
+
+std::unique_ptr<ObjectStore> make_s3_store_from_url(const std::string& url, const StoreOptions& options) {
+  return s3::make_s3_store(s3::s3_config_from_url(url, options));
+}
+
+}  // namespace duckblock

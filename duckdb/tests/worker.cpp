@@ -1,0 +1,142 @@
+// A process the crash tests start and kill -9.
+//
+//   worker leader DIR STORE_DIR [--die-in-push K --die-after-us D]
+//     Opens DIR/leader.duckdb with capture, replicating to the local store
+//     STORE_DIR (prefix "crash/", spool DIR/spool), and runs the workload's
+//     remaining steps (DuckDB itself remembers which are done: each step
+//     commits a row into a progress table), with a CHECKPOINT after each.
+//     Every push appends "seq sha256" to DIR/pushes.log once the segment is
+//     durable in the spool. With --die-in-push, the K-th push of this run
+//     starts a timer that kills the process (SIGKILL) D microseconds later:
+//     inside the push, its upload, or just after, as D falls.
+//     Finally waits for the uploads and prints "done SEQ SHA256".
+//
+//   worker follow STORE_DIR FILE
+//     Brings FILE up to the store's head (prefix "crash/", db "db") and
+//     prints "done SEQ".
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include "duckblock/duckdb_capture.h"
+#include "duckblock/restore.h"
+#include "duckdb_test_util.h"
+
+namespace {
+
+using namespace duckblock;
+using duckdb_integration::CaptureOptions;
+using duckdb_integration::PushEvent;
+
+constexpr const char* kPrefix = "crash/";
+constexpr double kScale = 0.1;  // small: the crash tests restart this many times
+
+std::string sha256_reader(PageReader& r) {
+  Sha256 h;
+  std::vector<uint8_t> buf(1 << 20);
+  uint64_t size = r.file_size();
+  for (uint64_t off = 0; off < size;) {
+    size_t n = r.read_at(off, buf.data(), buf.size());
+    h.update(buf.data(), n);
+    off += n;
+  }
+  auto d = h.finish();
+  return to_hex(d);
+}
+
+void append_line(const std::string& path, const std::string& line) {
+  // Appended with one write(2): a kill leaves whole lines (the page cache
+  // survives the process).
+  FILE* f = std::fopen(path.c_str(), "a");
+  if (!f) std::abort();
+  std::fputs((line + "\n").c_str(), f);
+  std::fclose(f);
+}
+
+int leader(int argc, char** argv) {
+  std::string dir = argv[2], store_dir = argv[3];
+  long die_in_push = 0, die_after_us = 0;
+  for (int i = 4; i + 1 < argc; i += 2) {
+    std::string a = argv[i];
+    if (a == "--die-in-push") die_in_push = std::atol(argv[i + 1]);
+    if (a == "--die-after-us") die_after_us = std::atol(argv[i + 1]);
+  }
+  ReplicatorOptions ro;
+  ro.prefix = kPrefix;
+  ro.spool_dir = dir + "/spool";
+  ro.snapshots.every_segments = 4;
+  ro.snapshots.every_bytes = 0;
+  ro.retry_initial = std::chrono::milliseconds(10);
+  auto rep = std::make_shared<Replicator>(std::shared_ptr<ObjectStore>(make_local_store(store_dir)), ro);
+
+  long pushes = 0;
+  CaptureOptions co;
+  co.before_push = [&] {
+    if (++pushes != die_in_push) return;
+    std::thread([die_after_us] {
+      std::this_thread::sleep_for(std::chrono::microseconds(die_after_us));
+      ::kill(::getpid(), SIGKILL);
+    }).detach();
+  };
+  co.on_push = [&](const PushEvent& ev) {
+    if (ev.result.seq) append_line(dir + "/pushes.log", std::to_string(ev.result.seq) + " " + sha256_reader(*ev.reader));
+  };
+  co.fail_checkpoint = true;  // a push that fails must fail the test, not hide
+  const std::string path = dir + "/leader.duckdb";
+  auto db = duckdb_integration::open_replicated(path, rep, "db", nullptr, co);
+  {
+    duckdb::Connection con(db->db());
+    duckdb_test::run(con, "CREATE TABLE IF NOT EXISTS progress (step INTEGER)");
+    auto r = con.Query("SELECT coalesce(max(step), -1) FROM progress");
+    if (r->HasError()) throw std::runtime_error(r->GetError());
+    long done = r->GetValue(0, 0).GetValue<int64_t>();
+    auto steps = duckdb_test::workload(kScale);
+    for (long k = done + 1; k < static_cast<long>(steps.size()); ++k) {
+      duckdb_test::run(con, "BEGIN");
+      for (const auto& sql : steps[k].sql) duckdb_test::run(con, sql);
+      duckdb_test::run(con, "INSERT INTO progress VALUES (" + std::to_string(k) + ")");
+      duckdb_test::run(con, "COMMIT");
+      duckdb_test::run(con, "CHECKPOINT");
+    }
+  }
+  // Closed first: DuckDB may checkpoint once more as it shuts down, and that
+  // push must be in the store before the final state is reported.
+  db->close();
+  rep->sync();
+  auto st = rep->status("db");
+  std::printf("done %llu %s\n", static_cast<unsigned long long>(st.spooled_seq), duckdb_test::sha256_file(path).c_str());
+  return 0;
+}
+
+int follow(char** argv) {
+  std::string store_dir = argv[2], file = argv[3];
+  std::shared_ptr<ObjectStore> store = make_local_store(store_dir);
+  FollowerOptions fo;
+  fo.prefix = kPrefix;
+  FollowerBehavior f(store, "db", file, fo);
+  f.poll_once();
+  std::printf("done %llu\n", static_cast<unsigned long long>(f.position().seq));
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    std::string mode = argc > 1 ? argv[1] : "";
+    if (mode == "leader" && argc >= 4) return leader(argc, argv);
+    if (mode == "follow" && argc >= 4) return follow(argv);
+    std::fprintf(stderr, "usage: worker leader DIR STORE_DIR [--die-in-push K --die-after-us D]\n"
+                         "       worker follow STORE_DIR FILE\n");
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "worker: %s\n", e.what());
+    return 1;
+  }
+}

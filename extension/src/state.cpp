@@ -1,0 +1,651 @@
+// The extension's state: settings, leaders (the duckblock:// file system and
+// its captures) and followers (read replicas). See state.h.
+#include "state.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <filesystem>
+#include <unistd.h>
+
+#include "duckblock/error.h"
+#include "duckdb/main/database_manager.hpp"
+#include "duckdb/main/attached_database.hpp"
+
+namespace duckblock::extension {
+
+namespace {
+
+constexpr uint64_t kHeadersEnd = 12288;  // DuckDB's three 4 KiB headers
+
+std::string canonical(const std::string& path) {
+  std::error_code ec;
+  auto p = std::filesystem::weakly_canonical(std::filesystem::absolute(path, ec), ec);
+  if (ec) return std::filesystem::absolute(path).lexically_normal().string();
+  return p.string();
+}
+
+std::string get_string(const duckdb::DatabaseInstance& db, const char* key, const std::string& dflt = "") {
+  duckdb::Value v;
+  if (!db.TryGetCurrentSetting(key, v) || v.IsNull()) return dflt;
+  return v.ToString();
+}
+
+uint64_t get_u64(const duckdb::DatabaseInstance& db, const char* key, uint64_t dflt) {
+  duckdb::Value v;
+  if (!db.TryGetCurrentSetting(key, v) || v.IsNull()) return dflt;
+  return v.GetValue<uint64_t>();
+}
+
+std::optional<bool> get_bool(const duckdb::DatabaseInstance& db, const char* key) {
+  duckdb::Value v;
+  if (!db.TryGetCurrentSetting(key, v) || v.IsNull()) return std::nullopt;
+  return v.GetValue<bool>();
+}
+
+std::string quote_ident(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  return out + "\"";
+}
+
+std::string quote_literal(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'') out += '\'';
+    out += c;
+  }
+  return out + "'";
+}
+
+// The registry from database instance to state. Keyed by address: an entry
+// is removed when its file system is destroyed, before the address can be
+// reused by a new instance.
+std::mutex g_registry_mu;
+std::map<const duckdb::DatabaseInstance*, std::shared_ptr<State>>& registry() {
+  static auto* r = new std::map<const duckdb::DatabaseInstance*, std::shared_ptr<State>>();
+  return *r;  // never destroyed: DuckDB instances may outlive static destruction order
+}
+
+}  // namespace
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// ---------------------------------------------------------------------------
+// Settings
+
+Settings Settings::read(const duckdb::DatabaseInstance& db) {
+  Settings s;
+  s.store = get_string(db, "duckblock_store");
+  s.prefix = get_string(db, "duckblock_prefix");
+  s.spool_dir = get_string(db, "duckblock_spool_dir");
+  s.snapshot_every = get_u64(db, "duckblock_snapshot_every", s.snapshot_every);
+  s.snapshot_bytes = get_u64(db, "duckblock_snapshot_bytes", s.snapshot_bytes);
+  s.poll_interval_ms = get_u64(db, "duckblock_poll_interval_ms", s.poll_interval_ms);
+  s.refresh_wait_ms = get_u64(db, "duckblock_refresh_wait_ms", s.refresh_wait_ms);
+  if (auto e = get_string(db, "duckblock_s3_endpoint"); !e.empty()) s.store_options.endpoint = e;
+  if (auto r = get_string(db, "duckblock_s3_region"); !r.empty()) s.store_options.region = r;
+  if (auto p = get_string(db, "duckblock_s3_profile"); !p.empty()) s.store_options.profile = p;
+  s.store_options.path_style = get_bool(db, "duckblock_s3_path_style");
+  if (auto v = get_bool(db, "duckblock_s3_verify_tls")) s.store_options.verify_tls = *v;
+  if (!s.prefix.empty() && s.prefix.back() != '/') s.prefix += '/';
+  return s;
+}
+
+void register_settings(duckdb::DBConfig& config) {
+  using duckdb::LogicalType;
+  using duckdb::SetScope;
+  using duckdb::Value;
+  auto add = [&](const char* name, const char* desc, const LogicalType& type, const Value& dflt) {
+    config.AddExtensionOption(name, desc, type, dflt, nullptr, SetScope::GLOBAL);
+  };
+  add("duckblock_store", "Store URL that ATTACH 'duckblock://...' replicates to (file:///dir, s3://bucket/prefix/)",
+      LogicalType::VARCHAR, Value(""));
+  add("duckblock_prefix", "Key prefix inside the store", LogicalType::VARCHAR, Value(""));
+  add("duckblock_spool_dir", "Directory for segments waiting to upload ('' = <database file>.duckblock-spool)",
+      LogicalType::VARCHAR, Value(""));
+  add("duckblock_snapshot_every", "A snapshot after this many incremental segments (0 = never by count)",
+      LogicalType::UBIGINT, Value::UBIGINT(100));
+  add("duckblock_snapshot_bytes", "A snapshot after this many incremental bytes (0 = never by size)",
+      LogicalType::UBIGINT, Value::UBIGINT(256ull << 20));
+  add("duckblock_poll_interval_ms", "How often a follower polls the store (0 = only CALL duckblock_refresh)",
+      LogicalType::UBIGINT, Value::UBIGINT(1000));
+  add("duckblock_refresh_wait_ms",
+      "How long a refresh waits for queries still reading the old replica state before giving up",
+      LogicalType::UBIGINT, Value::UBIGINT(10000));
+  add("duckblock_s3_endpoint", "S3 endpoint override, http(s)://host:port ('' = AWS or AWS_ENDPOINT_URL)",
+      LogicalType::VARCHAR, Value(""));
+  add("duckblock_s3_region", "S3 region ('' = AWS_REGION or the profile's)", LogicalType::VARCHAR, Value(""));
+  add("duckblock_s3_profile",
+      "Credentials profile in the shared credentials file ('' = AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, else "
+      "AWS_PROFILE or default)",
+      LogicalType::VARCHAR, Value(""));
+  add("duckblock_s3_path_style", "Path-style S3 addressing (NULL = automatic)", LogicalType::BOOLEAN,
+      Value(LogicalType::BOOLEAN));
+  add("duckblock_s3_verify_tls", "Verify the S3 endpoint's TLS certificate", LogicalType::BOOLEAN,
+      Value::BOOLEAN(true));
+}
+
+std::shared_ptr<ObjectStore> open_store_for(const std::string& url, const Settings& s) {
+  if (url.empty()) {
+    throw Error(ErrorKind::kInvalidArgument,
+                "no store URL: SET duckblock_store = 'file:///dir' (or 's3://bucket/prefix/') first");
+  }
+  return std::shared_ptr<ObjectStore>(open_store(url, s.store_options));
+}
+
+// ---------------------------------------------------------------------------
+// State
+
+State::~State() { shutdown(); }
+
+std::shared_ptr<State> State::find(duckdb::DatabaseInstance& db) {
+  std::lock_guard l(g_registry_mu);
+  auto it = registry().find(&db);
+  if (it == registry().end()) throw duckdb::InvalidInputException("duckblock: the extension is not loaded here");
+  return it->second;
+}
+
+void State::install(duckdb::DatabaseInstance& db, std::shared_ptr<State> state) {
+  std::lock_guard l(g_registry_mu);
+  registry()[&db] = std::move(state);
+}
+
+void State::uninstall(duckdb::DatabaseInstance* db) {
+  std::shared_ptr<State> dropped;  // destroyed outside the lock
+  std::lock_guard l(g_registry_mu);
+  auto it = registry().find(db);
+  if (it != registry().end()) {
+    dropped = std::move(it->second);
+    registry().erase(it);
+  }
+}
+
+bool State::is_side_file(const std::string& path) const {
+  auto ends = [&](const char* suffix) {
+    std::string s(suffix);
+    return path.size() > s.size() && path.compare(path.size() - s.size(), s.size(), s) == 0;
+  };
+  // DuckDB's write-ahead log and temporary files beside the database.
+  if (ends(".wal") || ends(".tmp") || ends(".wal.checkpoint")) return true;
+  for (auto& [p, leader] : leaders_) {
+    if (path.size() > p.size() && path.compare(0, p.size(), p) == 0) return true;
+  }
+  return false;
+}
+
+std::shared_ptr<Leader> State::open_leader(const std::string& path, const Settings& s) {
+  std::lock_guard l(mu_);
+  std::shared_ptr<Leader> previous;
+  if (auto it = leaders_.find(path); it != leaders_.end()) previous = it->second;
+  if (previous && previous->capture->started()) {
+    throw Error(ErrorKind::kInvalidArgument, "'" + path + "' is already attached for replication in this process");
+  }
+  auto leader = std::make_shared<Leader>();
+  leader->path = path;
+  // The name in the store is the file's name without its extension.
+  leader->db = std::filesystem::path(path).stem().string();
+  if (leader->db.empty()) throw Error(ErrorKind::kInvalidArgument, "cannot name a database after '" + path + "'");
+  leader->store_url = s.store;
+  leader->prefix = s.prefix;
+  leader->spool_dir = s.spool_dir.empty() ? path + ".duckblock-spool" : s.spool_dir;
+  if (previous && previous->store_url == leader->store_url && previous->prefix == leader->prefix &&
+      previous->spool_dir == leader->spool_dir) {
+    // Attached again (after a DETACH) to the same store: keep its
+    // replicator, which may still be uploading the spool. Two replicators
+    // on one spool would upload the same segments twice.
+    leader->replicator = previous->replicator;
+  } else {
+    if (previous) {
+      // Attached again with other settings: the old replicator lets go of
+      // the database first (its spool stays for the new one to resume).
+      try {
+        previous->replicator->remove(previous->db);
+      } catch (const std::exception&) {
+      }
+    }
+    auto store = open_store_for(s.store, s);
+    ReplicatorOptions ro;
+    ro.prefix = s.prefix;
+    ro.spool_dir = leader->spool_dir;
+    ro.snapshots.every_segments = s.snapshot_every;
+    ro.snapshots.every_bytes = s.snapshot_bytes;
+    // One replicator per database file: its spool directory holds one
+    // chain's state, and DETACH / ATTACH of one file must not touch another's.
+    std::filesystem::create_directories(ro.spool_dir);
+    leader->replicator = std::make_shared<Replicator>(std::move(store), ro);
+  }
+  leader->capture = std::make_shared<dbi::Capture>(path, leader->db, leader->replicator, dbi::CaptureOptions{});
+  leader->fs = std::make_unique<dbi::CaptureFileSystem>(leader->capture);
+  if (auto it = leaders_.find(path); it != leaders_.end()) retired_.push_back(std::move(it->second));
+  leaders_[path] = leader;
+  return leader;
+}
+
+std::vector<std::shared_ptr<Leader>> State::leaders() {
+  std::lock_guard l(mu_);
+  std::vector<std::shared_ptr<Leader>> out;
+  for (auto& [p, leader] : leaders_) out.push_back(leader);
+  return out;
+}
+
+std::shared_ptr<Leader> State::leader_by_name(const std::string& name) {
+  std::lock_guard l(mu_);
+  for (auto& [p, leader] : leaders_) {
+    if (leader->db == name || leader->path == name) return leader;
+  }
+  return nullptr;
+}
+
+std::shared_ptr<Follower> State::add_follower(const std::string& alias, std::shared_ptr<Follower> f) {
+  std::lock_guard l(mu_);
+  if (followers_.count(alias)) {
+    throw Error(ErrorKind::kInvalidArgument, "a follower named '" + alias + "' already exists (duckblock_unfollow it first)");
+  }
+  followers_[alias] = f;
+  return f;
+}
+
+std::shared_ptr<Follower> State::follower(const std::string& alias) {
+  std::lock_guard l(mu_);
+  auto it = followers_.find(alias);
+  return it == followers_.end() ? nullptr : it->second;
+}
+
+std::shared_ptr<Follower> State::remove_follower(const std::string& alias) {
+  std::lock_guard l(mu_);
+  auto it = followers_.find(alias);
+  if (it == followers_.end()) return nullptr;
+  auto f = std::move(it->second);
+  followers_.erase(it);
+  return f;
+}
+
+std::vector<std::shared_ptr<Follower>> State::followers() {
+  std::lock_guard l(mu_);
+  std::vector<std::shared_ptr<Follower>> out;
+  for (auto& [a, f] : followers_) out.push_back(f);
+  return out;
+}
+
+void State::shutdown() {
+  std::vector<std::shared_ptr<Follower>> fs;
+  {
+    std::lock_guard l(mu_);
+    for (auto& [a, f] : followers_) fs.push_back(f);
+    followers_.clear();
+  }
+  for (auto& f : fs) f->stop();
+}
+
+// ---------------------------------------------------------------------------
+// Follower
+
+Follower::Follower(std::string alias, std::string db, std::string store_url, std::string path, std::string prefix,
+                   std::shared_ptr<ObjectStore> store, std::chrono::milliseconds refresh_wait)
+    : alias_(std::move(alias)),
+      db_(std::move(db)),
+      store_url_(std::move(store_url)),
+      path_(canonical(path)),
+      prefix_(std::move(prefix)),
+      store_(std::move(store)),
+      refresh_wait_(refresh_wait) {
+  st_.alias = alias_;
+  st_.db = db_;
+  st_.path = path_;
+  st_.store_url = store_url_;
+}
+
+Follower::~Follower() {
+  // stop() ran (State::shutdown or duckblock_unfollow); a joinable thread
+  // here would terminate the process, so make sure.
+  if (thread_.joinable()) {
+    if (thread_.get_id() == std::this_thread::get_id()) {
+      thread_.detach();
+    } else {
+      {
+        std::lock_guard l(ctl_->mu);
+        ctl_->stop = true;
+      }
+      ctl_->cv.notify_all();
+      thread_.join();
+    }
+  }
+}
+
+FollowerStatus Follower::status() const {
+  std::lock_guard l(mu_);
+  return st_;
+}
+
+void Follower::detach_and_wait(duckdb::Connection& con, duckdb::DatabaseInstance& db) {
+  auto& dbm = duckdb::DatabaseManager::Get(db);
+  duckdb::weak_ptr<duckdb::AttachedDatabase> old = dbm.GetDatabase(alias_);
+  if (old.expired()) return;
+  auto r = con.Query("DETACH DATABASE IF EXISTS " + quote_ident(alias_));
+  if (r->HasError()) throw Error(ErrorKind::kIO, "detaching '" + alias_ + "': " + r->GetError());
+  {
+    std::lock_guard l(mu_);
+    st_.attached = false;
+  }
+  // Transactions that began before the DETACH keep the attached database
+  // (and its open file) alive; the file must not change until they end.
+  auto deadline = std::chrono::steady_clock::now() + refresh_wait_;
+  while (!old.expired()) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      throw Error(ErrorKind::kRetryable,
+                  "a transaction still reads '" + alias_ + "' after " + std::to_string(refresh_wait_.count()) +
+                      " ms; the replica was not changed (end that transaction, or raise duckblock_refresh_wait_ms)");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+}
+
+void Follower::attach(duckdb::Connection& con) {
+  // A .wal beside a replica is never the leader's: DuckDB would replay it
+  // (silently, with the default storage version) over the replicated file.
+  std::error_code ec;
+  std::filesystem::remove(path_ + ".wal", ec);
+  auto r = con.Query("ATTACH IF NOT EXISTS " + quote_literal(path_) + " AS " + quote_ident(alias_) + " (READ_ONLY)");
+  if (r->HasError()) throw Error(ErrorKind::kIO, "attaching '" + path_ + "' as '" + alias_ + "': " + r->GetError());
+  std::lock_guard l(mu_);
+  st_.attached = true;
+}
+
+RefreshResult Follower::refresh(duckdb::DatabaseInstance& db) {
+  std::lock_guard a(apply_mu_);
+  RefreshResult res;
+  bool detached = false;
+  duckdb::Connection con(db);
+  try {
+    {
+      std::lock_guard l(mu_);
+      ++st_.polls;
+    }
+    if (!replica_) replica_ = std::make_unique<Replica>(path_);
+    res.seq_before = res.seq_after = replica_->position().seq;
+    auto chain = list_chain(*store_, prefix_, db_);
+    if (chain.empty()) {
+      throw Error(ErrorKind::kNotFound, "the store " + store_url_ + " has no database '" + db_ + "' under prefix '" +
+                                            prefix_ + "'");
+    }
+    uint64_t head = chain.head_seq();
+    bool have_file = std::filesystem::exists(path_) && replica_->position() != ChainPosition{};
+    bool attached = duckdb::DatabaseManager::Get(db).GetDatabase(alias_) != nullptr;
+    if (!(have_file && replica_->position().seq >= head)) {
+      if (attached) {
+        // Set first: if the wait gives up, the DETACH has happened and the
+        // alias must be put back (on the unchanged file).
+        detached = true;
+        detach_and_wait(con, db);
+      }
+      res.segments_applied = catch_up(*store_, prefix_, db_, *replica_, head);
+      res.seq_after = replica_->position().seq;
+      attached = false;
+    }
+    if (!attached) attach(con);
+    std::lock_guard l(mu_);
+    st_.applied_seq = res.seq_after;
+    st_.head_seq = head;
+    if (res.segments_applied) ++st_.refreshes;
+    if (res.seq_after >= head) st_.last_current_ms = now_ms();
+    st_.last_error.reset();
+  } catch (const std::exception& e) {
+    // The replica file is whole at every segment boundary (the Replica
+    // journal), so put the alias back on whatever state it reached.
+    if (detached) {
+      try {
+        attach(con);
+      } catch (...) {
+      }
+    }
+    std::lock_guard l(mu_);
+    if (replica_) st_.applied_seq = replica_->position().seq;
+    st_.last_error = e.what();
+    throw;
+  }
+  return res;
+}
+
+void Follower::start(duckdb::weak_ptr<duckdb::DatabaseInstance> weak_db, std::chrono::milliseconds interval) {
+  auto self = shared_from_this();
+  auto ctl = ctl_;
+  thread_ = std::thread([self, ctl, weak_db, interval]() {
+    for (;;) {
+      {
+        std::unique_lock l(ctl->mu);
+        if (ctl->cv.wait_for(l, interval, [&] { return ctl->stop; })) break;
+      }
+      // Held only for one refresh: if the program dropped its last handle
+      // meanwhile, releasing it here destroys the instance on this thread,
+      // whose shutdown stops (detaches) this very thread; the loop then ends.
+      auto db = weak_db.lock();
+      if (!db) break;
+      try {
+        self->refresh(*db);
+      } catch (const std::exception&) {
+        // Recorded in the status (last_error); the next poll tries again.
+      }
+      db.reset();
+    }
+  });
+}
+
+void Follower::stop() {
+  {
+    std::lock_guard l(ctl_->mu);
+    ctl_->stop = true;
+  }
+  ctl_->cv.notify_all();
+  if (!thread_.joinable()) return;
+  if (thread_.get_id() == std::this_thread::get_id()) {
+    thread_.detach();
+  } else {
+    thread_.join();
+  }
+}
+
+void Follower::close(duckdb::DatabaseInstance& db) {
+  stop();
+  std::lock_guard a(apply_mu_);
+  duckdb::Connection con(db);
+  auto r = con.Query("DETACH DATABASE IF EXISTS " + quote_ident(alias_));
+  if (r->HasError()) throw Error(ErrorKind::kIO, "detaching '" + alias_ + "': " + r->GetError());
+  std::lock_guard l(mu_);
+  st_.attached = false;
+}
+
+// ---------------------------------------------------------------------------
+// ReplicatingFileSystem
+
+// A handle on a local file opened through a duckblock:// path. It forwards
+// to the handle its file system opened (the capture file system's for a
+// replicated database file, the plain local one otherwise).
+class ReplicatingFileSystem::Handle final : public duckdb::FileHandle {
+ public:
+  Handle(ReplicatingFileSystem& fs, const std::string& path, duckdb::unique_ptr<duckdb::FileHandle> inner,
+         std::shared_ptr<Leader> leader)
+      : FileHandle(fs, path, inner->flags), inner_(std::move(inner)), leader_(std::move(leader)) {}
+  void Close() override { inner_->Close(); }
+  duckdb::idx_t GetProgress() override { return inner_->GetProgress(); }
+  duckdb::FileCompressionType GetFileCompressionType() override { return inner_->GetFileCompressionType(); }
+
+  duckdb::FileHandle& inner() { return *inner_; }
+  duckdb::FileSystem& inner_fs() { return inner_->file_system; }
+  Leader* leader() { return leader_.get(); }
+
+ private:
+  duckdb::unique_ptr<duckdb::FileHandle> inner_;
+  std::shared_ptr<Leader> leader_;
+};
+
+ReplicatingFileSystem::ReplicatingFileSystem(duckdb::DatabaseInstance& db, std::shared_ptr<State> state)
+    : db_(db), state_(std::move(state)) {}
+
+ReplicatingFileSystem::~ReplicatingFileSystem() {
+  // DuckDB destroys its file systems after closing every attached database,
+  // so no handle of ours is open; stop the follower threads and forget this
+  // instance.
+  state_->shutdown();
+  State::uninstall(&db_);
+}
+
+std::string ReplicatingFileSystem::strip(const std::string& path) {
+  std::string p(kPrefix);
+  if (path.size() < p.size() || !std::equal(p.begin(), p.end(), path.begin(), [](char a, char b) {
+        return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b));
+      })) {
+    return path;
+  }
+  return path.substr(p.size());
+}
+
+bool ReplicatingFileSystem::CanHandleFile(const duckdb::string& fpath) { return strip(fpath) != fpath; }
+
+duckdb::unique_ptr<duckdb::FileHandle> ReplicatingFileSystem::OpenFile(const duckdb::string& path,
+                                                                       duckdb::FileOpenFlags flags,
+                                                                       duckdb::optional_ptr<duckdb::FileOpener> opener) {
+  std::string local = strip(path);
+  if (local.empty()) throw duckdb::IOException("duckblock: '%s' names no file", path);
+  std::string canon = canonical(local);
+  std::shared_ptr<Leader> leader;
+  duckdb::unique_ptr<duckdb::FileHandle> inner;
+  if (flags.OpenForWriting() && !state_->is_side_file(canon)) {
+    // The database file itself, opened by DuckDB to attach it for writing.
+    try {
+      leader = state_->open_leader(canon, Settings::read(db_));
+    } catch (const std::exception& e) {
+      throw duckdb::IOException("duckblock: cannot replicate '%s': %s", local, e.what());
+    }
+    inner = leader->fs->OpenFile(local, flags, opener);
+    if (!inner) return nullptr;
+    // An existing database is registered with its replicator now (its first
+    // segment, or whatever differs from the chain, ships before DuckDB
+    // changes anything); a new one at its first commit point (FileSync).
+    if (static_cast<uint64_t>(inner->file_system.GetFileSize(*inner)) >= kHeadersEnd) {
+      try {
+        leader->capture->start();
+      } catch (const std::exception& e) {
+        throw duckdb::IOException("duckblock: cannot replicate '%s' to %s: %s", local, leader->store_url, e.what());
+      }
+    }
+  } else {
+    inner = local_.OpenFile(local, flags, opener);
+    if (!inner) return nullptr;
+  }
+  return duckdb::make_uniq<Handle>(*this, path, std::move(inner), std::move(leader));
+}
+
+#define DUCKBLOCK_HANDLE(h) (static_cast<Handle&>(h))
+
+void ReplicatingFileSystem::Read(duckdb::FileHandle& handle, void* buffer, int64_t nr_bytes, duckdb::idx_t location) {
+  auto& h = DUCKBLOCK_HANDLE(handle);
+  h.inner_fs().Read(h.inner(), buffer, nr_bytes, location);
+}
+void ReplicatingFileSystem::Write(duckdb::FileHandle& handle, void* buffer, int64_t nr_bytes, duckdb::idx_t location) {
+  auto& h = DUCKBLOCK_HANDLE(handle);
+  h.inner_fs().Write(h.inner(), buffer, nr_bytes, location);
+}
+int64_t ReplicatingFileSystem::Read(duckdb::FileHandle& handle, void* buffer, int64_t nr_bytes) {
+  auto& h = DUCKBLOCK_HANDLE(handle);
+  return h.inner_fs().Read(h.inner(), buffer, nr_bytes);
+}
+int64_t ReplicatingFileSystem::Write(duckdb::FileHandle& handle, void* buffer, int64_t nr_bytes) {
+  auto& h = DUCKBLOCK_HANDLE(handle);
+  return h.inner_fs().Write(h.inner(), buffer, nr_bytes);
+}
+bool ReplicatingFileSystem::Trim(duckdb::FileHandle& handle, duckdb::idx_t offset_bytes, duckdb::idx_t length_bytes) {
+  auto& h = DUCKBLOCK_HANDLE(handle);
+  return h.inner_fs().Trim(h.inner(), offset_bytes, length_bytes);
+}
+int64_t ReplicatingFileSystem::GetFileSize(duckdb::FileHandle& handle) {
+  auto& h = DUCKBLOCK_HANDLE(handle);
+  return h.inner_fs().GetFileSize(h.inner());
+}
+duckdb::timestamp_t ReplicatingFileSystem::GetLastModifiedTime(duckdb::FileHandle& handle) {
+  auto& h = DUCKBLOCK_HANDLE(handle);
+  return h.inner_fs().GetLastModifiedTime(h.inner());
+}
+duckdb::string ReplicatingFileSystem::GetVersionTag(duckdb::FileHandle& handle) {
+  auto& h = DUCKBLOCK_HANDLE(handle);
+  return h.inner_fs().GetVersionTag(h.inner());
+}
+duckdb::FileType ReplicatingFileSystem::GetFileType(duckdb::FileHandle& handle) {
+  auto& h = DUCKBLOCK_HANDLE(handle);
+  return h.inner_fs().GetFileType(h.inner());
+}
+void ReplicatingFileSystem::Truncate(duckdb::FileHandle& handle, int64_t new_size) {
+  auto& h = DUCKBLOCK_HANDLE(handle);
+  h.inner_fs().Truncate(h.inner(), new_size);
+}
+void ReplicatingFileSystem::FileSync(duckdb::FileHandle& handle) {
+  auto& h = DUCKBLOCK_HANDLE(handle);
+  h.inner_fs().FileSync(h.inner());
+  // A database created by this ATTACH becomes replicable at its first
+  // commit point (DuckDB has just written and synced its headers): register
+  // it then, which ships the whole new file as the chain's start.
+  if (Leader* l = h.leader(); l && !l->capture->started() && l->capture->stats().commits > 0) {
+    try {
+      l->capture->start();
+    } catch (const std::exception& e) {
+      throw duckdb::IOException("duckblock: cannot replicate '%s' to %s: %s", l->path, l->store_url, e.what());
+    }
+  }
+}
+void ReplicatingFileSystem::Seek(duckdb::FileHandle& handle, duckdb::idx_t location) {
+  auto& h = DUCKBLOCK_HANDLE(handle);
+  h.inner_fs().Seek(h.inner(), location);
+}
+void ReplicatingFileSystem::Reset(duckdb::FileHandle& handle) {
+  auto& h = DUCKBLOCK_HANDLE(handle);
+  h.inner_fs().Reset(h.inner());
+}
+duckdb::idx_t ReplicatingFileSystem::SeekPosition(duckdb::FileHandle& handle) {
+  auto& h = DUCKBLOCK_HANDLE(handle);
+  return h.inner_fs().SeekPosition(h.inner());
+}
+bool ReplicatingFileSystem::OnDiskFile(duckdb::FileHandle& handle) {
+  auto& h = DUCKBLOCK_HANDLE(handle);
+  return h.inner_fs().OnDiskFile(h.inner());
+}
+
+#undef DUCKBLOCK_HANDLE
+
+bool ReplicatingFileSystem::DirectoryExists(const duckdb::string& d, duckdb::optional_ptr<duckdb::FileOpener> o) {
+  return local_.DirectoryExists(strip(d), o);
+}
+void ReplicatingFileSystem::CreateDirectory(const duckdb::string& d, duckdb::optional_ptr<duckdb::FileOpener> o) {
+  local_.CreateDirectory(strip(d), o);
+}
+void ReplicatingFileSystem::RemoveDirectory(const duckdb::string& d, duckdb::optional_ptr<duckdb::FileOpener> o) {
+  local_.RemoveDirectory(strip(d), o);
+}
+void ReplicatingFileSystem::MoveFile(const duckdb::string& s, const duckdb::string& t,
+                                     duckdb::optional_ptr<duckdb::FileOpener> o) {
+  local_.MoveFile(strip(s), strip(t), o);
+}
+bool ReplicatingFileSystem::FileExists(const duckdb::string& f, duckdb::optional_ptr<duckdb::FileOpener> o) {
+  return local_.FileExists(strip(f), o);
+}
+bool ReplicatingFileSystem::IsPipe(const duckdb::string& f, duckdb::optional_ptr<duckdb::FileOpener> o) {
+  return local_.IsPipe(strip(f), o);
+}
+void ReplicatingFileSystem::RemoveFile(const duckdb::string& f, duckdb::optional_ptr<duckdb::FileOpener> o) {
+  local_.RemoveFile(strip(f), o);
+}
+bool ReplicatingFileSystem::TryRemoveFile(const duckdb::string& f, duckdb::optional_ptr<duckdb::FileOpener> o) {
+  return local_.TryRemoveFile(strip(f), o);
+}
+bool ReplicatingFileSystem::ListFiles(const duckdb::string& d,
+                                      const std::function<void(const duckdb::string&, bool)>& cb,
+                                      duckdb::FileOpener* o) {
+  return local_.ListFiles(strip(d), cb, o);
+}
+
+}  // namespace duckblock::extension

@@ -1,0 +1,225 @@
+// The duckblock DuckDB extension's per-database-instance state: the leader
+// file system behind `duckblock://` paths, the databases it replicates, and
+// the read replicas (followers) it keeps current. See docs/EXTENSION.md.
+//
+// Leader: ATTACH 'duckblock:///dir/name.duckdb' AS x opens the file through
+// ReplicatingFileSystem, which hands the database file to the capture file
+// system of duckdb/ (one CaptureFileSystem per database file) and so to a
+// Replicator: every checkpoint's commit point ships a segment. The settings
+// (duckblock_store, duckblock_spool_dir, ...) are read when the file opens.
+//
+// Follower: duckblock_follow() restores a local replica file from the store
+// and attaches it READ_ONLY under an alias. A refresh applies newer segments
+// to that file only while no DuckDB attachment reads it: DETACH the alias,
+// wait until every transaction that still used it has ended (the attached
+// database object is destroyed), apply, remove any stale .wal, ATTACH
+// READ_ONLY again. DuckDB never re-reads a file's headers once attached, so
+// an attachment must never see the file change under it.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "duckdb.hpp"
+#include "duckblock/apply.h"
+#include "duckblock/duckdb_capture.h"
+#include "duckblock/replicator.h"
+#include "duckblock/restore.h"
+#include "duckblock/store.h"
+
+namespace duckblock::extension {
+
+namespace dbi = duckblock::duckdb_integration;
+
+// What the extension's settings say, read once per operation.
+struct Settings {
+  std::string store;                       // duckblock_store
+  std::string prefix;                      // duckblock_prefix
+  std::string spool_dir;                   // duckblock_spool_dir ("" = beside the database file)
+  uint64_t snapshot_every = 100;           // duckblock_snapshot_every
+  uint64_t snapshot_bytes = 256ull << 20;  // duckblock_snapshot_bytes
+  uint64_t poll_interval_ms = 1000;        // duckblock_poll_interval_ms (0 = on demand only)
+  uint64_t refresh_wait_ms = 10000;        // duckblock_refresh_wait_ms
+  StoreOptions store_options;              // duckblock_s3_*; credentials: environment or profile
+  static Settings read(const duckdb::DatabaseInstance& db);
+};
+
+// Registers the settings above. They are global: the file system reads them
+// when DuckDB opens a database file, and DuckDB passes it no client context.
+void register_settings(duckdb::DBConfig& config);
+
+std::shared_ptr<ObjectStore> open_store_for(const std::string& url, const Settings& s);
+
+// A database file the leader side replicates.
+struct Leader {
+  std::string path;  // canonical path of the database file
+  std::string db;    // its name in the store
+  std::string store_url;
+  std::string prefix;
+  std::string spool_dir;
+  std::shared_ptr<Replicator> replicator;
+  std::shared_ptr<dbi::Capture> capture;
+  // DuckDB's handle on the file points at this file system, so it lives as
+  // long as the State (a re-attach makes a new Leader; the old stays).
+  std::unique_ptr<dbi::CaptureFileSystem> fs;
+};
+
+struct FollowerStatus {
+  std::string alias, db, path, store_url;
+  uint64_t applied_seq = 0;
+  uint64_t head_seq = 0;       // the store's head at the last successful poll
+  uint64_t refreshes = 0;      // refreshes that applied something
+  uint64_t polls = 0;
+  bool attached = false;
+  int64_t last_current_ms = 0;  // when the replica was last known to be at the head
+  std::optional<std::string> last_error;
+};
+
+struct RefreshResult {
+  uint64_t seq_before = 0, seq_after = 0, segments_applied = 0;
+};
+
+// A read replica: a local file kept at the store's head and attached
+// READ_ONLY under `alias`.
+class Follower : public std::enable_shared_from_this<Follower> {
+ public:
+  Follower(std::string alias, std::string db, std::string store_url, std::string path, std::string prefix,
+           std::shared_ptr<ObjectStore> store, std::chrono::milliseconds refresh_wait);
+  ~Follower();
+
+  // Brings the replica to the store's head and makes sure the alias is
+  // attached to it (restoring it first if it has no position yet).
+  RefreshResult refresh(duckdb::DatabaseInstance& db);
+  // Polls in the background every `interval`. The thread holds the database
+  // instance only while it refreshes, so it never keeps DuckDB alive.
+  void start(duckdb::weak_ptr<duckdb::DatabaseInstance> db, std::chrono::milliseconds interval);
+  // Stops polling (joins the thread; from the thread itself, detaches it).
+  void stop();
+  // Stops and detaches the alias.
+  void close(duckdb::DatabaseInstance& db);
+  FollowerStatus status() const;
+
+ private:
+  void detach_and_wait(duckdb::Connection& con, duckdb::DatabaseInstance& db);
+  void attach(duckdb::Connection& con);
+
+  const std::string alias_, db_, store_url_, path_, prefix_;
+  const std::shared_ptr<ObjectStore> store_;
+  const std::chrono::milliseconds refresh_wait_;
+
+  std::mutex apply_mu_;  // one refresh at a time
+  std::unique_ptr<Replica> replica_;
+  mutable std::mutex mu_;  // the status fields below
+  FollowerStatus st_;
+
+  struct Control {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool stop = false;
+  };
+  std::shared_ptr<Control> ctl_ = std::make_shared<Control>();
+  std::thread thread_;
+};
+
+// Everything the extension keeps for one DuckDB database instance. Owned by
+// the ReplicatingFileSystem (which DuckDB destroys with the instance, after
+// it has closed every attached database) and found by table functions
+// through State::find.
+class State {
+ public:
+  ~State();
+  static std::shared_ptr<State> find(duckdb::DatabaseInstance& db);  // throws if not loaded
+  static void install(duckdb::DatabaseInstance& db, std::shared_ptr<State> state);
+  static void uninstall(duckdb::DatabaseInstance* db);
+
+  // The Leader for a database file DuckDB opens for writing through a
+  // duckblock:// path: a new one (replicator, capture) from the settings.
+  std::shared_ptr<Leader> open_leader(const std::string& canonical_path, const Settings& settings);
+  // Whether `canonical_path` is a database file or one of its side files
+  // (.wal, .tmp) that must not be captured.
+  bool is_side_file(const std::string& canonical_path) const;
+
+  std::vector<std::shared_ptr<Leader>> leaders();
+  std::shared_ptr<Leader> leader_by_name(const std::string& name);
+
+  std::shared_ptr<Follower> add_follower(const std::string& alias, std::shared_ptr<Follower> f);
+  std::shared_ptr<Follower> follower(const std::string& alias);
+  std::shared_ptr<Follower> remove_follower(const std::string& alias);
+  std::vector<std::shared_ptr<Follower>> followers();
+
+  // Stops every follower thread (the instance is going away).
+  void shutdown();
+
+ private:
+  std::mutex mu_;
+  std::map<std::string, std::shared_ptr<Leader>> leaders_;  // by canonical path
+  std::vector<std::shared_ptr<Leader>> retired_;            // replaced by a re-attach
+  std::map<std::string, std::shared_ptr<Follower>> followers_;
+};
+
+// The file system for `duckblock://` paths: strips the prefix and serves the
+// local file; the database file opened for writing goes through its
+// Leader's capture file system, so its checkpoints replicate.
+class ReplicatingFileSystem final : public duckdb::FileSystem {
+ public:
+  ReplicatingFileSystem(duckdb::DatabaseInstance& db, std::shared_ptr<State> state);
+  ~ReplicatingFileSystem() override;
+
+  static constexpr const char* kPrefix = "duckblock://";
+  // "duckblock:///abs/x.duckdb" -> "/abs/x.duckdb"; "duckblock://rel" -> "rel".
+  static std::string strip(const std::string& path);
+
+  duckdb::unique_ptr<duckdb::FileHandle> OpenFile(const duckdb::string& path, duckdb::FileOpenFlags flags,
+                                                  duckdb::optional_ptr<duckdb::FileOpener> opener = nullptr) override;
+  void Read(duckdb::FileHandle& handle, void* buffer, int64_t nr_bytes, duckdb::idx_t location) override;
+  void Write(duckdb::FileHandle& handle, void* buffer, int64_t nr_bytes, duckdb::idx_t location) override;
+  int64_t Read(duckdb::FileHandle& handle, void* buffer, int64_t nr_bytes) override;
+  int64_t Write(duckdb::FileHandle& handle, void* buffer, int64_t nr_bytes) override;
+  bool Trim(duckdb::FileHandle& handle, duckdb::idx_t offset_bytes, duckdb::idx_t length_bytes) override;
+  int64_t GetFileSize(duckdb::FileHandle& handle) override;
+  duckdb::timestamp_t GetLastModifiedTime(duckdb::FileHandle& handle) override;
+  duckdb::string GetVersionTag(duckdb::FileHandle& handle) override;
+  duckdb::FileType GetFileType(duckdb::FileHandle& handle) override;
+  void Truncate(duckdb::FileHandle& handle, int64_t new_size) override;
+  void FileSync(duckdb::FileHandle& handle) override;
+  void Seek(duckdb::FileHandle& handle, duckdb::idx_t location) override;
+  void Reset(duckdb::FileHandle& handle) override;
+  duckdb::idx_t SeekPosition(duckdb::FileHandle& handle) override;
+  bool OnDiskFile(duckdb::FileHandle& handle) override;
+  bool CanSeek() override { return true; }
+
+  bool DirectoryExists(const duckdb::string& directory, duckdb::optional_ptr<duckdb::FileOpener> opener) override;
+  void CreateDirectory(const duckdb::string& directory, duckdb::optional_ptr<duckdb::FileOpener> opener) override;
+  void RemoveDirectory(const duckdb::string& directory, duckdb::optional_ptr<duckdb::FileOpener> opener) override;
+  void MoveFile(const duckdb::string& source, const duckdb::string& target,
+                duckdb::optional_ptr<duckdb::FileOpener> opener) override;
+  bool FileExists(const duckdb::string& filename, duckdb::optional_ptr<duckdb::FileOpener> opener) override;
+  bool IsPipe(const duckdb::string& filename, duckdb::optional_ptr<duckdb::FileOpener> opener) override;
+  void RemoveFile(const duckdb::string& filename, duckdb::optional_ptr<duckdb::FileOpener> opener) override;
+  bool TryRemoveFile(const duckdb::string& filename, duckdb::optional_ptr<duckdb::FileOpener> opener) override;
+  bool ListFiles(const duckdb::string& directory, const std::function<void(const duckdb::string&, bool)>& callback,
+                 duckdb::FileOpener* opener) override;
+
+  bool CanHandleFile(const duckdb::string& fpath) override;
+  duckdb::string GetName() const override { return "DuckblockFileSystem"; }
+
+ private:
+  class Handle;
+  duckdb::DatabaseInstance& db_;
+  std::shared_ptr<State> state_;
+  duckdb::LocalFileSystem local_;
+};
+
+// Milliseconds since the epoch (status lag).
+int64_t now_ms();
+
+}  // namespace duckblock::extension

@@ -1,0 +1,387 @@
+// The extension as a C++ host sees it: a program linked only against the
+// release libduckdb.so (1.4.4), not against duckblock, that allows unsigned
+// extensions, LOADs the built duckblock.duckdb_extension file and drives
+// replication with SQL alone: a leader database attached through
+// duckblock://, a follower kept current with duckblock_follow/refresh, and
+// restores by sequence number and by time.
+//
+// Everything waits on explicit events (CHECKPOINT, duckblock_sync,
+// duckblock_refresh); the one background-poll test waits for a condition
+// with a generous bound, never for a fixed time.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "duckdb.hpp"
+
+#ifndef DUCKBLOCK_EXTENSION_FILE
+#error "DUCKBLOCK_EXTENSION_FILE must name the built duckblock.duckdb_extension"
+#endif
+
+namespace fs = std::filesystem;
+
+namespace {
+
+duckdb::unique_ptr<duckdb::MaterializedQueryResult> q(duckdb::Connection& con, const std::string& sql) {
+  auto r = con.Query(sql);
+  if (r->HasError()) throw std::runtime_error("SQL failed: " + sql + "\n  " + r->GetError());
+  return r;
+}
+
+std::string q_error(duckdb::Connection& con, const std::string& sql) {
+  auto r = con.Query(sql);
+  return r->HasError() ? r->GetError() : std::string();
+}
+
+// What a query can see of database `db`: every table's name, row count and
+// an order-independent hash of its rows.
+std::string fingerprint(duckdb::Connection& con, const std::string& db) {
+  auto tables = q(con, "SELECT table_name FROM duckdb_tables() WHERE database_name = '" + db +
+                           "' ORDER BY table_name");
+  std::string out;
+  for (size_t i = 0; i < tables->RowCount(); ++i) {
+    std::string t = tables->GetValue(0, i).ToString();
+    auto r = q(con, "SELECT count(*), coalesce(sum(hash(x)::HUGEINT), 0) FROM \"" + db + "\".\"" + t + "\" AS x");
+    out += t + ":" + r->GetValue(0, 0).ToString() + ":" + r->GetValue(1, 0).ToString() + ";";
+  }
+  return out;
+}
+
+std::string read_all(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+// A DuckDB instance as any host makes one: in memory, unsigned extensions
+// allowed (the setting must be given before the database opens), and
+// duckblock loaded from the build tree.
+struct Host {
+  std::unique_ptr<duckdb::DuckDB> db;
+  std::unique_ptr<duckdb::Connection> con;
+  Host() {
+    duckdb::DBConfig config;
+    config.SetOptionByName("allow_unsigned_extensions", duckdb::Value::BOOLEAN(true));
+    db = std::make_unique<duckdb::DuckDB>(nullptr, &config);
+    con = std::make_unique<duckdb::Connection>(*db);
+    q(*con, std::string("LOAD '") + DUCKBLOCK_EXTENSION_FILE + "'");
+  }
+  ~Host() {
+    con.reset();
+    db.reset();
+  }
+};
+
+class ExtensionHost : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/duckblock-ext-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir = tmpl;
+    fs::create_directories(dir + "/leader");
+    fs::create_directories(dir + "/replica");
+    store = "file://" + dir + "/store";
+    leader_file = dir + "/leader/sales.duckdb";
+    replica_file = dir + "/replica/sales.duckdb";
+  }
+  void TearDown() override {
+    if (!HasFailure()) fs::remove_all(dir);
+  }
+
+  // The leader attached for replication, as a user would.
+  std::unique_ptr<Host> open_leader() {
+    auto h = std::make_unique<Host>();
+    q(*h->con, "SET duckblock_store = '" + store + "'");
+    q(*h->con, "ATTACH 'duckblock://" + leader_file + "' AS lead");
+    return h;
+  }
+
+  // A checkpoint of the leader, in the store when this returns.
+  uint64_t ship(Host& leader) {
+    q(*leader.con, "CHECKPOINT lead");
+    auto r = q(*leader.con, "SELECT shipped_seq, spooled_seq, pending_segments, last_error FROM duckblock_sync('sales')");
+    EXPECT_EQ(r->RowCount(), 1u);
+    EXPECT_EQ(r->GetValue(0, 0), r->GetValue(1, 0));
+    EXPECT_EQ(r->GetValue(2, 0).GetValue<uint64_t>(), 0u);
+    EXPECT_TRUE(r->GetValue(3, 0).IsNull()) << r->GetValue(3, 0).ToString();
+    return r->GetValue(0, 0).GetValue<uint64_t>();
+  }
+
+  std::string dir, store, leader_file, replica_file;
+};
+
+TEST_F(ExtensionHost, LoadsAndRegistersItsFunctions) {
+  Host h;
+  auto r = q(*h.con, "SELECT loaded FROM duckdb_extensions() WHERE extension_name = 'duckblock'");
+  ASSERT_EQ(r->RowCount(), 1u);
+  EXPECT_TRUE(r->GetValue(0, 0).GetValue<bool>());
+  // Nothing replicated yet: an empty status, not an error.
+  EXPECT_EQ(q(*h.con, "SELECT * FROM duckblock_status()")->RowCount(), 0u);
+  EXPECT_EQ(q(*h.con, "SELECT current_setting('duckblock_snapshot_every')")->GetValue(0, 0).ToString(), "100");
+}
+
+TEST_F(ExtensionHost, LeaderToFollowerWithRestoreBySeqAndTime) {
+  auto leader = open_leader();
+  auto& lc = *leader->con;
+  // The new database shipped as the chain's start when DuckDB created it.
+  auto st = q(lc, "SELECT role, name, path, store, attached FROM duckblock_status()");
+  ASSERT_EQ(st->RowCount(), 1u);
+  EXPECT_EQ(st->GetValue(0, 0).ToString(), "leader");
+  EXPECT_EQ(st->GetValue(1, 0).ToString(), "sales");
+  EXPECT_EQ(st->GetValue(2, 0).ToString(), fs::weakly_canonical(leader_file).string());
+  EXPECT_EQ(st->GetValue(3, 0).ToString(), store);
+  EXPECT_TRUE(st->GetValue(4, 0).GetValue<bool>());
+  ship(*leader);
+  // duckblock_sync also knows the database by the name DuckDB attached it as.
+  EXPECT_EQ(q(lc, "SELECT name FROM duckblock_sync('lead')")->GetValue(0, 0).ToString(), "sales");
+
+  Host follower;
+  auto& fc = *follower.con;
+  q(fc, "CALL duckblock_follow('sales', '" + store + "', '" + replica_file + "', alias := 'rep', poll_interval_ms := 0)");
+
+  // A workload with the shapes that matter: bulk load, in-place updates,
+  // deletes, a table dropped (its blocks freed, the file later truncated).
+  const std::vector<std::string> steps = {
+      "CREATE TABLE lead.t AS SELECT range AS id, random() AS v, 'row ' || range AS s FROM range(300000)",
+      "UPDATE lead.t SET v = v + 1 WHERE id % 10 = 0",
+      "DELETE FROM lead.t WHERE id % 3 = 0",
+      "CREATE TABLE lead.big AS SELECT range AS k, repeat('x', 200) AS pad FROM range(100000)",
+      "INSERT INTO lead.t SELECT range + 1000000, random(), 'late' FROM range(50000)",
+      "DROP TABLE lead.big",
+      "UPDATE lead.t SET s = 'one' WHERE id = 7",
+  };
+  std::vector<std::pair<uint64_t, std::string>> history;  // (seq, fingerprint) after each step
+  for (auto& sql : steps) {
+    q(lc, sql);
+    uint64_t seq = ship(*leader);
+    auto want = fingerprint(lc, "lead");
+    auto r = q(fc, "SELECT seq_after FROM duckblock_refresh('rep')");
+    EXPECT_EQ(r->GetValue(0, 0).GetValue<uint64_t>(), seq) << sql;
+    EXPECT_EQ(fingerprint(fc, "rep"), want) << "after: " << sql;
+    history.emplace_back(seq, want);
+  }
+  // The follower's status matches what it applied.
+  auto fs_ = q(fc, "SELECT role, name, applied_seq, head_seq, pending_segments, attached, last_error "
+                   "FROM duckblock_status()");
+  ASSERT_EQ(fs_->RowCount(), 1u);
+  EXPECT_EQ(fs_->GetValue(0, 0).ToString(), "follower");
+  EXPECT_EQ(fs_->GetValue(1, 0).ToString(), "rep");
+  EXPECT_EQ(fs_->GetValue(2, 0).GetValue<uint64_t>(), history.back().first);
+  EXPECT_EQ(fs_->GetValue(3, 0).GetValue<uint64_t>(), history.back().first);
+  EXPECT_EQ(fs_->GetValue(4, 0).GetValue<uint64_t>(), 0u);
+  EXPECT_TRUE(fs_->GetValue(5, 0).GetValue<bool>());
+  EXPECT_TRUE(fs_->GetValue(6, 0).IsNull());
+  // The replica is read-only: writes go to the leader.
+  EXPECT_NE(q_error(fc, "INSERT INTO rep.t VALUES (1, 1, 'x')"), "");
+
+  // Restore to an earlier point by sequence number.
+  const auto& [seq2, fp2] = history[1];
+  std::string out = dir + "/restored.duckdb";
+  auto rr = q(fc, "SELECT seq, path FROM duckblock_restore('sales', '" + store + "', '" + out + "', seq := " +
+                      std::to_string(seq2) + ")");
+  EXPECT_EQ(rr->GetValue(0, 0).GetValue<uint64_t>(), seq2);
+  q(fc, "ATTACH '" + out + "' AS old (READ_ONLY)");
+  EXPECT_EQ(fingerprint(fc, "old"), fp2);
+  q(fc, "DETACH old");
+
+  // Restore by time: now is after every segment, so the latest state.
+  auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    std::chrono::system_clock::now().time_since_epoch()).count();
+  rr = q(fc, "SELECT seq FROM duckblock_restore('sales', '" + store + "', '" + out + "', time_ms := " +
+                 std::to_string(now_ms) + ")");
+  EXPECT_EQ(rr->GetValue(0, 0).GetValue<uint64_t>(), history.back().first);
+  q(fc, "ATTACH '" + out + "' AS latest (READ_ONLY)");
+  EXPECT_EQ(fingerprint(fc, "latest"), history.back().second);
+  q(fc, "DETACH latest");
+
+  // Once the leader has closed its file, the follower's file is the same
+  // bytes. (Reading the leader file while DuckDB holds it would open and
+  // close a second descriptor, which drops DuckDB's POSIX lock.)
+  q(lc, "DETACH lead");
+  auto last = q(lc, "SELECT shipped_seq FROM duckblock_sync('sales')")->GetValue(0, 0).GetValue<uint64_t>();
+  auto r = q(fc, "SELECT seq_after FROM duckblock_refresh('rep')");
+  EXPECT_EQ(r->GetValue(0, 0).GetValue<uint64_t>(), last);
+  q(fc, "CALL duckblock_unfollow('rep')");
+  EXPECT_EQ(read_all(replica_file), read_all(leader_file));
+  EXPECT_FALSE(fs::exists(replica_file + ".wal"));
+}
+
+TEST_F(ExtensionHost, ReattachedLeaderContinuesTheChain) {
+  uint64_t first;
+  {
+    auto leader = open_leader();
+    q(*leader->con, "CREATE TABLE lead.t AS SELECT range AS id FROM range(1000)");
+    first = ship(*leader);
+  }
+  // A new process (here: a new instance) attaches the same file again: the
+  // chain continues from the spool, with no gap and no new start.
+  auto leader = open_leader();
+  q(*leader->con, "INSERT INTO lead.t SELECT range FROM range(5)");
+  uint64_t second = ship(*leader);
+  EXPECT_GT(second, first);
+
+  Host follower;
+  q(*follower.con, "CALL duckblock_follow('sales', '" + store + "', '" + replica_file + "', poll_interval_ms := 0)");
+  EXPECT_EQ(fingerprint(*follower.con, "sales"), fingerprint(*leader->con, "lead"));
+  EXPECT_EQ(q(*follower.con, "SELECT count(*) FROM sales.t")->GetValue(0, 0).GetValue<int64_t>(), 1005);
+
+  // DETACH and ATTACH again in the same instance: the same replicator goes
+  // on (one uploader per spool), and the chain still has no gap.
+  q(*leader->con, "DETACH lead");
+  q(*leader->con, "ATTACH 'duckblock://" + leader_file + "' AS lead");
+  q(*leader->con, "INSERT INTO lead.t SELECT range FROM range(7)");
+  uint64_t third = ship(*leader);
+  EXPECT_GT(third, second);
+  EXPECT_EQ(q(*leader->con, "SELECT count(*) FROM duckblock_status()")->GetValue(0, 0).GetValue<int64_t>(), 1);
+  auto r = q(*follower.con, "SELECT seq_after FROM duckblock_refresh('sales')");
+  EXPECT_EQ(r->GetValue(0, 0).GetValue<uint64_t>(), third);
+  EXPECT_EQ(q(*follower.con, "SELECT count(*) FROM sales.t")->GetValue(0, 0).GetValue<int64_t>(), 1012);
+}
+
+TEST_F(ExtensionHost, FollowerPollsInTheBackground) {
+  auto leader = open_leader();
+  q(*leader->con, "CREATE TABLE lead.t AS SELECT range AS id FROM range(10)");
+  ship(*leader);
+  Host follower;
+  auto& fc = *follower.con;
+  q(fc, "CALL duckblock_follow('sales', '" + store + "', '" + replica_file + "', alias := 'rep', "
+        "poll_interval_ms := 20)");
+  q(*leader->con, "INSERT INTO lead.t SELECT range FROM range(90)");
+  uint64_t seq = ship(*leader);
+  // No CALL duckblock_refresh: the poll thread must get there by itself.
+  // Wait for the condition (bounded only so that a hang fails the test).
+  auto give_up = std::chrono::steady_clock::now() + std::chrono::minutes(2);
+  while (q(fc, "SELECT applied_seq FROM duckblock_status()")->GetValue(0, 0).GetValue<uint64_t>() < seq) {
+    ASSERT_LT(std::chrono::steady_clock::now(), give_up) << "the follower never reached seq " << seq;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(q(fc, "SELECT count(*) FROM rep.t")->GetValue(0, 0).GetValue<int64_t>(), 100);
+}
+
+TEST_F(ExtensionHost, RefreshNeverChangesAFileATransactionStillReads) {
+  auto leader = open_leader();
+  q(*leader->con, "CREATE TABLE lead.t AS SELECT range AS id FROM range(10)");
+  ship(*leader);
+  Host follower;
+  auto& fc = *follower.con;
+  // Short, so that the refresh below gives up quickly; the reader below is
+  // idle for as long as the test wants, so giving up is certain.
+  q(fc, "SET duckblock_refresh_wait_ms = 200");
+  q(fc, "CALL duckblock_follow('sales', '" + store + "', '" + replica_file + "', alias := 'rep', "
+        "poll_interval_ms := 0)");
+  duckdb::Connection reader(*follower.db);
+  q(reader, "BEGIN TRANSACTION");
+  EXPECT_EQ(q(reader, "SELECT count(*) FROM rep.t")->GetValue(0, 0).GetValue<int64_t>(), 10);
+  uint64_t before = q(fc, "SELECT applied_seq FROM duckblock_status()")->GetValue(0, 0).GetValue<uint64_t>();
+
+  q(*leader->con, "INSERT INTO lead.t SELECT range FROM range(90)");
+  uint64_t seq = ship(*leader);
+  // The reader's transaction still holds the old state: the refresh must
+  // not write the file under it. It gives up and puts the alias back.
+  auto e = q_error(fc, "CALL duckblock_refresh('rep')");
+  EXPECT_NE(e.find("still reads"), std::string::npos) << e;
+  auto st = q(fc, "SELECT applied_seq, attached, last_error FROM duckblock_status()");
+  EXPECT_EQ(st->GetValue(0, 0).GetValue<uint64_t>(), before);
+  EXPECT_TRUE(st->GetValue(1, 0).GetValue<bool>());
+  EXPECT_FALSE(st->GetValue(2, 0).IsNull());
+  EXPECT_EQ(q(reader, "SELECT count(*) FROM rep.t")->GetValue(0, 0).GetValue<int64_t>(), 10);
+  EXPECT_EQ(q(fc, "SELECT count(*) FROM rep.t")->GetValue(0, 0).GetValue<int64_t>(), 10);
+
+  // Once the transaction ends, the refresh goes through.
+  q(reader, "COMMIT");
+  auto r = q(fc, "SELECT seq_after FROM duckblock_refresh('rep')");
+  EXPECT_EQ(r->GetValue(0, 0).GetValue<uint64_t>(), seq);
+  EXPECT_EQ(q(fc, "SELECT count(*) FROM rep.t")->GetValue(0, 0).GetValue<int64_t>(), 100);
+  EXPECT_TRUE(q(fc, "SELECT last_error FROM duckblock_status()")->GetValue(0, 0).IsNull());
+}
+
+// The same leader-to-follower path through an S3 store (the s3rver the
+// ctest fixture starts; credentials from the environment, as in production).
+TEST(ExtensionHostS3, LeaderToFollowerThroughS3) {
+  const char* server_file = std::getenv("DUCKBLOCK_TEST_S3RVER_FILE");
+  if (!server_file || !*server_file) GTEST_SKIP() << "needs the s3rver ctest fixture (ctest -L extension)";
+  std::ifstream sf(server_file);
+  int port = 0;
+  sf >> port;
+  ASSERT_GT(port, 0) << "no port in " << server_file;
+  ::setenv("AWS_ACCESS_KEY_ID", "S3RVER", 1);
+  ::setenv("AWS_SECRET_ACCESS_KEY", "S3RVER", 1);
+  ::unsetenv("AWS_SESSION_TOKEN");
+  ::unsetenv("AWS_PROFILE");
+  char tmpl[] = "/tmp/duckblock-ext-s3-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  std::string dir = tmpl;
+  // A prefix of its own: other tests share the bucket.
+  std::string store = "s3://duckblock-test/ext-" + fs::path(dir).filename().string() + "/";
+  auto configure = [&](duckdb::Connection& c) {
+    q(c, "SET duckblock_s3_endpoint = 'http://127.0.0.1:" + std::to_string(port) + "'");
+    q(c, "SET duckblock_s3_region = 'us-east-1'");
+    q(c, "SET duckblock_s3_path_style = true");
+  };
+  Host leader;
+  configure(*leader.con);
+  q(*leader.con, "SET duckblock_store = '" + store + "'");
+  q(*leader.con, "ATTACH 'duckblock://" + dir + "/inv.duckdb' AS lead");
+  q(*leader.con, "CREATE TABLE lead.t AS SELECT range AS id, random() AS v FROM range(100000)");
+  q(*leader.con, "CHECKPOINT lead");
+  auto s = q(*leader.con, "SELECT shipped_seq, last_error FROM duckblock_sync('inv')");
+  EXPECT_TRUE(s->GetValue(1, 0).IsNull()) << s->GetValue(1, 0).ToString();
+
+  Host follower;
+  configure(*follower.con);
+  q(*follower.con, "CALL duckblock_follow('inv', '" + store + "', '" + dir + "/replica.duckdb', alias := 'rep', "
+                   "poll_interval_ms := 0)");
+  EXPECT_EQ(fingerprint(*follower.con, "rep"), fingerprint(*leader.con, "lead"));
+  q(*leader.con, "DELETE FROM lead.t WHERE id % 2 = 0");
+  q(*leader.con, "CHECKPOINT lead");
+  q(*leader.con, "CALL duckblock_sync('inv')");
+  q(*follower.con, "CALL duckblock_refresh('rep')");
+  EXPECT_EQ(fingerprint(*follower.con, "rep"), fingerprint(*leader.con, "lead"));
+  EXPECT_EQ(q(*follower.con, "SELECT count(*) FROM rep.t")->GetValue(0, 0).GetValue<int64_t>(), 50000);
+  if (!::testing::Test::HasFailure()) fs::remove_all(dir);
+}
+
+TEST_F(ExtensionHost, ErrorsSayWhatToDo) {
+  Host h;
+  auto& c = *h.con;
+  // No store configured: ATTACH fails and says which setting is missing.
+  auto e = q_error(c, "ATTACH 'duckblock://" + leader_file + "' AS lead");
+  EXPECT_NE(e.find("SET duckblock_store"), std::string::npos) << e;
+  EXPECT_EQ(q(c, "SELECT count(*) FROM duckdb_databases() WHERE database_name = 'lead'")->GetValue(0, 0)
+                .GetValue<int64_t>(), 0);
+  // A URL scheme nobody knows.
+  q(c, "SET duckblock_store = 'ftp://nowhere/'");
+  e = q_error(c, "ATTACH 'duckblock://" + leader_file + "' AS lead");
+  EXPECT_NE(e.find("ftp://"), std::string::npos) << e;
+  // Following a database the store does not have: an error, no alias.
+  fs::create_directories(dir + "/store");
+  e = q_error(c, "CALL duckblock_follow('nope', '" + store + "', '" + replica_file + "')");
+  EXPECT_NE(e.find("no database 'nope'"), std::string::npos) << e;
+  EXPECT_EQ(q(c, "SELECT count(*) FROM duckdb_databases() WHERE database_name = 'nope'")->GetValue(0, 0)
+                .GetValue<int64_t>(), 0);
+  EXPECT_EQ(q(c, "SELECT count(*) FROM duckblock_status()")->GetValue(0, 0).GetValue<int64_t>(), 0);
+  // A follower's alias must not be a database the user attached (a refresh
+  // would detach it).
+  q(c, "ATTACH ':memory:' AS mine");
+  e = q_error(c, "CALL duckblock_follow('nope', '" + store + "', '" + replica_file + "', alias := 'mine')");
+  EXPECT_NE(e.find("already attached"), std::string::npos) << e;
+  // Refreshing a follower that does not exist.
+  e = q_error(c, "CALL duckblock_refresh('nope')");
+  EXPECT_NE(e.find("duckblock_follow"), std::string::npos) << e;
+  // Restoring to a sequence number the store does not have.
+  auto leader = open_leader();
+  uint64_t seq = ship(*leader);
+  e = q_error(c, "CALL duckblock_restore('sales', '" + store + "', '" + dir + "/x.duckdb', seq := " +
+                     std::to_string(seq + 100) + ")");
+  EXPECT_NE(e, "");
+  EXPECT_FALSE(fs::exists(dir + "/x.duckdb"));
+}
+
+}  // namespace

@@ -1,0 +1,42 @@
+# ctest's install test: `cmake --install` the build tree into a fresh prefix,
+# then configure, build and run tests/consumer against that prefix alone.
+# Arguments (-D): BUILD_DIR, SOURCE_DIR (tests/consumer), WORK_DIR,
+# GENERATOR, CXX_COMPILER, BUILD_TYPE.
+cmake_minimum_required(VERSION 3.20)
+foreach(var BUILD_DIR SOURCE_DIR WORK_DIR GENERATOR CXX_COMPILER)
+  if(NOT DEFINED ${var})
+    message(FATAL_ERROR "install_test.cmake: ${var} is not set")
+  endif()
+endforeach()
+
+function(run)
+  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    string(JOIN " " cmd ${ARGN})
+    message(FATAL_ERROR "failed (${rc}): ${cmd}\n${out}\n${err}")
+  endif()
+  set(last_output "${out}" PARENT_SCOPE)
+endfunction()
+
+file(REMOVE_RECURSE "${WORK_DIR}")
+set(prefix "${WORK_DIR}/prefix")
+set(config_args)
+if(BUILD_TYPE)
+  set(config_args --config ${BUILD_TYPE})
+endif()
+run(${CMAKE_COMMAND} --install "${BUILD_DIR}" --prefix "${prefix}" ${config_args})
+
+foreach(f include/duckblock/format.h include/duckblock/store.h)
+  if(NOT EXISTS "${prefix}/${f}")
+    message(FATAL_ERROR "not installed: ${f}")
+  endif()
+endforeach()
+
+# Only the fresh prefix is searched, so nothing can come from the build tree.
+run(${CMAKE_COMMAND} -S "${SOURCE_DIR}" -B "${WORK_DIR}/build" -G "${GENERATOR}"
+    -DCMAKE_CXX_COMPILER=${CXX_COMPILER} -DCMAKE_BUILD_TYPE=${BUILD_TYPE}
+    -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF)
+run(${CMAKE_COMMAND} --build "${WORK_DIR}/build")
+run("${WORK_DIR}/build/consumer")
+message(STATUS "${last_output}")
+file(REMOVE_RECURSE "${WORK_DIR}")
