@@ -8,9 +8,10 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 bash scripts/setup.sh
-bash scripts/build.sh -DDUCKBLOCK_TESTS=OFF -DDUCKBLOCK_BENCH=OFF >/dev/null
-BIN=$ROOT/build/cli/duckblock
-DEMO=$ROOT/build/demo
+# Its own build directory, so the test build's settings are left alone.
+BUILD_DIR=$ROOT/build-demo bash scripts/build.sh -DDUCKBLOCK_TESTS=OFF -DDUCKBLOCK_BENCH=OFF >/dev/null
+BIN=$ROOT/build-demo/cli/duckblock
+DEMO=$ROOT/build-demo/demo
 rm -rf "$DEMO"; mkdir -p "$DEMO"
 STORE="file://$DEMO/store"
 cp tests/data/hadbp/sample.duckdb "$DEMO/leader.duckdb"

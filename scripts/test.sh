@@ -9,7 +9,7 @@ bash scripts/setup.sh
 # and -L extension); the default builds and tests the core, S3 and CLI.
 if [[ ${DUCKBLOCK_DUCKDB:-0} == 1 ]]; then
   bash scripts/fetch_duckdb.sh  # DuckDB 1.4.4 for duckdb/ (cached in .cache/duckdb)
-  bash scripts/build.sh
+  bash scripts/build.sh -DDUCKBLOCK_DUCKDB_ROOT="$ROOT/.cache/duckdb"
 else
   bash scripts/build.sh -DDUCKBLOCK_DUCKDB_ROOT="$ROOT/.cache/no-duckdb"
 fi
