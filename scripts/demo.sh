@@ -9,7 +9,9 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 bash scripts/setup.sh
 # Its own build directory, so the test build's settings are left alone.
-BUILD_DIR=$ROOT/build-demo bash scripts/build.sh -DDUCKBLOCK_TESTS=OFF -DDUCKBLOCK_BENCH=OFF >/dev/null
+# It needs only the command line, not the DuckDB layer.
+BUILD_DIR=$ROOT/build-demo bash scripts/build.sh -DDUCKBLOCK_TESTS=OFF -DDUCKBLOCK_BENCH=OFF \
+  -DDUCKBLOCK_DUCKDB_ROOT="$ROOT/.cache/no-duckdb" >/dev/null
 BIN=$ROOT/build-demo/cli/duckblock
 DEMO=$ROOT/build-demo/demo
 rm -rf "$DEMO"; mkdir -p "$DEMO"

@@ -5,9 +5,9 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 bash scripts/setup.sh
 # The DuckDB layer (duckdb/, extension/) and its end-to-end tests need DuckDB
-# 1.4.4 from npm. DUCKBLOCK_DUCKDB=1 adds them (fetch, build, ctest -L duckdb
-# and -L extension); the default builds and tests the core, S3 and CLI.
-if [[ ${DUCKBLOCK_DUCKDB:-0} == 1 ]]; then
+# 1.4.4 from npm (fetched once into .cache/duckdb). DUCKBLOCK_DUCKDB=0 skips
+# them and builds and tests the core, S3 and CLI only.
+if [[ ${DUCKBLOCK_DUCKDB:-1} == 1 ]]; then
   bash scripts/fetch_duckdb.sh  # DuckDB 1.4.4 for duckdb/ (cached in .cache/duckdb)
   bash scripts/build.sh -DDUCKBLOCK_DUCKDB_ROOT="$ROOT/.cache/duckdb"
 else
