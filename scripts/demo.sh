@@ -1,48 +1,42 @@
 #!/usr/bin/env bash
-# The main job on the embedded default store (a local directory): ship a
-# DuckDB file, keep a follower byte-identical, restore an earlier point.
-# The leader file is tests/data/hadbp/sample.duckdb (a DuckDB 1.4.4 file);
-# between pushes the demo rewrites two 4 KiB pages of it the way a
-# checkpoint rewrites blocks, so it runs without a DuckDB build.
+# The main job on the embedded default store (a local directory), with a
+# real DuckDB 1.4.4:
+#   - a leader: a small C++ host linked with the release libduckdb.so
+#     (demo/demo_host.cpp) LOADs the built duckblock.duckdb_extension,
+#     ATTACHes 'duckblock:///.../leader.duckdb' and runs a workload (bulk
+#     load, update, large append, delete, drop table), with a CHECKPOINT and
+#     duckblock_sync() after each step;
+#   - a follower kept current: `duckblock follow` in the background, whose
+#     file must reach each checkpoint's seq with the leader's sha256 and read
+#     the same in DuckDB (READ_ONLY); it is stopped with SIGTERM at the end;
+#   - `duckblock ls`, `duckblock verify`, and restores to earlier points by
+#     --seq and by --time, each the leader's file as it was then.
+# It installs what it needs (scripts/setup.sh, DuckDB from
+# scripts/fetch_duckdb.sh) and builds the command line, the extension and the
+# host into build-demo/ (its own directory, so the test build's settings are
+# left alone); the files it makes are left in build-demo/demo/run/. Every check
+# that fails stops it with exit status 1 and says what differed.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 bash scripts/setup.sh
-# Its own build directory, so the test build's settings are left alone.
-# It needs only the command line, not the DuckDB layer.
-BUILD_DIR=$ROOT/build-demo bash scripts/build.sh -DDUCKBLOCK_TESTS=OFF -DDUCKBLOCK_BENCH=OFF \
-  -DDUCKBLOCK_DUCKDB_ROOT="$ROOT/.cache/no-duckdb" >/dev/null
-BIN=$ROOT/build-demo/cli/duckblock
-DEMO=$ROOT/build-demo/demo
-rm -rf "$DEMO"; mkdir -p "$DEMO"
-STORE="file://$DEMO/store"
-cp tests/data/hadbp/sample.duckdb "$DEMO/leader.duckdb"
-cp tests/data/hadbp/sample.duckdb "$DEMO/original.duckdb"
-step() { printf '\n== %s\n' "$*"; }
-same() { if cmp -s "$1" "$2"; then echo "identical: $(basename "$1") = $(basename "$2") ($(sha256sum < "$1" | cut -c1-16)...)"; else echo "DIFFERENT: $1 $2"; exit 1; fi; }
+bash scripts/fetch_duckdb.sh
+if [[ ! -f .cache/duckdb/lib/libduckdb.so ]]; then
+  echo "demo: needs DuckDB 1.4.4 for linux x86_64 (scripts/fetch_duckdb.sh), not available here" >&2
+  exit 1
+fi
 
-step "1. snapshot the leader into $STORE (seq 0)"
-$BIN snapshot "$DEMO/leader.duckdb" --store "$STORE" --db sample --spool "$DEMO/spool"
-
-step "2. a follower restores from the store and is byte-identical"
-$BIN follow --once --store "$STORE" --db sample --to "$DEMO/follower.duckdb"
-same "$DEMO/leader.duckdb" "$DEMO/follower.duckdb"
-
-step "3. the leader changes two pages; push ships only those"
-dd if=/dev/urandom of="$DEMO/leader.duckdb" bs=4096 seek=20 count=1 conv=notrunc status=none
-dd if=/dev/urandom of="$DEMO/leader.duckdb" bs=4096 seek=150 count=1 conv=notrunc status=none
-$BIN push "$DEMO/leader.duckdb" --store "$STORE" --db sample --spool "$DEMO/spool"
-
-step "4. the follower applies the new segment (verified first)"
-$BIN follow --once --store "$STORE" --db sample --to "$DEMO/follower.duckdb"
-same "$DEMO/leader.duckdb" "$DEMO/follower.duckdb"
-
-step "5. what the store holds"
-$BIN ls --store "$STORE" --db sample
-$BIN verify --store "$STORE" --db sample
-
-step "6. restore the earlier point (seq 0) elsewhere"
-$BIN restore --store "$STORE" --db sample --seq 0 --to "$DEMO/restored-seq0.duckdb"
-same "$DEMO/original.duckdb" "$DEMO/restored-seq0.duckdb"
+BUILD=$ROOT/build-demo
+mkdir -p "$BUILD"
+echo "demo: building the command line, the DuckDB extension and the demo host into build-demo/"
+echo "      (a few minutes the first time; log: build-demo/build.log)"
+if ! BUILD_DIR=$BUILD BUILD_TARGETS=duckblock_demo_host bash scripts/build.sh \
+       -DDUCKBLOCK_TESTS=OFF -DDUCKBLOCK_BENCH=OFF -DDUCKBLOCK_DUCKDB_ROOT="$ROOT/.cache/duckdb" \
+       >"$BUILD/build.log" 2>&1; then
+  tail -40 "$BUILD/build.log" >&2
+  echo "demo: the build failed; full log: $BUILD/build.log" >&2
+  exit 1
+fi
 echo
-echo "demo complete: files are in $DEMO"
+"$BUILD/demo/duckblock_demo_host" "$BUILD/cli/duckblock" "$BUILD/extension/duckblock.duckdb_extension" \
+  "$BUILD/demo/run"
