@@ -126,7 +126,12 @@ uint64_t copy_stream(ByteSource& from, ByteSink& to);
 // Whole-file helpers for small files and tests.
 std::vector<uint8_t> read_file(const std::string& path);
 // Durable and atomic: temp file, fsync, rename, fsync of the directory.
-void write_file_atomic(const std::string& path, std::span<const uint8_t> data);
+// Replaces `path` with `data` through a temp file and rename, so a reader
+// sees the old or the new content, never a mix. With `durable`, the data and
+// the rename are fsynced before it returns; without, a crash may leave the
+// old content, the new, or (on some file systems) an empty or torn file, so
+// only use that for data that carries its own checksum and can be rebuilt.
+void write_file_atomic(const std::string& path, std::span<const uint8_t> data, bool durable = true);
 void fsync_dir(const std::string& dir);
 std::string dirname_of(const std::string& path);
 

@@ -53,6 +53,18 @@ class PageIndex {
   uint64_t file_length() const { return file_length_; }
   uint64_t page_count() const { return hashes_.size(); }
 
+  // The chain position the index describes: the file looked like this right
+  // after segment `seq` (whose checksum is `chain_checksum`). Saved with it,
+  // so a leader that restarts with an older index can replay the segments
+  // after it instead of trusting a stale hash (a page changed A->B->A while
+  // the index still said A would otherwise never ship).
+  uint64_t seq() const { return seq_; }
+  uint64_t chain_checksum() const { return chain_checksum_; }
+  void set_position(uint64_t seq, uint64_t chain_checksum) {
+    seq_ = seq;
+    chain_checksum_ = chain_checksum;
+  }
+
   // Pages among `candidates` (all pages of the file if null) whose bytes in
   // `reader` differ from the index, in ascending order, plus every page past
   // the indexed length. Does not change the index.
@@ -70,13 +82,17 @@ class PageIndex {
   void set_hash(uint64_t page_id, const Sha256Digest& digest);
   void set_length(uint64_t file_length);
 
-  // Durable, atomic save and load (binary; a bad file is Error(kCorruption)).
-  void save(const std::string& path) const;
+  // Atomic save (durable unless told otherwise: see write_file_atomic) and
+  // load. The file ends in a SHA-256 of its content; load returns nullopt
+  // for a missing, torn or damaged file.
+  void save(const std::string& path, bool durable = true) const;
   static std::optional<PageIndex> load(const std::string& path);
 
  private:
   uint32_t page_size_;
   uint64_t file_length_ = 0;
+  uint64_t seq_ = 0;
+  uint64_t chain_checksum_ = 0;
   std::vector<Sha256Digest> hashes_;
 };
 

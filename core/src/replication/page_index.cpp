@@ -88,7 +88,11 @@ Sha256Digest hash_page(const uint8_t* data, size_t len) {
   return h.finish();
 }
 
-constexpr char kIndexMagic[8] = {'D', 'B', 'P', 'I', 'D', 'X', '0', '1'};
+// Layout: magic, page size (4), file length (8), seq (8), chain checksum
+// (8), one SHA-256 per page, SHA-256 of everything before it. Host byte
+// order: the file never leaves the machine.
+constexpr char kIndexMagic[8] = {'D', 'B', 'P', 'I', 'D', 'X', '0', '2'};
+constexpr size_t kIndexFixed = 8 + 4 + 8 + 8 + 8;
 
 }  // namespace
 
@@ -132,34 +136,39 @@ void PageIndex::update(PageReader& reader, const std::vector<uint64_t>& pages, u
   set_length(file_length);
 }
 
-void PageIndex::save(const std::string& path) const {
-  std::vector<uint8_t> out(8 + 4 + 8 + hashes_.size() * 32);
+void PageIndex::save(const std::string& path, bool durable) const {
+  std::vector<uint8_t> out(kIndexFixed + hashes_.size() * 32);
   std::memcpy(out.data(), kIndexMagic, 8);
   std::memcpy(out.data() + 8, &page_size_, 4);
   std::memcpy(out.data() + 12, &file_length_, 8);
-  for (size_t i = 0; i < hashes_.size(); ++i) std::memcpy(out.data() + 20 + i * 32, hashes_[i].data(), 32);
+  std::memcpy(out.data() + 20, &seq_, 8);
+  std::memcpy(out.data() + 28, &chain_checksum_, 8);
+  for (size_t i = 0; i < hashes_.size(); ++i) std::memcpy(out.data() + kIndexFixed + i * 32, hashes_[i].data(), 32);
   // A trailing digest of the whole index detects a torn or damaged file.
   auto digest = sha256(out);
   out.insert(out.end(), digest.begin(), digest.end());
-  write_file_atomic(path, out);
+  write_file_atomic(path, out, durable);
 }
 
 std::optional<PageIndex> PageIndex::load(const std::string& path) {
   if (::access(path.c_str(), F_OK) != 0) return std::nullopt;
   auto in = read_file(path);
-  if (in.size() < 52 || std::memcmp(in.data(), kIndexMagic, 8) != 0) return std::nullopt;
+  if (in.size() < kIndexFixed + 32 || std::memcmp(in.data(), kIndexMagic, 8) != 0) return std::nullopt;
   std::span<const uint8_t> body(in.data(), in.size() - 32);
   auto digest = sha256(body);
   if (std::memcmp(digest.data(), in.data() + in.size() - 32, 32) != 0) return std::nullopt;
   PageIndex idx;
   std::memcpy(&idx.page_size_, in.data() + 8, 4);
   std::memcpy(&idx.file_length_, in.data() + 12, 8);
-  size_t n = (body.size() - 20) / 32;
-  if (idx.page_size_ == 0 || (body.size() - 20) % 32 || n != (idx.file_length_ + idx.page_size_ - 1) / idx.page_size_) {
+  std::memcpy(&idx.seq_, in.data() + 20, 8);
+  std::memcpy(&idx.chain_checksum_, in.data() + 28, 8);
+  size_t n = (body.size() - kIndexFixed) / 32;
+  if (idx.page_size_ == 0 || (body.size() - kIndexFixed) % 32 ||
+      n != (idx.file_length_ + idx.page_size_ - 1) / idx.page_size_) {
     return std::nullopt;
   }
   idx.hashes_.resize(n);
-  for (size_t i = 0; i < n; ++i) std::memcpy(idx.hashes_[i].data(), in.data() + 20 + i * 32, 32);
+  for (size_t i = 0; i < n; ++i) std::memcpy(idx.hashes_[i].data(), in.data() + kIndexFixed + i * 32, 32);
   return idx;
 }
 

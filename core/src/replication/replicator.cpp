@@ -1,13 +1,17 @@
 // Leader side. Layout of the spool, per database (under options.spool_dir/db):
-//   state.json        last spooled seq and chain checksum, last uploaded seq,
-//                     snapshot counters (written atomically after each step)
-//   pages.idx         PageIndex of the last spooled state
+//   state.json        head seq and chain checksum, last uploaded seq, snapshot
+//                     counters; written durably by the uploader after each
+//                     upload (and at add), so it may lag the spool
+//   pages.idx         PageIndex at some seq <= the head, saved every few
+//                     pushes without fsync (it carries its seq and a digest)
 //   0000/<seq>.hadbp  incrementals waiting for upload
 //   0001/<seq>.hadbp  snapshots waiting for upload
-// Order of a push: segment durable -> state -> index. A crash after the
-// segment but before the state is repaired at the next add() by adopting the
-// segment; an index older than the state only makes the next push ship a few
-// unchanged pages, never miss a changed one.
+// A push makes only its segment durable (data fsync, rename, directory
+// fsync): that is all a DuckDB checkpoint waits for. The rest is derived at
+// the next add(): the head from state.json plus the spooled segments after
+// it (a segment is removed only after state.json records its upload, so
+// state.json covers every removed one), and the index by replaying the
+// segments after the index's own seq, from the spool or else the store.
 #include "duckblock/replicator.h"
 
 #include <dirent.h>
@@ -86,7 +90,8 @@ struct Replicator::Impl {
     PageIndex index;
     ReplicationStatus status;
     bool active = true;
-    std::mutex push_mu;  // one push at a time per database
+    uint64_t pushes_since_index_save = 0;
+    std::mutex push_mu;  // one push at a time per database; guards index
     std::string incr_dir() const { return dir + "/0000"; }
     std::string snap_dir() const { return dir + "/0001"; }
   };
@@ -287,13 +292,121 @@ struct Replicator::Impl {
         db.st.bytes_since_snapshot += size;
       }
       db.status.spooled_seq = seq;
-      save_state(db);
     }
     for (const auto& [id, digest] : hashes) db.index.set_hash(id, digest);
     db.index.set_length(diff.file_length);
-    db.index.save(db.dir + "/pages.idx");
+    db.index.set_position(seq, checksum);
+    if (++db.pushes_since_index_save >= kIndexSaveEvery) save_index(db, false);
     work_cv.notify_all();
     return result;
+  }
+
+  // Saving the index is an optimisation (a restart replays fewer segments),
+  // so on the checkpoint path it skips the fsync. Caller holds push_mu.
+  static constexpr uint64_t kIndexSaveEvery = 16;
+  static void save_index(Db& db, bool durable) {
+    db.index.save(db.dir + "/pages.idx", durable);
+    db.pushes_since_index_save = 0;
+  }
+
+  // On a clean stop, so the next add() replays nothing. A failure here
+  // costs only a longer replay then.
+  static void save_index_quietly(Db& db) {
+    std::lock_guard push_lock(db.push_mu);
+    if (db.pushes_since_index_save == 0) return;
+    try {
+      save_index(db, true);
+    } catch (const Error&) {
+    }
+  }
+
+  // Brings the state loaded from state.json up to the spool: deletes what
+  // was uploaded, adopts the incrementals and snapshots spooled after it.
+  void adopt_spool(Db& db) {
+    spool_files(db.snap_dir(), true);  // deletes temp files a crash left
+    for (auto& [seq, path] : spool_files(db.incr_dir(), true)) {
+      if (seq <= db.st.seq) {
+        if (db.st.uploaded_any && seq <= db.st.uploaded_seq) ::unlink(path.c_str());  // the crash came before its removal
+        continue;
+      }
+      if (seq != db.st.seq + 1) {
+        throw Error(ErrorKind::kCorruption, "the spool of '" + db.name + "' has a gap: segment " + path +
+                                                " follows seq " + std::to_string(db.st.seq));
+      }
+      FileSource src(path);
+      auto s = verify_segment(src);
+      if (s.header.seq != seq || s.header.prev_checksum != db.st.checksum) {
+        throw Error(ErrorKind::kCorruption, "spooled segment " + path + " does not chain onto the spool state");
+      }
+      db.st.seq = seq;
+      db.st.checksum = s.checksum;
+      db.st.segments_since_snapshot++;
+      db.st.bytes_since_snapshot += s.encoded_size;
+    }
+    // A snapshot is spooled after the incremental of its seq, so it is
+    // covered by the head now; only the counters need it.
+    for (auto& [seq, path] : spool_files(db.snap_dir())) {
+      if (seq > db.st.last_snapshot_seq && seq <= db.st.seq) {
+        db.st.last_snapshot_seq = seq;
+        db.st.segments_since_snapshot = db.st.seq - seq;
+        db.st.bytes_since_snapshot = 0;
+      }
+    }
+  }
+
+  // The index of the spool's head: pages.idx, then the pages of every
+  // segment after its seq (from the spool, or the store once uploaded),
+  // each verified and chained before it counts. Without a usable index, or
+  // if a segment in between is gone, returns an empty index: the next push
+  // then ships every page, which is large but never wrong.
+  PageIndex load_index(Db& db) {
+    const uint32_t ps = self->options_.page_size;
+    auto idx = PageIndex::load(db.dir + "/pages.idx");
+    if (!idx || idx->page_size() != ps || idx->seq() > db.st.seq) return PageIndex(ps);
+    std::string tmp = db.dir + "/replay.hadbp";
+    uint64_t checksum = idx->chain_checksum();
+    for (uint64_t seq = idx->seq() + 1; seq <= db.st.seq; ++seq) {
+      std::string path = db.incr_dir() + "/" + seq_name(seq);
+      if (::access(path.c_str(), F_OK) != 0) {
+        try {
+          FileSink sink(tmp);
+          self->store_->get(format_key(self->options_.prefix, {db.name, kIncrementalGeneration, seq}), sink);
+          sink.close();
+        } catch (const Error& e) {
+          ::unlink(tmp.c_str());
+          if (e.kind() == ErrorKind::kNotFound) return PageIndex(ps);
+          throw;
+        }
+        path = tmp;
+      }
+      PageIndex next = *idx;  // a segment counts only once its trailer verifies
+      FileSource src(path);
+      SegmentReader reader(src);
+      if (reader.header().seq != seq || reader.header().prev_checksum != checksum || reader.header().page_size != ps) {
+        ::unlink(tmp.c_str());
+        return PageIndex(ps);
+      }
+      PageView page;
+      try {
+        while (reader.next(page)) {
+          if (page.id == kFileLengthPageId) {
+            next.set_length(decode_file_length(page.data));
+          } else {
+            next.set(page.id, page.data.data(), page.data.size());
+          }
+        }
+      } catch (const Error& e) {
+        ::unlink(tmp.c_str());
+        if (e.kind() == ErrorKind::kCorruption) return PageIndex(ps);
+        throw;
+      }
+      checksum = reader.checksum();
+      next.set_position(seq, checksum);
+      *idx = std::move(next);
+    }
+    ::unlink(tmp.c_str());
+    if (checksum != db.st.checksum) return PageIndex(ps);
+    return std::move(*idx);
   }
 
   // ---- uploader ----
@@ -428,6 +541,7 @@ Replicator::~Replicator() {
   }
   impl_->work_cv.notify_all();
   impl_->uploader.join();
+  for (auto& [name, db] : impl_->dbs) impl_->save_index_quietly(*db);
 }
 
 void Replicator::add(const std::string& db_name, PageReader& reader) {
@@ -446,22 +560,7 @@ void Replicator::add(const std::string& db_name, PageReader& reader) {
   auto st = impl_->load_state(db->dir);
   if (st) {
     db->st = *st;
-    // Adopt segments a crash left spooled but not yet recorded.
-    spool_files(db->snap_dir(), true);
-    auto incr = spool_files(db->incr_dir(), true);
-    for (auto& [seq, path] : incr) {
-      if (seq <= db->st.uploaded_seq && db->st.uploaded_any) {
-        ::unlink(path.c_str());  // uploaded; the crash came before its removal
-      } else if (seq == db->st.seq + 1) {
-        FileSource src(path);
-        auto s = verify_segment(src);
-        if (s.header.prev_checksum != db->st.checksum) {
-          throw Error(ErrorKind::kCorruption, "spooled segment " + path + " does not chain onto the spool state");
-        }
-        db->st.seq = seq;
-        db->st.checksum = s.checksum;
-      }
-    }
+    impl_->adopt_spool(*db);
     uint64_t head = chain.head_seq();
     if (!chain.empty() && head > db->st.seq) {
       throw Error(ErrorKind::kFenced, "the store's chain for '" + db_name + "' has reached seq " + std::to_string(head) +
@@ -473,17 +572,16 @@ void Replicator::add(const std::string& db_name, PageReader& reader) {
                                               std::to_string(head) + " but seq " + std::to_string(db->st.uploaded_seq) +
                                               " was uploaded");
     }
-    if (auto idx = PageIndex::load(db->dir + "/pages.idx"); idx && idx->page_size() == options_.page_size) {
-      db->index = std::move(*idx);
-    }  // else: an empty index makes the catch-up push below ship every page
+    db->index = impl_->load_index(*db);
   } else if (chain.empty()) {
     // A new database: its first snapshot, at seq 0.
     for (auto& [seq, path] : spool_files(db->snap_dir())) ::unlink(path.c_str());
     db->st = State{};
     impl_->spool_snapshot(*db, reader);
     db->index.update(reader, Impl::all_ids(reader.file_size(), options_.page_size), reader.file_size());
+    db->index.set_position(db->st.seq, db->st.checksum);
     impl_->save_state(*db);
-    db->index.save(db->dir + "/pages.idx");
+    Impl::save_index(*db, true);
   } else {
     // The store has a chain but this machine has no spool: rebuild the
     // shipped state from the store, then ship whatever the file differs by.
@@ -502,8 +600,9 @@ void Replicator::add(const std::string& db_name, PageReader& reader) {
     db->st.checksum = r.position.checksum;
     db->st.uploaded_any = true;
     db->st.last_snapshot_seq = chain.snapshots.empty() ? 0 : chain.snapshots.back().seq;
+    db->index.set_position(db->st.seq, db->st.checksum);
     impl_->save_state(*db);
-    db->index.save(db->dir + "/pages.idx");
+    Impl::save_index(*db, true);
   }
   db->status.spooled_seq = db->st.seq;
   db->status.uploaded_seq = db->st.uploaded_seq;
@@ -543,8 +642,9 @@ void Replicator::add_continuing(const std::string& db_name, PageReader& reader, 
   db->st.uploaded_any = true;
   db->st.last_snapshot_seq = chain.snapshots.empty() ? 0 : chain.snapshots.back().seq;
   db->index.update(reader, Impl::all_ids(reader.file_size(), options_.page_size), reader.file_size());
+  db->index.set_position(position.seq, position.checksum);
   impl_->save_state(*db);
-  db->index.save(db->dir + "/pages.idx");
+  Impl::save_index(*db, true);
   db->status.spooled_seq = db->status.uploaded_seq = position.seq;
   db->status.last_snapshot_seq = db->st.last_snapshot_seq;
   std::lock_guard l(impl_->mu);
@@ -605,11 +705,16 @@ void Replicator::sync(const std::string& db_name, std::chrono::milliseconds time
 }
 
 void Replicator::remove(const std::string& db_name) {
-  std::lock_guard l(impl_->mu);
-  auto it = impl_->dbs.find(db_name);
-  if (it == impl_->dbs.end()) return;
-  it->second->active = false;
-  impl_->dbs.erase(it);
+  std::shared_ptr<Impl::Db> db;
+  {
+    std::lock_guard l(impl_->mu);
+    auto it = impl_->dbs.find(db_name);
+    if (it == impl_->dbs.end()) return;
+    db = it->second;
+    db->active = false;
+    impl_->dbs.erase(it);
+  }
+  impl_->save_index_quietly(*db);
 }
 
 ChainPosition Replicator::pull(const std::string& db_name, const std::string& path) {

@@ -301,19 +301,19 @@ void fsync_dir(const std::string& dir) {
   if (rc != 0) throw_errno("cannot sync directory " + dir, e);
 }
 
-void write_file_atomic(const std::string& path, std::span<const uint8_t> data) {
+void write_file_atomic(const std::string& path, std::span<const uint8_t> data, bool durable) {
   std::string tmp = path + ".tmp." + std::to_string(::getpid());
   try {
     FileSink sink(tmp);
     sink.write(data.data(), data.size());
-    sink.sync();
+    if (durable) sink.sync();
     sink.close();
     if (::rename(tmp.c_str(), path.c_str()) != 0) throw_errno("cannot rename to " + path);
   } catch (...) {
     ::unlink(tmp.c_str());
     throw;
   }
-  fsync_dir(dirname_of(path));
+  if (durable) fsync_dir(dirname_of(path));
 }
 
 }  // namespace duckblock
