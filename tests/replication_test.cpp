@@ -1,6 +1,7 @@
 // Leader -> store -> follower with synthetic files, against every store
 // backend. (DuckDB end-to-end tests live in duckdb/tests.)
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <random>
@@ -74,42 +75,90 @@ class Replication : public ::testing::TestWithParam<test::StoreBackend> {
     o.retry_initial = std::chrono::milliseconds(5);
     return o;
   }
+  void expect_follower_identical_after_every_checkpoint(const std::string& db, uint64_t background);
   std::shared_ptr<ObjectStore> store;
   test::TempDir dir;
 };
 
+// Both ways of spooling: in the background (the default) and in the push.
 TEST_P(Replication, FollowerIsByteIdenticalAfterEveryCheckpoint) {
-  MutatingFile leader(dir / "leader.db", 1);
-  Replicator rep(store, options(dir / "spool"));
+  for (uint64_t background : {uint64_t{64} << 20, uint64_t{0}}) {
+    SCOPED_TRACE("background_spool_bytes " + std::to_string(background));
+    std::string db = "db" + std::to_string(background);
+    expect_follower_identical_after_every_checkpoint(db, background);
+  }
+}
+
+void Replication::expect_follower_identical_after_every_checkpoint(const std::string& db, uint64_t background) {
+  MutatingFile leader(dir / (db + ".leader"), 1);
+  auto opts = options(dir / "spool");
+  opts.background_spool_bytes = background;
+  Replicator rep(store, opts);
   {
     FilePageReader reader(leader.path());
-    rep.add("db", reader);
+    rep.add(db, reader);
   }
   rep.sync();
-  FollowerBehavior follower(store, "db", dir / "follower.db");
+  FollowerBehavior follower(store, db, dir / (db + ".follower"));
   uint64_t last_seq = 0;
   for (int i = 0; i < 24; ++i) {
     leader.step();
     auto dirty = leader.take_dirty();
     FilePageReader reader(leader.path());
-    auto r = rep.push_checkpoint("db", reader, &dirty);
+    auto r = rep.push_checkpoint(db, reader, &dirty);
     if (r.seq) {
       EXPECT_EQ(r.seq, last_seq + 1);
       last_seq = r.seq;
     }
+    if (i % 3 == 1) continue;  // sometimes two checkpoints in a row: they queue up
     rep.sync();
     follower.poll_once();
-    ASSERT_EQ(test::digest_of(read_file(dir / "follower.db")), test::digest_of(leader.data())) << "checkpoint " << i;
+    ASSERT_EQ(test::digest_of(read_file(dir / (db + ".follower"))), test::digest_of(leader.data())) << "checkpoint " << i;
     EXPECT_EQ(follower.position().seq, last_seq);
   }
-  auto st = rep.status("db");
+  auto st = rep.status(db);
   EXPECT_EQ(st.uploaded_seq, last_seq);
   EXPECT_EQ(st.pending_segments, 0u);
   EXPECT_GT(st.last_snapshot_seq, 0u);  // every 4 segments
   // A fresh restore reaches the same bytes from the newest snapshot.
-  auto res = restore(*store, "db", dir / "restored.db");
-  EXPECT_EQ(test::digest_of(read_file(dir / "restored.db")), test::digest_of(leader.data()));
+  auto res = restore(*store, db, dir / (db + ".restored"));
+  EXPECT_EQ(test::digest_of(read_file(dir / (db + ".restored"))), test::digest_of(leader.data()));
   EXPECT_EQ(res.position.seq, last_seq);
+}
+
+// A segment the spooler cannot write (here: its directory is replaced by a
+// file) is reported by sync() and status(); the next checkpoint then
+// compares the whole file, so the lost checkpoint's pages still ship.
+TEST_P(Replication, AFailedBackgroundSpoolIsReportedAndTheNextPushCatchesUp) {
+  MutatingFile leader(dir / "leader.db", 11);
+  std::string incr = dir / "spool/db/0000";
+  Replicator rep(store, options(dir / "spool"));
+  FilePageReader reader(leader.path());
+  rep.add("db", reader);
+  rep.sync();
+  ::mkdir(incr.c_str(), 0755);  // there may be no incremental yet
+  ASSERT_EQ(::rename(incr.c_str(), (incr + ".away").c_str()), 0);
+  write_file_atomic(incr, std::vector<uint8_t>{'x'});
+  leader.step();
+  auto lost = leader.take_dirty();
+  EXPECT_EQ(rep.push_checkpoint("db", reader, &lost).seq, 1u);
+  try {
+    rep.sync("db", std::chrono::seconds(30));
+    ADD_FAILURE() << "sync() succeeded with a segment that could not be spooled";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kIO);
+    EXPECT_NE(std::string(e.what()).find("spooling seq 1"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(rep.status("db").last_error.has_value());
+  ASSERT_EQ(::unlink(incr.c_str()), 0);
+  ASSERT_EQ(::rename((incr + ".away").c_str(), incr.c_str()), 0);
+  // Only a page or two are new, but the whole file is compared.
+  leader.step();
+  auto dirty = leader.take_dirty();
+  EXPECT_EQ(rep.push_checkpoint("db", reader, &dirty).seq, 1u);
+  rep.sync();
+  restore(*store, "db", dir / "r.db");
+  EXPECT_EQ(test::digest_of(read_file(dir / "r.db")), test::digest_of(leader.data()));
 }
 
 TEST_P(Replication, UnchangedPagesAreNotShipped) {

@@ -67,13 +67,18 @@ class PageIndex {
 
   // Pages among `candidates` (all pages of the file if null) whose bytes in
   // `reader` differ from the index, in ascending order, plus every page past
-  // the indexed length. Does not change the index.
+  // the indexed length. Does not change the index. Large diffs hash on two
+  // threads, so `reader.read_at` must allow concurrent calls.
   struct Diff {
     std::vector<uint64_t> changed;
+    std::vector<Sha256Digest> digests;  // of the changed pages, in the same order
+    // With keep_data: the changed pages' bytes back to back, page i at
+    // i * page_size (only the file's last page can be short, and it is last).
+    std::vector<uint8_t> data;
     uint64_t file_length = 0;
     bool length_changed = false;
   };
-  Diff diff(PageReader& reader, const std::vector<uint64_t>* candidates) const;
+  Diff diff(PageReader& reader, const std::vector<uint64_t>* candidates, bool keep_data = false) const;
 
   // Records the bytes of `pages` as shipped and the file's new length.
   void update(PageReader& reader, const std::vector<uint64_t>& pages, uint64_t file_length);

@@ -4,8 +4,13 @@
 // add_continuing; pull for the other direction).
 //
 // Guarantees:
-//  - push_checkpoint returns once the segment is durable in the local spool;
-//    it never waits for the network.
+//  - push_checkpoint never waits for the network. It returns once the
+//    checkpoint's changed pages are copied (the spooler makes the segment
+//    durable moments later) or, with background_spool_bytes = 0 or for a
+//    large push, once the segment is durable in the local spool. If the
+//    process dies before a copied checkpoint is spooled, nothing is lost:
+//    the next add() compares the file with the spool's head and ships the
+//    difference as one segment.
 //  - Segments reach the store in order, with no gap and no duplicate, each
 //    written with put-if-absent. If a sequence number is already taken by
 //    different bytes, the database is *fenced*: nothing more is uploaded for
@@ -40,6 +45,13 @@ struct ReplicatorOptions {
   std::string spool_dir;  // local directory for pending segments and state
   uint32_t page_size = 4096;
   SnapshotPolicy snapshots;
+  // A push copies the checkpoint's changed pages into memory and returns;
+  // a spooler thread writes and fsyncs the segment moments later, so a
+  // DuckDB checkpoint waits only for the diff. Up to this many page bytes
+  // wait in memory (a push waits for room); a larger push, and one that
+  // takes a snapshot, writes its segment itself. 0: every push is durable
+  // in the spool when it returns.
+  uint64_t background_spool_bytes = 64ull << 20;
   // Upload retry backoff (capped exponential with jitter).
   std::chrono::milliseconds retry_initial{100};
   std::chrono::milliseconds retry_max{10000};
@@ -96,8 +108,11 @@ class Replicator {
 
   // Ships one checkpoint of `db`: pages among `candidates` (4 KiB page ids
   // written since the last push; null = compare the whole file) whose bytes
-  // changed, and the file length if it changed. Durable in the spool when it
-  // returns; uploaded in the background.
+  // changed, and the file length if it changed. The result (seq, sizes) is
+  // final when it returns; spooled then or moments later (see
+  // background_spool_bytes), uploaded in the background. Throws if an
+  // earlier queued segment failed to spool; the push after that compares
+  // the whole file, so nothing is missed.
   PushResult push_checkpoint(const std::string& db, PageReader& reader,
                              const std::vector<uint64_t>* candidates = nullptr);
 

@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -84,13 +85,19 @@ struct State {
 }  // namespace
 
 struct Replicator::Impl {
-  struct Db {
+  struct Db : std::enable_shared_from_this<Db> {
     std::string name, dir;
     State st;
     PageIndex index;
     ReplicationStatus status;
     bool active = true;
     uint64_t pushes_since_index_save = 0;
+    // Last seq handed out by a push. Ahead of st.seq (the last one written
+    // to the spool) while the spooler has segments of this database queued.
+    uint64_t assigned_seq = 0;
+    uint64_t queued = 0;          // segments queued for the spooler
+    uint64_t queued_bytes = 0;    // their page bytes
+    bool resync_needed = false;   // a queued segment failed: see push_locked
     std::mutex push_mu;  // one push at a time per database; guards index
     std::string incr_dir() const { return dir + "/0000"; }
     std::string snap_dir() const { return dir + "/0001"; }
@@ -102,6 +109,22 @@ struct Replicator::Impl {
   std::map<std::string, std::shared_ptr<Db>> dbs;
   bool stopping = false;
   std::thread uploader;
+
+  // A checkpoint's changed pages, copied out of the file at the commit
+  // point, waiting for the spooler to encode and fsync them.
+  struct SpoolJob {
+    std::shared_ptr<Db> db;
+    uint64_t seq;
+    uint64_t length;
+    bool with_length;
+    std::vector<uint64_t> ids;
+    std::vector<uint8_t> data;  // page i at i * page_size
+    int64_t created_ms;
+  };
+  std::deque<SpoolJob> spool_queue;
+  std::condition_variable spool_cv;
+  bool spooler_stopping = false;
+  std::thread spooler;
   std::mt19937_64 rng{std::random_device{}()};
 
   explicit Impl(Replicator* s) : self(s) {}
@@ -149,13 +172,37 @@ struct Replicator::Impl {
     }
   }
 
-  // Writes a segment of `ids` (plus the file length record if asked) read
-  // from `reader` durably into `dir`/<seq>.hadbp. Returns checksum and size;
-  // fills `hashes` with the digests of the pages as written.
-  std::pair<uint64_t, uint64_t> write_segment(const std::string& dir, uint64_t seq, uint64_t prev, PageReader& reader,
-                                              const std::vector<uint64_t>& ids, uint64_t length, bool with_length,
-                                              std::vector<std::pair<uint64_t, Sha256Digest>>* hashes,
-                                              uint64_t* data_bytes) {
+  // Calls its argument with (page id, bytes, length) for each page of a
+  // segment, in ascending id order.
+  using PageVisitor = std::function<void(uint64_t, const uint8_t*, size_t)>;
+  using PageSource = std::function<void(const PageVisitor&)>;
+
+  static PageSource pages_from_file(PageReader& reader, uint32_t ps, uint64_t length,
+                                    const std::vector<uint64_t>& ids) {
+    return [&reader, ps, length, &ids](const PageVisitor& visit) { read_pages(reader, ps, length, ids, visit); };
+  }
+  // Pages copied by PageIndex::diff(keep_data): page i at i * ps.
+  static PageSource pages_from_memory(uint32_t ps, const std::vector<uint64_t>& ids, const std::vector<uint8_t>& data) {
+    return [ps, &ids, &data](const PageVisitor& visit) {
+      for (size_t i = 0; i < ids.size(); ++i) {
+        uint64_t off = uint64_t{i} * ps;
+        visit(ids[i], data.data() + off, static_cast<size_t>(std::min<uint64_t>(ps, data.size() - off)));
+      }
+    };
+  }
+
+  // Size of the segment write_segment makes of these pages: known before it
+  // is written, so a push can report it while the spooler still works.
+  static uint64_t encoded_size(size_t pages, uint64_t page_bytes, bool with_length) {
+    return kHeaderSize + pages * 12 + page_bytes + (with_length ? 12 + 8 : 0) + kTrailerSize;
+  }
+
+  // Writes a segment of `page_count` pages from `source` (plus the file
+  // length record if asked) durably into `dir`/<seq>.hadbp: data fsync,
+  // rename, directory fsync. Returns checksum and size.
+  std::pair<uint64_t, uint64_t> write_segment(const std::string& dir, uint64_t seq, uint64_t prev, int64_t created_ms,
+                                              size_t page_count, const PageSource& source, uint64_t length,
+                                              bool with_length) {
     make_dirs(dir);
     std::string tmp = dir + "/.tmp-" + seq_name(seq);
     std::string final_path = dir + "/" + seq_name(seq);
@@ -166,29 +213,15 @@ struct Replicator::Impl {
       h.page_size = self->options_.page_size;
       h.seq = seq;
       h.prev_checksum = prev;
-      h.created_ms = now();
-      // Pages at or past the end (a candidate beyond a shrunken file) are
-      // not shipped; the length record covers them.
-      std::vector<uint64_t> present;
-      for (uint64_t id : ids) {
-        if (id * uint64_t{h.page_size} < length) present.push_back(id);
-      }
-      h.page_count = static_cast<uint32_t>(present.size() + (with_length ? 1 : 0));
+      h.created_ms = created_ms;
+      h.page_count = static_cast<uint32_t>(page_count + (with_length ? 1 : 0));
       SegmentWriter w(sink, h);
-      uint64_t pages_written = 0;
-      read_pages(reader, h.page_size, length, present, [&](uint64_t id, const uint8_t* p, size_t n) {
+      size_t pages_written = 0;
+      source([&](uint64_t id, const uint8_t* p, size_t n) {
         w.add_page(id, std::span<const uint8_t>(p, n));
-        if (hashes) {
-          Sha256 hs;
-          hs.update(p, n);
-          hashes->push_back({id, hs.finish()});
-        }
-        if (data_bytes) *data_bytes += n;
         ++pages_written;
       });
-      if (pages_written != present.size()) {
-        throw Error(ErrorKind::kIO, "file shrank while a checkpoint was being read");
-      }
+      if (pages_written != page_count) throw Error(ErrorKind::kIO, "file shrank while a checkpoint was being read");
       if (with_length) w.add_page(kFileLengthPageId, encode_file_length(length));
       checksum = w.finish();
       size = w.bytes_written();
@@ -212,8 +245,9 @@ struct Replicator::Impl {
   // Spools the whole file as the snapshot at the current seq.
   void spool_snapshot(Db& db, PageReader& reader) {
     uint64_t length = reader.file_size();
-    write_segment(db.snap_dir(), db.st.seq, db.st.checksum, reader, all_ids(length, self->options_.page_size),
-                  length, true, nullptr, nullptr);
+    auto ids = all_ids(length, self->options_.page_size);
+    write_segment(db.snap_dir(), db.st.seq, db.st.checksum, now(), ids.size(),
+                  pages_from_file(reader, self->options_.page_size, length, ids), length, true);
     db.st.last_snapshot_seq = db.st.seq;
     db.st.segments_since_snapshot = 0;
     db.st.bytes_since_snapshot = 0;
@@ -230,15 +264,18 @@ struct Replicator::Impl {
     std::lock_guard push_lock(db.push_mu);
     SnapshotResult r;
     r.incremental = push_locked(db, reader, nullptr);
+    wait_spooled(db);
     std::unique_lock l(mu);
+    if (db.resync_needed) throw Error(ErrorKind::kIO, db.status.last_error.value_or("spooling failed"));
     r.seq = db.st.seq;
     if (r.incremental.snapshot || db.st.last_snapshot_seq == db.st.seq) return r;
     uint64_t prev = db.st.checksum;
     l.unlock();
     uint64_t length = reader.file_size();
-    auto [checksum, size] = write_segment(db.snap_dir(), r.seq, prev, reader, all_ids(length, self->options_.page_size),
-                                          length, true, nullptr, nullptr);
-    (void)checksum;
+    auto ids = all_ids(length, self->options_.page_size);
+    uint64_t size = write_segment(db.snap_dir(), r.seq, prev, now(), ids.size(),
+                                  pages_from_file(reader, self->options_.page_size, length, ids), length, true)
+                        .second;
     l.lock();
     db.st.last_snapshot_seq = r.seq;
     db.st.segments_since_snapshot = 0;
@@ -251,68 +288,200 @@ struct Replicator::Impl {
     return r;
   }
 
+  // At a commit point: finds the changed pages (hashing them) and hands
+  // them on. Normally they are copied into memory and the spooler thread
+  // encodes, writes and fsyncs the segment, so the checkpoint waits only for
+  // the diff. The push writes the segment itself when the pages would exceed
+  // options.background_spool_bytes, and when a snapshot is due (a snapshot
+  // reads the whole file, which is only consistent now).
   PushResult push_locked(Db& db, PageReader& reader, const std::vector<uint64_t>* candidates) {
+    const uint32_t ps = self->options_.page_size;
     {
       std::lock_guard l(mu);
       if (db.status.fenced) throw Error(ErrorKind::kFenced, *db.status.last_error);
     }
-    PushResult result;
-    auto diff = db.index.diff(reader, candidates);
-    if (diff.changed.empty() && !diff.length_changed) return result;
-    uint64_t seq = db.st.seq + 1;
-    std::vector<std::pair<uint64_t, Sha256Digest>> hashes;
+    if (resync_if_needed(db)) candidates = nullptr;
+    const uint64_t limit = self->options_.background_spool_bytes;
+    uint64_t candidate_bytes = (candidates ? candidates->size() : reader.file_size() / ps + 1) * uint64_t{ps};
+    bool background = limit > 0 && candidate_bytes <= limit;
+    auto diff = db.index.diff(reader, candidates, background);
+    if (diff.changed.empty() && !diff.length_changed) return PushResult{};
     uint64_t data_bytes = 0;
-    auto [checksum, size] = write_segment(db.incr_dir(), seq, db.st.checksum, reader, diff.changed, diff.file_length,
-                                          diff.length_changed, &hashes, &data_bytes);
-    result.seq = seq;
-    result.pages = hashes.size();
+    for (uint64_t id : diff.changed) data_bytes += std::min<uint64_t>(ps, diff.file_length - id * ps);
+    PushResult result;
+    result.pages = diff.changed.size();
     result.data_bytes = data_bytes;
-    result.encoded_bytes = size;
+    result.encoded_bytes = encoded_size(diff.changed.size(), data_bytes, diff.length_changed);
     const auto& pol = self->options_.snapshots;
+
+    std::unique_lock l(mu);
     bool snapshot_due = (pol.every_segments && db.st.segments_since_snapshot + 1 >= pol.every_segments) ||
-                        (pol.every_bytes && db.st.bytes_since_snapshot + size >= pol.every_bytes);
+                        (pol.every_bytes && db.st.bytes_since_snapshot + result.encoded_bytes >= pol.every_bytes);
+    background = background && !snapshot_due;
+    // Bounded memory: a background push waits while the queue is full; a
+    // foreground one for the queue to empty (its segment comes after them).
+    done_cv.wait(l, [&] { return db.queued == 0 || (background && db.queued_bytes + data_bytes <= limit); });
+    if (db.resync_needed) {
+      throw Error(ErrorKind::kIO, "an earlier checkpoint of '" + db.name + "' could not be spooled (" +
+                                      db.status.last_error.value_or("") +
+                                      "); the next checkpoint ships everything that differs");
+    }
+    const uint64_t seq = db.assigned_seq + 1;
+    result.seq = seq;
+    if (background) {
+      db.assigned_seq = seq;
+      db.queued++;
+      db.queued_bytes += data_bytes;
+      db.st.segments_since_snapshot++;
+      db.st.bytes_since_snapshot += result.encoded_bytes;
+      std::vector<uint64_t> ids = diff.changed;
+      spool_queue.push_back(SpoolJob{db.shared_from_this(), seq, diff.file_length, diff.length_changed,
+                                     std::move(ids), std::move(diff.data), now()});
+      l.unlock();
+      spool_cv.notify_all();
+      record_shipped(db, diff);
+      return result;
+    }
+    const uint64_t prev = db.st.checksum;
+    l.unlock();
+    auto [checksum, size] =
+        write_segment(db.incr_dir(), seq, prev, now(), diff.changed.size(),
+                      pages_from_file(reader, ps, diff.file_length, diff.changed), diff.file_length,
+                      diff.length_changed);
     if (snapshot_due) {
       // The file is exactly the state after `seq` right now (the caller
       // holds the checkpoint), so this is the snapshot at `seq`.
       uint64_t length = reader.file_size();
-      write_segment(db.snap_dir(), seq, checksum, reader, all_ids(length, self->options_.page_size), length, true,
-                    nullptr, nullptr);
+      auto ids = all_ids(length, ps);
+      write_segment(db.snap_dir(), seq, checksum, now(), ids.size(), pages_from_file(reader, ps, length, ids), length,
+                    true);
       result.snapshot = true;
     }
-    {
-      std::lock_guard l(mu);
-      db.st.seq = seq;
-      db.st.checksum = checksum;
-      if (snapshot_due) {
-        db.st.last_snapshot_seq = seq;
-        db.st.segments_since_snapshot = 0;
-        db.st.bytes_since_snapshot = 0;
-      } else {
-        db.st.segments_since_snapshot++;
-        db.st.bytes_since_snapshot += size;
-      }
-      db.status.spooled_seq = seq;
+    l.lock();
+    db.assigned_seq = db.st.seq = seq;
+    db.st.checksum = checksum;
+    if (snapshot_due) {
+      db.st.last_snapshot_seq = seq;
+      db.st.segments_since_snapshot = 0;
+      db.st.bytes_since_snapshot = 0;
+    } else {
+      db.st.segments_since_snapshot++;
+      db.st.bytes_since_snapshot += size;
     }
-    for (const auto& [id, digest] : hashes) db.index.set_hash(id, digest);
-    db.index.set_length(diff.file_length);
-    db.index.set_position(seq, checksum);
-    if (++db.pushes_since_index_save >= kIndexSaveEvery) save_index(db, false);
+    db.status.spooled_seq = seq;
+    l.unlock();
     work_cv.notify_all();
+    record_shipped(db, diff);
+    if (db.pushes_since_index_save >= kIndexSaveEvery) save_index(db, false);
     return result;
   }
 
+  // The index takes the pages of a push once it is spooled or queued (a
+  // queued push that then fails sets resync_needed, which rebuilds it).
+  static void record_shipped(Db& db, const PageIndex::Diff& diff) {
+    for (size_t i = 0; i < diff.changed.size(); ++i) db.index.set_hash(diff.changed[i], diff.digests[i]);
+    db.index.set_length(diff.file_length);
+    db.pushes_since_index_save++;
+  }
+
+  // Waits until the spooler has written every queued segment of `db`.
+  void wait_spooled(Db& db) {
+    std::unique_lock l(mu);
+    done_cv.wait(l, [&] { return db.queued == 0; });
+  }
+
+  // After a queued segment failed to spool (disk full, say), the index and
+  // the assigned seq are ahead of the spool: rebuild the index from the
+  // spool's head and compare the whole file. Caller holds push_mu.
+  bool resync_if_needed(Db& db) {
+    wait_spooled(db);
+    {
+      std::lock_guard l(mu);
+      if (!db.resync_needed) return false;
+    }
+    PageIndex index = load_index(db);
+    std::lock_guard l(mu);
+    db.index = std::move(index);
+    db.assigned_seq = db.st.seq;
+    db.resync_needed = false;
+    return true;
+  }
+
+  // The spooler: writes queued segments in order, durably; then the
+  // uploader takes them. A failure drops the database's later queued
+  // segments too (they would not chain) and flags it for a resync.
+  void spool_loop() {
+    std::unique_lock l(mu);
+    for (;;) {
+      spool_cv.wait(l, [&] { return spooler_stopping || !spool_queue.empty(); });
+      if (spool_queue.empty()) return;  // stopping, and everything is written
+      SpoolJob job = std::move(spool_queue.front());
+      spool_queue.pop_front();
+      Db& db = *job.db;
+      if (!db.resync_needed) {
+        uint64_t prev = db.st.checksum;
+        l.unlock();
+        std::optional<std::string> error;
+        uint64_t checksum = 0;
+        try {
+          checksum = write_segment(db.incr_dir(), job.seq, prev, job.created_ms, job.ids.size(),
+                                   pages_from_memory(self->options_.page_size, job.ids, job.data), job.length,
+                                   job.with_length)
+                         .first;
+        } catch (const std::exception& e) {
+          error = std::string(e.what());
+        }
+        l.lock();
+        if (error) {
+          db.resync_needed = true;
+          db.status.last_error = "spooling seq " + std::to_string(job.seq) + " of '" + db.name + "' failed: " + *error;
+        } else {
+          db.st.seq = job.seq;
+          db.st.checksum = checksum;
+          db.status.spooled_seq = job.seq;
+          work_cv.notify_all();
+        }
+      }
+      db.queued--;
+      db.queued_bytes -= job.data.size();
+      done_cv.notify_all();
+      if (db.queued == 0 && !db.resync_needed) {
+        // Caught up: the in-memory index is the spool's head; save it now
+        // and then (a push holding push_mu saves it itself instead).
+        l.unlock();
+        if (db.push_mu.try_lock()) {
+          std::lock_guard push_lock(db.push_mu, std::adopt_lock);
+          if (db.pushes_since_index_save >= kIndexSaveEvery) {
+            try {
+              save_index(db, false);
+            } catch (const Error&) {
+            }
+          }
+        }
+        l.lock();
+      }
+    }
+  }
+
   // Saving the index is an optimisation (a restart replays fewer segments),
-  // so on the checkpoint path it skips the fsync. Caller holds push_mu.
+  // so on the checkpoint path it skips the fsync. Caller holds push_mu; the
+  // index is saved only when it describes the spool's head.
   static constexpr uint64_t kIndexSaveEvery = 16;
-  static void save_index(Db& db, bool durable) {
+  void save_index(Db& db, bool durable) {
+    {
+      std::lock_guard l(mu);
+      if (db.queued != 0 || db.resync_needed || db.assigned_seq != db.st.seq) return;
+      db.index.set_position(db.st.seq, db.st.checksum);
+    }
     db.index.save(db.dir + "/pages.idx", durable);
     db.pushes_since_index_save = 0;
   }
 
   // On a clean stop, so the next add() replays nothing. A failure here
   // costs only a longer replay then.
-  static void save_index_quietly(Db& db) {
+  void save_index_quietly(Db& db) {
     std::lock_guard push_lock(db.push_mu);
+    wait_spooled(db);
     if (db.pushes_since_index_save == 0) return;
     try {
       save_index(db, true);
@@ -434,7 +603,7 @@ struct Replicator::Impl {
   }
 
   uint64_t pending(const Db& db) const {
-    return spool_files(db.incr_dir()).size() + spool_files(db.snap_dir()).size();
+    return db.queued + spool_files(db.incr_dir()).size() + spool_files(db.snap_dir()).size();
   }
 
   // True if the store holds exactly our segment under `key`.
@@ -532,9 +701,16 @@ Replicator::Replicator(std::shared_ptr<ObjectStore> store, ReplicatorOptions opt
   }
   make_dirs(options_.spool_dir);
   impl_->uploader = std::thread([this] { impl_->upload_loop(); });
+  impl_->spooler = std::thread([this] { impl_->spool_loop(); });
 }
 
 Replicator::~Replicator() {
+  {
+    std::lock_guard l(impl_->mu);
+    impl_->spooler_stopping = true;  // it writes what is queued, then stops
+  }
+  impl_->spool_cv.notify_all();
+  impl_->spooler.join();
   {
     std::lock_guard l(impl_->mu);
     impl_->stopping = true;
@@ -581,7 +757,7 @@ void Replicator::add(const std::string& db_name, PageReader& reader) {
     db->index.update(reader, Impl::all_ids(reader.file_size(), options_.page_size), reader.file_size());
     db->index.set_position(db->st.seq, db->st.checksum);
     impl_->save_state(*db);
-    Impl::save_index(*db, true);
+    impl_->save_index(*db, true);
   } else {
     // The store has a chain but this machine has no spool: rebuild the
     // shipped state from the store, then ship whatever the file differs by.
@@ -602,8 +778,9 @@ void Replicator::add(const std::string& db_name, PageReader& reader) {
     db->st.last_snapshot_seq = chain.snapshots.empty() ? 0 : chain.snapshots.back().seq;
     db->index.set_position(db->st.seq, db->st.checksum);
     impl_->save_state(*db);
-    Impl::save_index(*db, true);
+    impl_->save_index(*db, true);
   }
+  db->assigned_seq = db->st.seq;
   db->status.spooled_seq = db->st.seq;
   db->status.uploaded_seq = db->st.uploaded_seq;
   db->status.last_snapshot_seq = db->st.last_snapshot_seq;
@@ -637,14 +814,14 @@ void Replicator::add_continuing(const std::string& db_name, PageReader& reader, 
   make_dirs(db->dir);
   for (auto& [seq, path] : spool_files(db->incr_dir())) ::unlink(path.c_str());
   for (auto& [seq, path] : spool_files(db->snap_dir())) ::unlink(path.c_str());
-  db->st.seq = db->st.uploaded_seq = position.seq;
+  db->st.seq = db->st.uploaded_seq = db->assigned_seq = position.seq;
   db->st.checksum = position.checksum;
   db->st.uploaded_any = true;
   db->st.last_snapshot_seq = chain.snapshots.empty() ? 0 : chain.snapshots.back().seq;
   db->index.update(reader, Impl::all_ids(reader.file_size(), options_.page_size), reader.file_size());
   db->index.set_position(position.seq, position.checksum);
   impl_->save_state(*db);
-  Impl::save_index(*db, true);
+  impl_->save_index(*db, true);
   db->status.spooled_seq = db->status.uploaded_seq = position.seq;
   db->status.last_snapshot_seq = db->st.last_snapshot_seq;
   std::lock_guard l(impl_->mu);
@@ -688,6 +865,9 @@ void Replicator::sync(const std::string& db_name, std::chrono::milliseconds time
     for (auto& [name, db] : impl_->dbs) {
       if (!db_name.empty() && name != db_name) continue;
       if (db->status.fenced) throw Error(ErrorKind::kFenced, *db->status.last_error);
+      if (db->resync_needed) {
+        throw Error(ErrorKind::kIO, *db->status.last_error + " (the next checkpoint ships everything that differs)");
+      }
       if (impl_->pending(*db) > 0) done = false;
     }
     if (!db_name.empty() && !impl_->dbs.count(db_name)) {
