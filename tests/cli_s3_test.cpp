@@ -3,7 +3,6 @@
 // over s3:// URLs, with credentials and endpoint from the environment and
 // flags, and rejected credentials.
 #include <nlohmann/json.hpp>
-#include <random>
 
 #include "cli_util.h"
 #include "duckblock/io.h"
@@ -35,38 +34,24 @@ class S3Cli : public ::testing::Test {
   }
   CliRun run(const std::string& cmd, std::vector<std::string> args,
              const std::map<std::string, std::string>& extra = {}) {
-    std::vector<std::string> all = {cmd};
-    all.insert(all.end(), args.begin(), args.end());
-    for (auto a : {"--store", url.c_str(), "--db", "app"}) all.push_back(a);
     auto e = env;
     for (const auto& [k, v] : extra) e[k] = v;
-    return cli_run(all, dir.path(), e);
+    return cli_run(test::cli_args(cmd, args, {"--store", url, "--db", "app"}), dir.path(), e);
   }
-  void write_db(const std::string& path, size_t pages) {
-    data.resize(pages * 4096);
-    for (auto& b : data) b = uint8_t(rng());
-    write_file_atomic(path, data);
-  }
-  void modify(const std::string& path) {
-    for (int i = 0; i < 4; ++i) data[rng() % data.size()] ^= 0x33;
-    write_file_atomic(path, data);
-  }
-  std::string digest() const { return to_hex(sha256(data)); }
 
   test::TempDir dir;
   std::string endpoint, url;
   std::map<std::string, std::string> env;
-  std::mt19937_64 rng{7};
-  std::vector<uint8_t> data;
+  test::DbBytes bytes{7};
 };
 
 TEST_F(S3Cli, SnapshotPushFollowRestoreVerify) {
   std::string db = dir / "app.duckdb";
-  write_db(db, 32);
+  bytes.write(db, 32);
   auto snap = run("snapshot", {db});
   ASSERT_EQ(snap.rc, 0) << describe(snap);
-  std::string v0 = digest();
-  modify(db);
+  std::string v0 = bytes.digest();
+  bytes.modify(db);
   // The endpoint as a flag this time, with path-style requests.
   auto push = run("push", {db, "--json", "--endpoint", endpoint, "--path-style"});
   ASSERT_EQ(push.rc, 0) << describe(push);
@@ -74,7 +59,7 @@ TEST_F(S3Cli, SnapshotPushFollowRestoreVerify) {
 
   auto follow = run("follow", {"--to", dir / "f.duckdb", "--once"});
   ASSERT_EQ(follow.rc, 0) << describe(follow);
-  EXPECT_EQ(file_digest(dir / "f.duckdb"), digest());
+  EXPECT_EQ(file_digest(dir / "f.duckdb"), bytes.digest());
   auto r0 = run("restore", {"--to", dir / "r0.duckdb", "--seq", "0"});
   ASSERT_EQ(r0.rc, 0) << describe(r0);
   EXPECT_EQ(file_digest(dir / "r0.duckdb"), v0);
@@ -87,7 +72,7 @@ TEST_F(S3Cli, SnapshotPushFollowRestoreVerify) {
 
 TEST_F(S3Cli, RejectedCredentialsFailClearlyWithoutTouchingFiles) {
   std::string db = dir / "app.duckdb";
-  write_db(db, 8);
+  bytes.write(db, 8);
   ASSERT_EQ(run("snapshot", {db}).rc, 0);
   std::string existing = dir / "existing.duckdb";
   write_file_atomic(existing, std::vector<uint8_t>(4096, 9));

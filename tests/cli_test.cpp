@@ -5,7 +5,6 @@
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
-#include <random>
 
 #include "cli_util.h"
 #include "duckblock/io.h"
@@ -20,8 +19,6 @@ using test::describe;
 using test::file_digest;
 namespace fs = std::filesystem;
 
-constexpr size_t kPage = 4096;
-
 class Cli : public ::testing::Test {
  protected:
   std::string store_url() const { return "file://" + dir / "store"; }
@@ -32,26 +29,8 @@ class Cli : public ::testing::Test {
     return cli_run(args, dir.path(), env);
   }
   CliRun run_store(const std::string& cmd, std::vector<std::string> args, const std::string& db = "db") {
-    std::vector<std::string> all = {cmd};
-    all.insert(all.end(), args.begin(), args.end());
-    for (auto& a : store_args(db)) all.push_back(a);
-    return run(all);
+    return run(test::cli_args(cmd, args, store_args(db)));
   }
-  // A database-like file: `pages` random pages.
-  void write_db(const std::string& path, size_t pages) {
-    data.resize(pages * kPage);
-    for (auto& b : data) b = uint8_t(rng());
-    write_file_atomic(path, data);
-  }
-  // Rewrites a few pages and grows the file by one page, like a checkpoint.
-  void modify(const std::string& path) {
-    for (int i = 0; i < 3; ++i) data[(rng() % (data.size() / kPage)) * kPage + rng() % kPage] ^= 0x5a;
-    size_t old = data.size();
-    data.resize(old + kPage);
-    for (size_t i = old; i < data.size(); ++i) data[i] = uint8_t(rng());
-    write_file_atomic(path, data);
-  }
-  std::string digest() const { return to_hex(sha256(data)); }
   // Every file under the store directory with its size and digest.
   std::map<std::string, std::string> store_files() const {
     std::map<std::string, std::string> out;
@@ -70,8 +49,7 @@ class Cli : public ::testing::Test {
   }
 
   test::TempDir dir;
-  std::mt19937_64 rng{42};
-  std::vector<uint8_t> data;
+  test::DbBytes bytes{42};
 };
 
 TEST_F(Cli, HelpOnEveryCommandHasExamples) {
@@ -89,14 +67,14 @@ TEST_F(Cli, HelpOnEveryCommandHasExamples) {
 
 TEST_F(Cli, SnapshotPushFollowAndRestoreBySeqAndTime) {
   std::string db = dir / "app.duckdb";
-  write_db(db, 40);
+  bytes.write(db, 40);
   std::map<uint64_t, std::string> version;  // seq -> digest of the file at that point
 
   auto snap = run_store("snapshot", {db, "--json"});
   ASSERT_EQ(snap.rc, 0) << describe(snap);
   EXPECT_TRUE(json_of(snap).at("new_database").get<bool>());
   EXPECT_EQ(json_of(snap).at("seq"), 0);
-  version[0] = digest();
+  version[0] = bytes.digest();
 
   // A follower starts from the snapshot.
   auto f0 = run_store("follow", {"--to", dir / "follower.duckdb", "--once"});
@@ -106,13 +84,13 @@ TEST_F(Cli, SnapshotPushFollowAndRestoreBySeqAndTime) {
 
   int64_t between = 0;  // a time after seq 1 was created and before seq 2
   for (uint64_t seq = 1; seq <= 3; ++seq) {
-    modify(db);
+    bytes.modify(db);
     auto push = run_store("push", {db, "--json"});
     ASSERT_EQ(push.rc, 0) << describe(push);
     auto j = json_of(push);
     EXPECT_EQ(j.at("seq"), seq);
     EXPECT_EQ(j.at("segments"), 1);
-    version[seq] = digest();
+    version[seq] = bytes.digest();
     if (seq == 1) {
       between = std::chrono::duration_cast<std::chrono::milliseconds>(
                     std::chrono::system_clock::now().time_since_epoch()).count();
@@ -199,14 +177,13 @@ TEST_F(Cli, SnapshotPushFollowAndRestoreBySeqAndTime) {
 
 TEST_F(Cli, FollowStopsCleanlyOnSigint) {
   std::string db = dir / "app.duckdb";
-  write_db(db, 16);
+  bytes.write(db, 16);
   ASSERT_EQ(run_store("snapshot", {db}).rc, 0);
   std::string out = dir / "follow.out", err = dir / "follow.err";
-  std::vector<std::string> args = {"follow", "--to", dir / "f.duckdb", "--interval", "50ms"};
-  for (auto& a : store_args()) args.push_back(a);
+  auto args = test::cli_args("follow", {"--to", dir / "f.duckdb", "--interval", "50ms"}, store_args());
   pid_t pid = test::cli_spawn(args, dir.path(), {}, out, err);
   ASSERT_TRUE(test::wait_for_text(err, "polling every", pid)) << test::slurp(err);
-  modify(db);
+  bytes.modify(db);
   auto push = run_store("push", {db});
   ASSERT_EQ(push.rc, 0) << describe(push);
   ASSERT_TRUE(test::wait_for_text(out, "seq 1 checksum", pid)) << test::slurp(out) << test::slurp(err);
@@ -214,7 +191,7 @@ TEST_F(Cli, FollowStopsCleanlyOnSigint) {
   EXPECT_EQ(test::cli_wait(pid), 0) << test::slurp(err);
   EXPECT_NE(test::slurp(out).find("stopped seq 1"), std::string::npos) << test::slurp(out);
   EXPECT_NE(test::slurp(err).find("stopped by SIGINT"), std::string::npos) << test::slurp(err);
-  EXPECT_EQ(file_digest(dir / "f.duckdb"), digest());
+  EXPECT_EQ(file_digest(dir / "f.duckdb"), bytes.digest());
 
   // SIGTERM too, and the journal lets it resume where it stopped.
   pid = test::cli_spawn(args, dir.path(), {}, out, err);
@@ -226,10 +203,10 @@ TEST_F(Cli, FollowStopsCleanlyOnSigint) {
 
 TEST_F(Cli, VerifyNamesACorruptedObjectAndRestoreRefusesIt) {
   std::string db = dir / "app.duckdb";
-  write_db(db, 24);
+  bytes.write(db, 24);
   ASSERT_EQ(run_store("snapshot", {db}).rc, 0);
   for (int i = 0; i < 3; ++i) {
-    modify(db);
+    bytes.modify(db);
     ASSERT_EQ(run_store("push", {db}).rc, 0);
   }
   ASSERT_EQ(run_store("verify", {}).rc, 0);
@@ -265,15 +242,15 @@ TEST_F(Cli, VerifyNamesACorruptedObjectAndRestoreRefusesIt) {
 
 TEST_F(Cli, PruneDryRunChangesNothingAndPruneKeepsTheWindowRestorable) {
   std::string db = dir / "app.duckdb";
-  write_db(db, 16);
+  bytes.write(db, 16);
   std::map<uint64_t, std::string> version;
   ASSERT_EQ(run_store("snapshot", {db}).rc, 0);
-  version[0] = digest();
+  version[0] = bytes.digest();
   for (uint64_t seq = 1; seq <= 8; ++seq) {
-    modify(db);
+    bytes.modify(db);
     auto r = run_store("push", {db, "--snapshot-every", "2"});
     ASSERT_EQ(r.rc, 0) << describe(r);
-    version[seq] = digest();
+    version[seq] = bytes.digest();
   }
   // Pretend seq k reached the store (10 - k) hours ago: prune goes by the
   // store's object times.
@@ -318,7 +295,7 @@ TEST_F(Cli, PruneDryRunChangesNothingAndPruneKeepsTheWindowRestorable) {
 
 TEST_F(Cli, BadInputFailsClearlyAndLeavesLocalFilesUntouched) {
   std::string db = dir / "app.duckdb";
-  write_db(db, 8);
+  bytes.write(db, 8);
   ASSERT_EQ(run_store("snapshot", {db}).rc, 0);
   std::string existing = dir / "existing.duckdb";
   write_file_atomic(existing, std::vector<uint8_t>(9000, 3));
@@ -367,11 +344,8 @@ TEST_F(Cli, BadInputFailsClearlyAndLeavesLocalFilesUntouched) {
       {{"push", db, "--store", bad_store, "--db", "db", "--spool", dir / "bad-spool"}, 3, "magic"},
   };
   fs::create_directories(dir / "bad-store/db/0001");
-  {
-    std::string junk = "this is not a segment, but it is long enough to have a header and more bytes";
-    write_file_atomic(dir / "bad-store/db/0001/0000000000000000.hadbp",
-                      std::vector<uint8_t>(junk.begin(), junk.end()));
-  }
+  test::write_text(dir / "bad-store/db/0001/0000000000000000.hadbp",
+                   "this is not a segment, but it is long enough to have a header and more bytes");
   for (const auto& c : cases) {
     auto r = run(c.args);
     std::string cmd;
@@ -394,7 +368,7 @@ TEST_F(Cli, BadInputFailsClearlyAndLeavesLocalFilesUntouched) {
 
 TEST_F(Cli, StaleWalIsRemovedOnlyWithForce) {
   std::string db = dir / "app.duckdb";
-  write_db(db, 8);
+  bytes.write(db, 8);
   ASSERT_EQ(run_store("snapshot", {db}).rc, 0);
   std::string target = dir / "r.duckdb";
   write_file_atomic(target + ".wal", std::vector<uint8_t>(100, 1));
@@ -407,15 +381,15 @@ TEST_F(Cli, StaleWalIsRemovedOnlyWithForce) {
   EXPECT_EQ(forced.rc, 0) << describe(forced);
   EXPECT_NE(forced.err.find("removed stale"), std::string::npos) << describe(forced);
   EXPECT_FALSE(fs::exists(target + ".wal"));
-  EXPECT_EQ(file_digest(target), digest());
+  EXPECT_EQ(file_digest(target), bytes.digest());
 }
 
 TEST_F(Cli, ConfigFileSuppliesDefaultsAndFlagsWin) {
   std::string db = dir / "app.duckdb";
-  write_db(db, 8);
+  bytes.write(db, 8);
   fs::create_directories(dir / ".config/duckblock");
-  std::string cfg = "{\"store\": \"" + store_url() + "\", \"db\": \"fromconfig\"}";
-  write_file_atomic(dir / ".config/duckblock/config.json", std::vector<uint8_t>(cfg.begin(), cfg.end()));
+  test::write_text(dir / ".config/duckblock/config.json",
+                   "{\"store\": \"" + store_url() + "\", \"db\": \"fromconfig\"}");
   auto snap = run({"snapshot", db, "--json"});
   ASSERT_EQ(snap.rc, 0) << describe(snap);
   EXPECT_EQ(json_of(snap).at("db"), "fromconfig");
@@ -432,8 +406,7 @@ TEST_F(Cli, ConfigFileSuppliesDefaultsAndFlagsWin) {
   EXPECT_EQ(ls.at("databases").size(), 3u);
   // --config after the subcommand, and a typo in a key is an error.
   std::string other = dir / "other.json";
-  std::string bad = "{\"stroe\": \"file:///x\"}";
-  write_file_atomic(other, std::vector<uint8_t>(bad.begin(), bad.end()));
+  test::write_text(other, "{\"stroe\": \"file:///x\"}");
   auto typo = run({"ls", "--config", other});
   EXPECT_EQ(typo.rc, 2) << describe(typo);
   EXPECT_NE(typo.err.find("unknown key 'stroe'"), std::string::npos) << describe(typo);
@@ -445,14 +418,14 @@ TEST_F(Cli, PushFromAnotherMachineContinuesTheChain) {
   // A second spool (another machine) has no state: push rebuilds it from the
   // store and ships only the difference.
   std::string db = dir / "app.duckdb";
-  write_db(db, 12);
+  bytes.write(db, 12);
   ASSERT_EQ(run_store("snapshot", {db}).rc, 0);
-  modify(db);
+  bytes.modify(db);
   auto r = run_store("push", {db, "--spool", dir / "other-spool", "--json"});
   ASSERT_EQ(r.rc, 0) << describe(r);
   EXPECT_EQ(json_of(r).at("seq"), 1);
   // The first spool is now behind the store: it is told, with what to do.
-  modify(db);
+  bytes.modify(db);
   auto stale = run_store("push", {db});
   EXPECT_EQ(stale.rc, 8) << describe(stale);
   EXPECT_NE(stale.err.find("remove"), std::string::npos) << describe(stale);
@@ -462,7 +435,7 @@ TEST_F(Cli, PushFromAnotherMachineContinuesTheChain) {
   EXPECT_EQ(json_of(fixed).at("seq"), 2);
   auto res = run_store("restore", {"--to", dir / "r.duckdb"});
   ASSERT_EQ(res.rc, 0) << describe(res);
-  EXPECT_EQ(file_digest(dir / "r.duckdb"), digest());
+  EXPECT_EQ(file_digest(dir / "r.duckdb"), bytes.digest());
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <random>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -53,6 +54,16 @@ inline std::vector<std::string> cli_env(const std::string& home, const std::map<
   env.push_back("XDG_CONFIG_HOME=" + home + "/.config");
   for (const auto& [k, v] : extra) env.push_back(k + "=" + v);
   return env;
+}
+
+// The arguments `cmd args... common...`: a subcommand, its own arguments, then
+// the flags every call in a test repeats (--store URL --db NAME).
+inline std::vector<std::string> cli_args(const std::string& cmd, const std::vector<std::string>& args,
+                                         const std::vector<std::string>& common) {
+  std::vector<std::string> all = {cmd};
+  all.insert(all.end(), args.begin(), args.end());
+  all.insert(all.end(), common.begin(), common.end());
+  return all;
 }
 
 // Starts `duckblock args...` with stdout and stderr going to the given files.
@@ -121,6 +132,35 @@ inline bool wait_for_text(const std::string& path, const std::string& needle, pi
 inline std::string file_digest(const std::string& path) {
   return to_hex(sha256(read_file(path)));
 }
+
+inline void write_text(const std::string& path, const std::string& text) {
+  write_file_atomic(path, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+}
+
+// A database-like file the test writes and changes, with its bytes kept to
+// compare what a restore or a follower gives back.
+struct DbBytes {
+  static constexpr size_t kPage = 4096;
+  explicit DbBytes(uint64_t seed) : rng(seed) {}
+  // `pages` random pages.
+  void write(const std::string& path, size_t pages) {
+    data.resize(pages * kPage);
+    for (auto& b : data) b = uint8_t(rng());
+    write_file_atomic(path, data);
+  }
+  // Rewrites a few pages and grows the file by one page, like a checkpoint.
+  void modify(const std::string& path) {
+    for (int i = 0; i < 3; ++i) data[(rng() % (data.size() / kPage)) * kPage + rng() % kPage] ^= 0x5a;
+    size_t old = data.size();
+    data.resize(old + kPage);
+    for (size_t i = old; i < data.size(); ++i) data[i] = uint8_t(rng());
+    write_file_atomic(path, data);
+  }
+  std::string digest() const { return to_hex(sha256(data)); }
+
+  std::mt19937_64 rng;
+  std::vector<uint8_t> data;
+};
 
 inline std::string describe(const CliRun& r) {
   return "exit " + std::to_string(r.rc) + "\n--- stdout\n" + r.out + "--- stderr\n" + r.err;

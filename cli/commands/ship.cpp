@@ -3,9 +3,13 @@
 #include <dirent.h>
 #include <sys/stat.h>
 
+#include <chrono>
+#include <cstdint>
 #include <iostream>
+#include <memory>
 #include <nlohmann/json.hpp>
 
+#include "common.h"
 #include "duckblock/key.h"
 #include "duckblock/replicator.h"
 #include "duckblock/restore.h"
@@ -13,6 +17,15 @@
 namespace duckblock::cli {
 
 namespace {
+
+struct ShipFlags {
+  StoreFlags store;
+  std::string file;
+  std::string spool;
+  uint64_t snapshot_every = 100;
+  std::string timeout = "5m";
+  uint64_t retries = 5;
+};
 
 // Bytes of the segments waiting in one database's spool.
 uint64_t spooled_bytes(const std::string& db_dir) {
@@ -60,8 +73,6 @@ void write_origin(const std::string& db_dir, const std::string& url, const std::
   write_file_atomic(db_dir + "/origin.json",
                     std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
 }
-
-}  // namespace
 
 void add_ship_flags(CLI::App* cmd, ShipFlags& f) {
   cmd->add_option("FILE", f.file, "The database file (not being written by a running DuckDB)")->required();
@@ -190,6 +201,17 @@ int run_ship(ShipFlags& f, bool force_snapshot) {
               << ", " << human_bytes(status.bytes_shipped) << " uploaded)\n";
   }
   return 0;
+}
+
+}  // namespace
+
+Runner add_ship_command(CLI::App& app, const std::string& name, const std::string& description,
+                        const std::string& footer, bool force_snapshot) {
+  auto* cmd = app.add_subcommand(name, description);
+  auto f = std::make_shared<ShipFlags>();
+  add_ship_flags(cmd, *f);
+  cmd->footer(footer);
+  return [f, force_snapshot]() { return run_ship(*f, force_snapshot); };
 }
 
 }  // namespace duckblock::cli

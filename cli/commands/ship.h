@@ -1,26 +1,18 @@
 // `snapshot` and `push` both ship a local file through a Replicator and its
-// spool, then wait for the upload; they differ only in whether a snapshot is
-// forced at the head. This is their shared half.
+// spool, then wait for the upload; they differ only in their help and in
+// whether a snapshot is forced at the head. This is all they share: the
+// flags, the run, and registering the subcommand.
 #pragma once
 
-#include <chrono>
-#include <cstdint>
 #include <string>
 
-#include "common.h"
+#include "commands.h"
 
 namespace duckblock::cli {
 
-struct ShipFlags {
-  StoreFlags store;
-  std::string file;
-  std::string spool;
-  uint64_t snapshot_every = 100;
-  std::string timeout = "5m";
-  uint64_t retries = 5;
-};
-
-void add_ship_flags(CLI::App* cmd, ShipFlags& flags);
-int run_ship(ShipFlags& flags, bool force_snapshot);
+// Registers the subcommand `name` with the flags both commands take, its
+// `description` and `footer`, and returns its runner.
+Runner add_ship_command(CLI::App& app, const std::string& name, const std::string& description,
+                        const std::string& footer, bool force_snapshot);
 
 }  // namespace duckblock::cli

@@ -1,23 +1,19 @@
-#include "commands.h"
 #include "ship.h"
 
 namespace duckblock::cli {
 
 Runner add_snapshot(CLI::App& app) {
-  auto* cmd = app.add_subcommand(
-      "snapshot",
+  return add_ship_command(
+      app, "snapshot",
       "Ship FILE as a snapshot. A database new to the store starts its chain with the snapshot at seq 0;\n"
       "for an existing chain, what changed ships first as an incremental, then the whole file as the\n"
-      "snapshot at the new head (so a restore to it downloads one object).");
-  auto f = std::make_shared<ShipFlags>();
-  add_ship_flags(cmd, *f);
-  cmd->footer(
+      "snapshot at the new head (so a restore to it downloads one object).",
       "Examples:\n"
       "  duckblock snapshot /data/app.duckdb --store file:///backups/duckblock --db app\n"
       "  DUCKBLOCK_STORE=s3://my-bucket/dbs/ duckblock snapshot app.duckdb --db app --json\n"
       "Run it while no DuckDB has FILE open for writing (it refuses otherwise).\n"
-      "Exit status: 0 shipped, 1 failed, 2 bad usage, 4 FILE missing, 7 store unreachable, 8 fenced.");
-  return [f]() { return run_ship(*f, true); };
+      "Exit status: 0 shipped, 1 failed, 2 bad usage, 4 FILE missing, 7 store unreachable, 8 fenced.",
+      /*force_snapshot=*/true);
 }
 
 }  // namespace duckblock::cli
