@@ -147,8 +147,11 @@ TEST(CrashTest, LeaderKilledDuringPushesLosesAndDuplicatesNothing) {
       std::string plan = "seed " + std::to_string(seed) + " campaign " + std::to_string(campaign) + " attempt " +
                          std::to_string(attempt) + ": die " + std::to_string(d) + " us into push " + std::to_string(k);
       SCOPED_TRACE(plan);
+      // Campaigns alternate between spooling in the push and in the
+      // background (where a push's seq is durable once spooled_seq reaches it).
       RunResult r = run_worker({"leader", dir.path(), store_dir, "--die-in-push", std::to_string(k),
-                                "--die-after-us", std::to_string(d)});
+                                "--die-after-us", std::to_string(d), "--background-spool",
+                                std::to_string(campaign % 2)});
       if (!r.killed) {
         ASSERT_EQ(r.exit_code, 0) << "the leader failed after a restart: " << r.out;
         done = r.out;

@@ -1,12 +1,14 @@
 // A process the crash tests start and kill -9.
 //
-//   worker leader DIR STORE_DIR [--die-in-push K --die-after-us D]
+//   worker leader DIR STORE_DIR [--die-in-push K --die-after-us D] [--background-spool 0|1]
 //     Opens DIR/leader.duckdb with capture, replicating to the local store
 //     STORE_DIR (prefix "crash/", spool DIR/spool), and runs the workload's
 //     remaining steps (DuckDB itself remembers which are done: each step
 //     commits a row into a progress table), with a CHECKPOINT after each.
 //     Every push appends "seq sha256" to DIR/pushes.log once the segment is
-//     durable in the spool. With --die-in-push, the K-th push of this run
+//     durable in the spool: when the push returns, or with
+//     --background-spool 1 (the Replicator's background spooling) once
+//     status().spooled_seq reaches it. With --die-in-push, the K-th push of this run
 //     starts a timer that kills the process (SIGKILL) D microseconds later:
 //     inside the push, its upload, or just after, as D falls.
 //     Finally waits for the uploads and prints "done SEQ SHA256".
@@ -21,6 +23,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <string>
 #include <thread>
 
@@ -62,10 +65,12 @@ void append_line(const std::string& path, const std::string& line) {
 int leader(int argc, char** argv) {
   std::string dir = argv[2], store_dir = argv[3];
   long die_in_push = 0, die_after_us = 0;
+  bool background = false;
   for (int i = 4; i + 1 < argc; i += 2) {
     std::string a = argv[i];
     if (a == "--die-in-push") die_in_push = std::atol(argv[i + 1]);
     if (a == "--die-after-us") die_after_us = std::atol(argv[i + 1]);
+    if (a == "--background-spool") background = std::atol(argv[i + 1]) != 0;
   }
   ReplicatorOptions ro;
   ro.prefix = kPrefix;
@@ -73,6 +78,7 @@ int leader(int argc, char** argv) {
   ro.snapshots.every_segments = 4;
   ro.snapshots.every_bytes = 0;
   ro.retry_initial = std::chrono::milliseconds(10);
+  if (!background) ro.background_spool_bytes = 0;
   auto rep = std::make_shared<Replicator>(std::shared_ptr<ObjectStore>(make_local_store(store_dir)), ro);
 
   long pushes = 0;
@@ -84,8 +90,18 @@ int leader(int argc, char** argv) {
       ::kill(::getpid(), SIGKILL);
     }).detach();
   };
+  // Pushes not yet durable in the spool (background spooling), by seq.
+  std::map<uint64_t, std::string> not_durable;
+  auto log_durable = [&] {
+    uint64_t spooled = rep->status("db").spooled_seq;
+    while (!not_durable.empty() && not_durable.begin()->first <= spooled) {
+      append_line(dir + "/pushes.log", std::to_string(not_durable.begin()->first) + " " + not_durable.begin()->second);
+      not_durable.erase(not_durable.begin());
+    }
+  };
   co.on_push = [&](const PushEvent& ev) {
-    if (ev.result.seq) append_line(dir + "/pushes.log", std::to_string(ev.result.seq) + " " + sha256_reader(*ev.reader));
+    if (ev.result.seq) not_durable[ev.result.seq] = sha256_reader(*ev.reader);
+    if (!background) log_durable();
   };
   co.fail_checkpoint = true;  // a push that fails must fail the test, not hide
   const std::string path = dir + "/leader.duckdb";
@@ -103,12 +119,14 @@ int leader(int argc, char** argv) {
       duckdb_test::run(con, "INSERT INTO progress VALUES (" + std::to_string(k) + ")");
       duckdb_test::run(con, "COMMIT");
       duckdb_test::run(con, "CHECKPOINT");
+      log_durable();
     }
   }
   // Closed first: DuckDB may checkpoint once more as it shuts down, and that
   // push must be in the store before the final state is reported.
   db->close();
   rep->sync();
+  log_durable();
   auto st = rep->status("db");
   std::printf("done %llu %s\n", static_cast<unsigned long long>(st.spooled_seq), duckdb_test::sha256_file(path).c_str());
   return 0;

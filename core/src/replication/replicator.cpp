@@ -98,6 +98,7 @@ struct Replicator::Impl {
     uint64_t queued = 0;          // segments queued for the spooler
     uint64_t queued_bytes = 0;    // their page bytes
     bool resync_needed = false;   // a queued segment failed: see push_locked
+    bool uploading = false;       // the uploader is working on one of its segments
     std::mutex push_mu;  // one push at a time per database; guards index
     std::string incr_dir() const { return dir + "/0000"; }
     std::string snap_dir() const { return dir + "/0001"; }
@@ -394,11 +395,11 @@ struct Replicator::Impl {
   // the assigned seq are ahead of the spool: rebuild the index from the
   // spool's head and compare the whole file. Caller holds push_mu.
   bool resync_if_needed(Db& db) {
-    wait_spooled(db);
     {
       std::lock_guard l(mu);
       if (!db.resync_needed) return false;
     }
+    wait_spooled(db);  // the failed segment's successors are dropped
     PageIndex index = load_index(db);
     std::lock_guard l(mu);
     db.index = std::move(index);
@@ -595,6 +596,11 @@ struct Replicator::Impl {
         if (seq == 0 || (db->st.uploaded_any && seq <= db->st.uploaded_seq)) return Job{db, seq, true, path};
         break;
       }
+      // Only a segment the state already counts (seq <= st.seq): a file
+      // just renamed into the spool is not yet, and uploading it then could
+      // record uploaded_seq > seq in state.json, which a restart after a
+      // crash would read as a store ahead of the spool.
+      if (db->st.uploaded_seq + 1 > db->st.seq) continue;
       auto incr = spool_files(db->incr_dir());
       auto it = incr.find(db->st.uploaded_seq + 1);
       if (it != incr.end()) return Job{db, it->first, false, it->second};
@@ -630,6 +636,7 @@ struct Replicator::Impl {
         work_cv.wait_for(l, std::chrono::seconds(1));
         continue;
       }
+      job->db->uploading = true;
       l.unlock();
       std::string key = format_key(self->options_.prefix,
                                    {job->db->name, job->snapshot ? kSnapshotGeneration : kIncrementalGeneration, job->seq});
@@ -655,6 +662,7 @@ struct Replicator::Impl {
       }
       l.lock();
       auto& db = *job->db;
+      db.uploading = false;
       if (fenced) {
         db.status.fenced = true;
         db.status.last_error = error;
@@ -893,6 +901,12 @@ void Replicator::remove(const std::string& db_name) {
     db = it->second;
     db->active = false;
     impl_->dbs.erase(it);
+  }
+  {
+    // An upload in flight finishes first: it records its result in the
+    // spool, which a later add() of the same database reads.
+    std::unique_lock l(impl_->mu);
+    impl_->done_cv.wait(l, [&] { return !db->uploading; });
   }
   impl_->save_index_quietly(*db);
 }
