@@ -238,27 +238,29 @@ PushResult Capture::push_locked(PushEvent::Reason reason) {
 
 // ---------------------------------------------------------------------------
 
-// DuckDB's handle on the database file: forwards to the LocalFileSystem
-// handle inside and tells the Capture when it closes. Every FileSystem
-// method below unwraps it; every other file keeps its plain local handle.
+// DuckDB's handle on a file the capture file system wrapped: forwards to the
+// LocalFileSystem handle inside and, for a database file, tells its Capture
+// when it closes. Every FileSystem method below unwraps it; every other file
+// keeps its plain local handle.
 class CaptureFileSystem::Handle final : public duckdb::FileHandle {
  public:
-  Handle(CaptureFileSystem& fs, duckdb::unique_ptr<duckdb::FileHandle> inner, std::shared_ptr<Capture> capture)
-      : FileHandle(fs, inner->path, inner->flags), inner_(std::move(inner)), capture_(std::move(capture)) {
-    capture_->on_open(*inner_, fs);
+  Handle(CaptureFileSystem& fs, const std::string& path, duckdb::unique_ptr<duckdb::FileHandle> inner,
+         std::shared_ptr<Capture> capture)
+      : FileHandle(fs, path, inner->flags), inner_(std::move(inner)), capture_(std::move(capture)) {
+    if (capture_) capture_->on_open(*inner_, fs);
   }
   ~Handle() override {
-    capture_->on_close(*inner_);
+    if (capture_) capture_->on_close(*inner_);
   }
   void Close() override {
-    capture_->on_close(*inner_);
+    if (capture_) capture_->on_close(*inner_);
     inner_->Close();
   }
   duckdb::idx_t GetProgress() override { return inner_->GetProgress(); }
   duckdb::FileCompressionType GetFileCompressionType() override { return inner_->GetFileCompressionType(); }
 
   duckdb::FileHandle& inner() { return *inner_; }
-  Capture& capture() { return *capture_; }
+  Capture* capture() { return capture_.get(); }
 
  private:
   duckdb::unique_ptr<duckdb::FileHandle> inner_;
@@ -276,9 +278,24 @@ duckdb::unique_ptr<duckdb::FileHandle> CaptureFileSystem::OpenFile(const duckdb:
   // also opens it read-only to check its magic bytes, and opens the .wal and
   // .tmp files beside it, none of which are replicated.
   if (!h || !flags.OpenForWriting() || canonical(path) != canonical_path_) return h;
-  return duckdb::make_uniq<Handle>(*this, std::move(h), capture_);
+  std::string name = h->path;
+  return wrap(name, std::move(h), capture_);
 }
 
+duckdb::unique_ptr<duckdb::FileHandle> CaptureFileSystem::wrap(const std::string& path,
+                                                               duckdb::unique_ptr<duckdb::FileHandle> inner,
+                                                               std::shared_ptr<Capture> capture) {
+  return duckdb::make_uniq<Handle>(*this, path, std::move(inner), std::move(capture));
+}
+
+Capture* CaptureFileSystem::capture_of(duckdb::FileHandle& handle) {
+  auto* w = dynamic_cast<Handle*>(&handle);
+  return w ? w->capture() : nullptr;
+}
+
+// The methods below call LocalFileSystem's code on the inner handle whichever
+// LocalFileSystem opened it (this one, or a subclass's own): that code keeps
+// no state of its own and acts on the handle's descriptor.
 #define DUCKBLOCK_UNWRAP(h) \
   (dynamic_cast<Handle*>(&(h)) ? static_cast<Handle&>(h).inner() : (h))
 
@@ -288,13 +305,13 @@ void CaptureFileSystem::Read(duckdb::FileHandle& handle, void* buffer, int64_t n
 
 void CaptureFileSystem::Write(duckdb::FileHandle& handle, void* buffer, int64_t nr_bytes, duckdb::idx_t location) {
   auto* w = dynamic_cast<Handle*>(&handle);
-  if (!w) return LocalFileSystem::Write(handle, buffer, nr_bytes, location);
+  if (!w || !w->capture()) return LocalFileSystem::Write(DUCKBLOCK_UNWRAP(handle), buffer, nr_bytes, location);
   // Written first, recorded after: a push that runs in between (another
   // thread's commit point) reads the new bytes and the page still ships
   // again next time, whereas recording first could let a push clear the
   // mark before these bytes reached the file.
   LocalFileSystem::Write(w->inner(), buffer, nr_bytes, location);
-  w->capture().on_write(location, static_cast<uint64_t>(nr_bytes));
+  w->capture()->on_write(location, static_cast<uint64_t>(nr_bytes));
 }
 
 int64_t CaptureFileSystem::Read(duckdb::FileHandle& handle, void* buffer, int64_t nr_bytes) {
@@ -303,19 +320,19 @@ int64_t CaptureFileSystem::Read(duckdb::FileHandle& handle, void* buffer, int64_
 
 int64_t CaptureFileSystem::Write(duckdb::FileHandle& handle, void* buffer, int64_t nr_bytes) {
   auto* w = dynamic_cast<Handle*>(&handle);
-  if (!w) return LocalFileSystem::Write(handle, buffer, nr_bytes);
+  if (!w || !w->capture()) return LocalFileSystem::Write(DUCKBLOCK_UNWRAP(handle), buffer, nr_bytes);
   duckdb::idx_t at = LocalFileSystem::SeekPosition(w->inner());
   int64_t n = LocalFileSystem::Write(w->inner(), buffer, nr_bytes);
-  if (n > 0) w->capture().on_write(at, static_cast<uint64_t>(n));
+  if (n > 0) w->capture()->on_write(at, static_cast<uint64_t>(n));
   return n;
 }
 
 bool CaptureFileSystem::Trim(duckdb::FileHandle& handle, duckdb::idx_t offset_bytes, duckdb::idx_t length_bytes) {
   auto* w = dynamic_cast<Handle*>(&handle);
-  if (!w) return LocalFileSystem::Trim(handle, offset_bytes, length_bytes);
+  if (!w || !w->capture()) return LocalFileSystem::Trim(DUCKBLOCK_UNWRAP(handle), offset_bytes, length_bytes);
   bool ok = LocalFileSystem::Trim(w->inner(), offset_bytes, length_bytes);
   // A punched hole reads back as zeros: its pages changed.
-  if (ok) w->capture().on_trim(offset_bytes, length_bytes);
+  if (ok) w->capture()->on_trim(offset_bytes, length_bytes);
   return ok;
 }
 
@@ -337,17 +354,17 @@ duckdb::FileType CaptureFileSystem::GetFileType(duckdb::FileHandle& handle) {
 
 void CaptureFileSystem::Truncate(duckdb::FileHandle& handle, int64_t new_size) {
   auto* w = dynamic_cast<Handle*>(&handle);
-  if (!w) return LocalFileSystem::Truncate(handle, new_size);
+  if (!w || !w->capture()) return LocalFileSystem::Truncate(DUCKBLOCK_UNWRAP(handle), new_size);
   int64_t old_size = LocalFileSystem::GetFileSize(w->inner());
   LocalFileSystem::Truncate(w->inner(), new_size);
-  w->capture().on_truncate(static_cast<uint64_t>(old_size), static_cast<uint64_t>(new_size));
+  w->capture()->on_truncate(static_cast<uint64_t>(old_size), static_cast<uint64_t>(new_size));
 }
 
 void CaptureFileSystem::FileSync(duckdb::FileHandle& handle) {
   auto* w = dynamic_cast<Handle*>(&handle);
-  if (!w) return LocalFileSystem::FileSync(handle);
+  if (!w || !w->capture()) return LocalFileSystem::FileSync(DUCKBLOCK_UNWRAP(handle));
   LocalFileSystem::FileSync(w->inner());
-  w->capture().on_sync();
+  w->capture()->on_sync();
 }
 
 void CaptureFileSystem::Seek(duckdb::FileHandle& handle, duckdb::idx_t location) {

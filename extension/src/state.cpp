@@ -222,7 +222,6 @@ std::shared_ptr<Leader> State::open_leader(const std::string& path, const Settin
     leader->replicator = std::make_shared<Replicator>(std::move(store), ro);
   }
   leader->capture = std::make_shared<dbi::Capture>(path, leader->db, leader->replicator, dbi::CaptureOptions{});
-  leader->fs = std::make_unique<dbi::CaptureFileSystem>(leader->capture);
   if (auto it = leaders_.find(path); it != leaders_.end()) retired_.push_back(std::move(it->second));
   leaders_[path] = leader;
   return leader;
@@ -239,6 +238,17 @@ std::shared_ptr<Leader> State::leader_by_name(const std::string& name) {
   std::lock_guard l(mu_);
   for (auto& [p, leader] : leaders_) {
     if (leader->db == name || leader->path == name) return leader;
+  }
+  return nullptr;
+}
+
+std::shared_ptr<Leader> State::leader_of(const dbi::Capture& capture) {
+  std::lock_guard l(mu_);
+  for (auto& [p, leader] : leaders_) {
+    if (leader->capture.get() == &capture) return leader;
+  }
+  for (auto& leader : retired_) {
+    if (leader->capture.get() == &capture) return leader;
   }
   return nullptr;
 }
@@ -464,27 +474,6 @@ void Follower::close(duckdb::DatabaseInstance& db) {
 // ---------------------------------------------------------------------------
 // ReplicatingFileSystem
 
-// A handle on a local file opened through a duckblock:// path. It forwards
-// to the handle its file system opened (the capture file system's for a
-// replicated database file, the plain local one otherwise).
-class ReplicatingFileSystem::Handle final : public duckdb::FileHandle {
- public:
-  Handle(ReplicatingFileSystem& fs, const std::string& path, duckdb::unique_ptr<duckdb::FileHandle> inner,
-         std::shared_ptr<Leader> leader)
-      : FileHandle(fs, path, inner->flags), inner_(std::move(inner)), leader_(std::move(leader)) {}
-  void Close() override { inner_->Close(); }
-  duckdb::idx_t GetProgress() override { return inner_->GetProgress(); }
-  duckdb::FileCompressionType GetFileCompressionType() override { return inner_->GetFileCompressionType(); }
-
-  duckdb::FileHandle& inner() { return *inner_; }
-  duckdb::FileSystem& inner_fs() { return inner_->file_system; }
-  Leader* leader() { return leader_.get(); }
-
- private:
-  duckdb::unique_ptr<duckdb::FileHandle> inner_;
-  std::shared_ptr<Leader> leader_;
-};
-
 ReplicatingFileSystem::ReplicatingFileSystem(duckdb::DatabaseInstance& db, std::shared_ptr<State> state)
     : db_(db), state_(std::move(state)) {}
 
@@ -515,7 +504,6 @@ duckdb::unique_ptr<duckdb::FileHandle> ReplicatingFileSystem::OpenFile(const duc
   if (local.empty()) throw duckdb::IOException("duckblock: '%s' names no file", path);
   std::string canon = canonical(local);
   std::shared_ptr<Leader> leader;
-  duckdb::unique_ptr<duckdb::FileHandle> inner;
   if (flags.OpenForWriting() && !state_->is_side_file(canon)) {
     // The database file itself, opened by DuckDB to attach it for writing.
     try {
@@ -523,99 +511,44 @@ duckdb::unique_ptr<duckdb::FileHandle> ReplicatingFileSystem::OpenFile(const duc
     } catch (const std::exception& e) {
       throw duckdb::IOException("duckblock: cannot replicate '%s': %s", local, e.what());
     }
-    inner = leader->fs->OpenFile(local, flags, opener);
-    if (!inner) return nullptr;
-    // An existing database is registered with its replicator now (its first
-    // segment, or whatever differs from the chain, ships before DuckDB
-    // changes anything); a new one at its first commit point (FileSync).
-    if (static_cast<uint64_t>(inner->file_system.GetFileSize(*inner)) >= kHeadersEnd) {
-      try {
-        leader->capture->start();
-      } catch (const std::exception& e) {
-        throw duckdb::IOException("duckblock: cannot replicate '%s' to %s: %s", local, leader->store_url, e.what());
-      }
-    }
-  } else {
-    inner = local_.OpenFile(local, flags, opener);
-    if (!inner) return nullptr;
   }
-  return duckdb::make_uniq<Handle>(*this, path, std::move(inner), std::move(leader));
+  auto inner = local_.OpenFile(local, flags, opener);
+  if (!inner) return nullptr;
+  if (!leader) return wrap(path, std::move(inner), nullptr);
+  bool existing = static_cast<uint64_t>(local_.GetFileSize(*inner)) >= kHeadersEnd;
+  // Wrapped before start(): wrapping tells the Capture of DuckDB's handle,
+  // through which it reads the file.
+  auto handle = wrap(path, std::move(inner), leader->capture);
+  // An existing database is registered with its replicator now (its first
+  // segment, or whatever differs from the chain, ships before DuckDB
+  // changes anything); a new one at its first commit point (FileSync).
+  if (existing) {
+    try {
+      leader->capture->start();
+    } catch (const std::exception& e) {
+      throw duckdb::IOException("duckblock: cannot replicate '%s' to %s: %s", local, leader->store_url, e.what());
+    }
+  }
+  return handle;
 }
 
-#define DUCKBLOCK_HANDLE(h) (static_cast<Handle&>(h))
-
-void ReplicatingFileSystem::Read(duckdb::FileHandle& handle, void* buffer, int64_t nr_bytes, duckdb::idx_t location) {
-  auto& h = DUCKBLOCK_HANDLE(handle);
-  h.inner_fs().Read(h.inner(), buffer, nr_bytes, location);
-}
-void ReplicatingFileSystem::Write(duckdb::FileHandle& handle, void* buffer, int64_t nr_bytes, duckdb::idx_t location) {
-  auto& h = DUCKBLOCK_HANDLE(handle);
-  h.inner_fs().Write(h.inner(), buffer, nr_bytes, location);
-}
-int64_t ReplicatingFileSystem::Read(duckdb::FileHandle& handle, void* buffer, int64_t nr_bytes) {
-  auto& h = DUCKBLOCK_HANDLE(handle);
-  return h.inner_fs().Read(h.inner(), buffer, nr_bytes);
-}
-int64_t ReplicatingFileSystem::Write(duckdb::FileHandle& handle, void* buffer, int64_t nr_bytes) {
-  auto& h = DUCKBLOCK_HANDLE(handle);
-  return h.inner_fs().Write(h.inner(), buffer, nr_bytes);
-}
-bool ReplicatingFileSystem::Trim(duckdb::FileHandle& handle, duckdb::idx_t offset_bytes, duckdb::idx_t length_bytes) {
-  auto& h = DUCKBLOCK_HANDLE(handle);
-  return h.inner_fs().Trim(h.inner(), offset_bytes, length_bytes);
-}
-int64_t ReplicatingFileSystem::GetFileSize(duckdb::FileHandle& handle) {
-  auto& h = DUCKBLOCK_HANDLE(handle);
-  return h.inner_fs().GetFileSize(h.inner());
-}
-duckdb::timestamp_t ReplicatingFileSystem::GetLastModifiedTime(duckdb::FileHandle& handle) {
-  auto& h = DUCKBLOCK_HANDLE(handle);
-  return h.inner_fs().GetLastModifiedTime(h.inner());
-}
-duckdb::string ReplicatingFileSystem::GetVersionTag(duckdb::FileHandle& handle) {
-  auto& h = DUCKBLOCK_HANDLE(handle);
-  return h.inner_fs().GetVersionTag(h.inner());
-}
-duckdb::FileType ReplicatingFileSystem::GetFileType(duckdb::FileHandle& handle) {
-  auto& h = DUCKBLOCK_HANDLE(handle);
-  return h.inner_fs().GetFileType(h.inner());
-}
-void ReplicatingFileSystem::Truncate(duckdb::FileHandle& handle, int64_t new_size) {
-  auto& h = DUCKBLOCK_HANDLE(handle);
-  h.inner_fs().Truncate(h.inner(), new_size);
-}
 void ReplicatingFileSystem::FileSync(duckdb::FileHandle& handle) {
-  auto& h = DUCKBLOCK_HANDLE(handle);
-  h.inner_fs().FileSync(h.inner());
+  CaptureFileSystem::FileSync(handle);
   // A database created by this ATTACH becomes replicable at its first
   // commit point (DuckDB has just written and synced its headers): register
   // it then, which ships the whole new file as the chain's start.
-  if (Leader* l = h.leader(); l && !l->capture->started() && l->capture->stats().commits > 0) {
+  dbi::Capture* capture = capture_of(handle);
+  if (capture && !capture->started() && capture->stats().commits > 0) {
     try {
-      l->capture->start();
+      capture->start();
     } catch (const std::exception& e) {
-      throw duckdb::IOException("duckblock: cannot replicate '%s' to %s: %s", l->path, l->store_url, e.what());
+      // Every capture here is a Leader's, and the State keeps every Leader.
+      auto leader = state_->leader_of(*capture);
+      throw duckdb::IOException("duckblock: cannot replicate '%s' to %s: %s", capture->path(),
+                                leader ? leader->store_url : std::string(), e.what());
     }
   }
 }
-void ReplicatingFileSystem::Seek(duckdb::FileHandle& handle, duckdb::idx_t location) {
-  auto& h = DUCKBLOCK_HANDLE(handle);
-  h.inner_fs().Seek(h.inner(), location);
-}
-void ReplicatingFileSystem::Reset(duckdb::FileHandle& handle) {
-  auto& h = DUCKBLOCK_HANDLE(handle);
-  h.inner_fs().Reset(h.inner());
-}
-duckdb::idx_t ReplicatingFileSystem::SeekPosition(duckdb::FileHandle& handle) {
-  auto& h = DUCKBLOCK_HANDLE(handle);
-  return h.inner_fs().SeekPosition(h.inner());
-}
-bool ReplicatingFileSystem::OnDiskFile(duckdb::FileHandle& handle) {
-  auto& h = DUCKBLOCK_HANDLE(handle);
-  return h.inner_fs().OnDiskFile(h.inner());
-}
-
-#undef DUCKBLOCK_HANDLE
 
 bool ReplicatingFileSystem::DirectoryExists(const duckdb::string& d, duckdb::optional_ptr<duckdb::FileOpener> o) {
   return local_.DirectoryExists(strip(d), o);
@@ -646,6 +579,9 @@ bool ReplicatingFileSystem::ListFiles(const duckdb::string& d,
                                       const std::function<void(const duckdb::string&, bool)>& cb,
                                       duckdb::FileOpener* o) {
   return local_.ListFiles(strip(d), cb, o);
+}
+duckdb::vector<duckdb::OpenFileInfo> ReplicatingFileSystem::Glob(const duckdb::string& path, duckdb::FileOpener* o) {
+  return duckdb::FileSystem::Glob(path, o);
 }
 
 }  // namespace duckblock::extension

@@ -3,10 +3,11 @@
 // the read replicas (followers) it keeps current. See docs/EXTENSION.md.
 //
 // Leader: ATTACH 'duckblock:///dir/name.duckdb' AS x opens the file through
-// ReplicatingFileSystem, which hands the database file to the capture file
-// system of duckdb/ (one CaptureFileSystem per database file) and so to a
-// Replicator: every checkpoint's commit point ships a segment. The settings
-// (duckblock_store, duckblock_spool_dir, ...) are read when the file opens.
+// ReplicatingFileSystem, the capture file system of duckdb/ for duckblock://
+// paths: it gives the database file a Capture of its own and so a
+// Replicator, and every checkpoint's commit point ships a segment. The
+// settings (duckblock_store, duckblock_spool_dir, ...) are read when the file
+// opens.
 //
 // Follower: duckblock_follow() restores a local replica file from the store
 // and attaches it READ_ONLY under an alias. A refresh applies newer segments
@@ -68,9 +69,6 @@ struct Leader {
   std::string spool_dir;
   std::shared_ptr<Replicator> replicator;
   std::shared_ptr<dbi::Capture> capture;
-  // DuckDB's handle on the file points at this file system, so it lives as
-  // long as the State (a re-attach makes a new Leader; the old stays).
-  std::unique_ptr<dbi::CaptureFileSystem> fs;
 };
 
 struct FollowerStatus {
@@ -150,6 +148,8 @@ class State {
 
   std::vector<std::shared_ptr<Leader>> leaders();
   std::shared_ptr<Leader> leader_by_name(const std::string& name);
+  // The Leader (current, or replaced by a re-attach) that owns `capture`.
+  std::shared_ptr<Leader> leader_of(const dbi::Capture& capture);
 
   std::shared_ptr<Follower> add_follower(const std::string& alias, std::shared_ptr<Follower> f);
   std::shared_ptr<Follower> follower(const std::string& alias);
@@ -162,14 +162,17 @@ class State {
  private:
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<Leader>> leaders_;  // by canonical path
-  std::vector<std::shared_ptr<Leader>> retired_;            // replaced by a re-attach
+  // Replaced by a re-attach. Kept: a handle DuckDB still holds may report to
+  // one's capture (leader_of).
+  std::vector<std::shared_ptr<Leader>> retired_;
   std::map<std::string, std::shared_ptr<Follower>> followers_;
 };
 
 // The file system for `duckblock://` paths: strips the prefix and serves the
-// local file; the database file opened for writing goes through its
-// Leader's capture file system, so its checkpoints replicate.
-class ReplicatingFileSystem final : public duckdb::FileSystem {
+// local file. The database file opened for writing reports to its Leader's
+// Capture; every other file (its .wal and .tmp, a READ_ONLY attach) is plain.
+// The handle methods are the capture file system's.
+class ReplicatingFileSystem final : public dbi::CaptureFileSystem {
  public:
   ReplicatingFileSystem(duckdb::DatabaseInstance& db, std::shared_ptr<State> state);
   ~ReplicatingFileSystem() override;
@@ -180,22 +183,7 @@ class ReplicatingFileSystem final : public duckdb::FileSystem {
 
   duckdb::unique_ptr<duckdb::FileHandle> OpenFile(const duckdb::string& path, duckdb::FileOpenFlags flags,
                                                   duckdb::optional_ptr<duckdb::FileOpener> opener = nullptr) override;
-  void Read(duckdb::FileHandle& handle, void* buffer, int64_t nr_bytes, duckdb::idx_t location) override;
-  void Write(duckdb::FileHandle& handle, void* buffer, int64_t nr_bytes, duckdb::idx_t location) override;
-  int64_t Read(duckdb::FileHandle& handle, void* buffer, int64_t nr_bytes) override;
-  int64_t Write(duckdb::FileHandle& handle, void* buffer, int64_t nr_bytes) override;
-  bool Trim(duckdb::FileHandle& handle, duckdb::idx_t offset_bytes, duckdb::idx_t length_bytes) override;
-  int64_t GetFileSize(duckdb::FileHandle& handle) override;
-  duckdb::timestamp_t GetLastModifiedTime(duckdb::FileHandle& handle) override;
-  duckdb::string GetVersionTag(duckdb::FileHandle& handle) override;
-  duckdb::FileType GetFileType(duckdb::FileHandle& handle) override;
-  void Truncate(duckdb::FileHandle& handle, int64_t new_size) override;
   void FileSync(duckdb::FileHandle& handle) override;
-  void Seek(duckdb::FileHandle& handle, duckdb::idx_t location) override;
-  void Reset(duckdb::FileHandle& handle) override;
-  duckdb::idx_t SeekPosition(duckdb::FileHandle& handle) override;
-  bool OnDiskFile(duckdb::FileHandle& handle) override;
-  bool CanSeek() override { return true; }
 
   bool DirectoryExists(const duckdb::string& directory, duckdb::optional_ptr<duckdb::FileOpener> opener) override;
   void CreateDirectory(const duckdb::string& directory, duckdb::optional_ptr<duckdb::FileOpener> opener) override;
@@ -208,14 +196,22 @@ class ReplicatingFileSystem final : public duckdb::FileSystem {
   bool TryRemoveFile(const duckdb::string& filename, duckdb::optional_ptr<duckdb::FileOpener> opener) override;
   bool ListFiles(const duckdb::string& directory, const std::function<void(const duckdb::string&, bool)>& callback,
                  duckdb::FileOpener* opener) override;
+  // Glob and extended listing stay as DuckDB's FileSystem has them (no glob;
+  // listing through ListFiles above, which strips the prefix): those of
+  // LocalFileSystem would take duckblock:// for part of a local path.
+  duckdb::vector<duckdb::OpenFileInfo> Glob(const duckdb::string& path, duckdb::FileOpener* opener = nullptr) override;
 
   bool CanHandleFile(const duckdb::string& fpath) override;
   duckdb::string GetName() const override { return "DuckblockFileSystem"; }
 
+ protected:
+  bool SupportsListFilesExtended() const override { return false; }
+
  private:
-  class Handle;
   duckdb::DatabaseInstance& db_;
   std::shared_ptr<State> state_;
+  // Opens the local files: their own handles (inside ours) and the path
+  // operations are plain LocalFileSystem's.
   duckdb::LocalFileSystem local_;
 };
 

@@ -146,13 +146,19 @@ class Capture {
   CaptureStats stats_;
 };
 
-// A LocalFileSystem that forwards everything and reports the writes, syncs
-// and truncates of one database file to its Capture. Installed through
+// A LocalFileSystem that forwards everything and reports the writes, syncs,
+// truncates and trims of a database file to its Capture. Installed through
 // DBConfig::file_system inside a VirtualFileSystem (so DuckDB's other file
 // systems still register beside it); DuckDB owns and destroys it with the
 // database instance.
-class CaptureFileSystem final : public duckdb::LocalFileSystem {
+//
+// A file system that serves several database files (the extension's, for
+// duckblock:// paths) derives from it: it picks the Capture for each file it
+// opens, opens the local file itself and hands the handle to wrap(); the
+// handle methods below then serve its files as they serve this one's.
+class CaptureFileSystem : public duckdb::LocalFileSystem {
  public:
+  // Watches the database file `capture` names; every other file is plain.
   explicit CaptureFileSystem(std::shared_ptr<Capture> capture);
 
   duckdb::unique_ptr<duckdb::FileHandle> OpenFile(const duckdb::string& path, duckdb::FileOpenFlags flags,
@@ -172,6 +178,19 @@ class CaptureFileSystem final : public duckdb::LocalFileSystem {
   void Reset(duckdb::FileHandle& handle) override;
   duckdb::idx_t SeekPosition(duckdb::FileHandle& handle) override;
   bool OnDiskFile(duckdb::FileHandle& handle) override;
+
+ protected:
+  // For a subclass that opens its files itself (its OpenFile calls wrap()).
+  CaptureFileSystem() = default;
+
+  // DuckDB's handle on `inner`, a handle a LocalFileSystem opened: named
+  // `path` (the name DuckDB opened it by) and served by this file system's
+  // handle methods, which report its writes to `capture` (null: none, a
+  // plain file under another name).
+  duckdb::unique_ptr<duckdb::FileHandle> wrap(const std::string& path, duckdb::unique_ptr<duckdb::FileHandle> inner,
+                                              std::shared_ptr<Capture> capture);
+  // The Capture a handle from wrap() or OpenFile reports to, or null.
+  static Capture* capture_of(duckdb::FileHandle& handle);
 
  private:
   class Handle;
