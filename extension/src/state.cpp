@@ -504,8 +504,11 @@ duckdb::unique_ptr<duckdb::FileHandle> ReplicatingFileSystem::OpenFile(const duc
   if (local.empty()) throw duckdb::IOException("duckblock: '%s' names no file", path);
   std::string canon = canonical(local);
   std::shared_ptr<Leader> leader;
-  if (flags.OpenForWriting() && !state_->is_side_file(canon)) {
-    // The database file itself, opened by DuckDB to attach it for writing.
+  // The database file itself, opened by DuckDB to attach it for writing.
+  // DuckDB opens a database file for reading and writing under a write lock;
+  // what COPY ... TO writes it opens write-only (that stays a plain file).
+  if (flags.OpenForReading() && flags.OpenForWriting() && flags.Lock() == duckdb::FileLockType::WRITE_LOCK &&
+      !state_->is_side_file(canon)) {
     try {
       leader = state_->open_leader(canon, Settings::read(db_));
     } catch (const std::exception& e) {

@@ -245,6 +245,22 @@ TEST_F(ExtensionHost, ReattachedLeaderContinuesTheChain) {
   EXPECT_EQ(q(*follower.con, "SELECT count(*) FROM sales.t")->GetValue(0, 0).GetValue<int64_t>(), 1012);
 }
 
+// Only database files become leaders: a COPY written through the prefix is
+// an ordinary file, not a replicated database.
+TEST_F(ExtensionHost, CopyToAPrefixedPathIsNotReplicated) {
+  auto leader = open_leader();
+  q(*leader->con, "CREATE TABLE lead.t AS SELECT range AS id FROM range(10)");
+  q(*leader->con, "COPY lead.t TO 'duckblock://" + dir + "/leader/export.csv'");
+  EXPECT_TRUE(fs::exists(dir + "/leader/export.csv"));
+  auto r = q(*leader->con, "SELECT name FROM duckblock_status()");
+  ASSERT_EQ(r->RowCount(), 1u);
+  EXPECT_EQ(r->GetValue(0, 0).ToString(), "sales");
+  EXPECT_EQ(q(*leader->con, "SELECT count(*) FROM read_csv('" + dir + "/leader/export.csv')")
+                ->GetValue(0, 0)
+                .GetValue<int64_t>(),
+            10);
+}
+
 TEST_F(ExtensionHost, FollowerPollsInTheBackground) {
   auto leader = open_leader();
   q(*leader->con, "CREATE TABLE lead.t AS SELECT range AS id FROM range(10)");
