@@ -140,8 +140,9 @@ TEST(CrashTest, LeaderKilledDuringPushesLosesAndDuplicatesNothing) {
     std::string done;
     for (int attempt = 0; attempt < 60; ++attempt) {
       // Half the kills land within a few milliseconds of the push's start
-      // (inside it: a push to a tmpfs spool is that quick), half anywhere in
-      // the next 60 ms (its upload, DuckDB's work after it).
+      // (inside it: a push is that quick), half anywhere in the next 60 ms
+      // (its spooling and upload, while the worker holds DuckDB in the push:
+      // see worker.cpp for why not inside DuckDB's own writes).
       long k = std::uniform_int_distribution<long>(1, 2)(rng);
       long d = std::uniform_int_distribution<long>(0, rng() % 2 ? 3000 : 60000)(rng);
       std::string plan = "seed " + std::to_string(seed) + " campaign " + std::to_string(campaign) + " attempt " +

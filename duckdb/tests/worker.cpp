@@ -9,8 +9,9 @@
 //     durable in the spool: when the push returns, or with
 //     --background-spool 1 (the Replicator's background spooling) once
 //     status().spooled_seq reaches it. With --die-in-push, the K-th push of this run
-//     starts a timer that kills the process (SIGKILL) D microseconds later:
-//     inside the push, its upload, or just after, as D falls.
+//     starts a timer that kills the process (SIGKILL) D microseconds later,
+//     and holds DuckDB inside that push until then: the kill lands inside the
+//     push, or while its segment is spooled and uploaded, as D falls.
 //     Finally waits for the uploads and prints "done SEQ SHA256".
 //
 //   worker follow STORE_DIR FILE
@@ -102,6 +103,13 @@ int leader(int argc, char** argv) {
   co.on_push = [&](const PushEvent& ev) {
     if (ev.result.seq) not_durable[ev.result.seq] = sha256_reader(*ev.reader);
     if (!background) log_durable();
+    // The K-th push holds DuckDB here until the kill lands, so the kill
+    // falls inside the push or while its segment is spooled and uploaded,
+    // never inside DuckDB's own block writes: DuckDB 1.4 rewrites a
+    // metadata block in place (MetadataManager::Flush), and a SIGKILL in the
+    // middle of that pwrite tears a block the durable header still uses, a
+    // file DuckDB itself then refuses to open ("Corrupt database file").
+    if (pushes == die_in_push) std::this_thread::sleep_for(std::chrono::microseconds(die_after_us + 200000));
   };
   co.fail_checkpoint = true;  // a push that fails must fail the test, not hide
   const std::string path = dir + "/leader.duckdb";
