@@ -13,6 +13,7 @@
 
 #include "duckblock/error.h"
 #include "duckblock/io.h"
+#include "duckblock/page_index.h"
 #include "duckblock/sha256.h"
 #include "duckdb.hpp"
 
@@ -23,6 +24,21 @@ inline std::string sha256_file(const std::string& path) {
   FileSource src(path);
   std::vector<uint8_t> buf(1 << 20);
   while (size_t n = src.read(buf.data(), buf.size())) h.update(buf.data(), n);
+  auto d = h.finish();
+  return to_hex(d);
+}
+
+// The same, read through a PageReader (DuckDB's own handle, inside a push).
+inline std::string sha256_reader(PageReader& r) {
+  Sha256 h;
+  std::vector<uint8_t> buf(1 << 20);
+  uint64_t size = r.file_size();
+  for (uint64_t off = 0; off < size;) {
+    size_t n = r.read_at(off, buf.data(), buf.size());
+    if (n == 0) break;
+    h.update(buf.data(), n);
+    off += n;
+  }
   auto d = h.finish();
   return to_hex(d);
 }

@@ -25,20 +25,8 @@ using duckdb_test::fingerprint;
 using duckdb_test::fingerprint_file;
 using duckdb_test::run;
 using duckdb_test::sha256_file;
+using duckdb_test::sha256_reader;
 using test::TempDir;
-
-std::string sha256_reader(PageReader& r) {
-  Sha256 h;
-  std::vector<uint8_t> buf(1 << 20);
-  uint64_t size = r.file_size();
-  for (uint64_t off = 0; off < size;) {
-    size_t n = r.read_at(off, buf.data(), buf.size());
-    h.update(buf.data(), n);
-    off += n;
-  }
-  auto d = h.finish();
-  return to_hex(d);
-}
 
 // The stores the end-to-end run goes through: a local directory always, and
 // S3 when the test environment names a server (tests/store_backends.cpp).

@@ -39,20 +39,9 @@ using duckdb_integration::CaptureOptions;
 using duckdb_integration::PushEvent;
 
 constexpr const char* kPrefix = "crash/";
-constexpr double kScale = 0.1;  // small: the crash tests restart this many times
+using duckdb_test::sha256_reader;
 
-std::string sha256_reader(PageReader& r) {
-  Sha256 h;
-  std::vector<uint8_t> buf(1 << 20);
-  uint64_t size = r.file_size();
-  for (uint64_t off = 0; off < size;) {
-    size_t n = r.read_at(off, buf.data(), buf.size());
-    h.update(buf.data(), n);
-    off += n;
-  }
-  auto d = h.finish();
-  return to_hex(d);
-}
+constexpr double kScale = 0.1;  // small: the crash tests restart this many times
 
 void append_line(const std::string& path, const std::string& line) {
   // Appended with one write(2): a kill leaves whole lines (the page cache
