@@ -6,8 +6,11 @@
 #include <bit>
 #include <cstdio>
 #include <filesystem>
+#include <unistd.h>
 
 #include "duckblock/error.h"
+#include "duckblock/io.h"
+#include "duckdb/common/checksum.hpp"
 #include "duckdb/common/virtual_file_system.hpp"
 
 namespace duckblock::duckdb_integration {
@@ -28,6 +31,44 @@ std::string canonical(const std::string& path) {
   auto p = std::filesystem::weakly_canonical(std::filesystem::absolute(path, ec), ec);
   if (ec) return std::filesystem::absolute(path).lexically_normal().string();
   return p.string();
+}
+
+// DuckDB's WAL framing (1.4, write_ahead_log.cpp): after a version header,
+// entries of [u64 size][u64 checksum][payload], little-endian, where the
+// payload is a BinarySerializer object whose first field (id 100, two
+// bytes) is the entry type as a varint. Every flush ends with a WAL_FLUSH
+// entry (type 100); a checkpoint's flush has a CHECKPOINT entry (type 99)
+// just before it.
+constexpr uint8_t kWalCheckpoint = 99;
+constexpr uint8_t kWalFlush = 100;
+
+uint64_t le64(const uint8_t* p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+
+bool wal_entry_at(const uint8_t* p, uint64_t size, uint8_t type) {
+  if (size < 3 || p[16] != 100 || p[17] != 0 || p[18] != type) return false;
+  return le64(p + 8) == duckdb::Checksum(const_cast<uint8_t*>(p + 16), size);
+}
+
+// True if `tail` (the last bytes of a WAL just flushed) ends with a
+// CHECKPOINT entry and the flush marker: the flush DuckDB makes inside a
+// checkpoint, right before it writes the database header. Both entries'
+// checksums must match, so log bytes are never mistaken for them.
+bool ends_with_checkpoint(const std::vector<uint8_t>& tail) {
+  const size_t n = tail.size();
+  constexpr size_t kFlushEntry = 16 + 5;  // payload: field 100, type, end marker
+  if (n < kFlushEntry + 16 + 3) return false;
+  const uint8_t* flush = tail.data() + n - kFlushEntry;
+  if (le64(flush) != 5 || !wal_entry_at(flush, 5, kWalFlush)) return false;
+  // The CHECKPOINT entry ends where the flush begins; its payload is small.
+  for (size_t len = 3; len + 16 + kFlushEntry <= n && len < 96; ++len) {
+    const uint8_t* e = flush - 16 - len;
+    if (le64(e) == len && wal_entry_at(e, len, kWalCheckpoint)) return true;
+  }
+  return false;
 }
 
 }  // namespace
@@ -102,6 +143,23 @@ void Capture::start() {
   wrote_since_push_ = false;
   header_written_ = false;
   started_ = true;
+  // Commits DuckDB has in its log but not in the file (a crash, or a close
+  // without checkpoint) belong to the head now: ship the log as it is. A
+  // torn tail goes too; DuckDB cuts it before its next append, and the cut
+  // ships then.
+  log_from_zero_ = true;
+  log_cut_ = UINT64_MAX;
+  if (log_handle_) {
+    ship_log_locked(log_handle_, log_fs_);
+  } else if (::access((path_ + ".wal").c_str(), F_OK) == 0) {
+    auto bytes = read_file(path_ + ".wal");
+    if (!bytes.empty()) {
+      log_shipped_end_ = bytes.size();
+      stats_.log_bytes += bytes.size();
+      replicator_->push_log(db_name_, 0, std::move(bytes));
+      log_from_zero_ = false;
+    }
+  }
 }
 
 PushResult Capture::push_now() {
@@ -184,6 +242,85 @@ void Capture::on_sync() {
   if (started_) push_locked(PushEvent::Reason::kCheckpoint);
 }
 
+void Capture::on_log_open(duckdb::FileHandle& inner, duckdb::LocalFileSystem& fs) {
+  std::lock_guard l(mu_);
+  log_handle_ = &inner;
+  log_fs_ = &fs;
+  log_from_zero_ = true;  // a new log after a checkpoint, or one reopened
+}
+
+void Capture::on_log_close(duckdb::FileHandle& inner) {
+  std::lock_guard l(mu_);
+  if (log_handle_ == &inner) {
+    log_handle_ = nullptr;
+    log_fs_ = nullptr;
+  }
+}
+
+void Capture::on_log_truncate(uint64_t new_size) {
+  std::lock_guard l(mu_);
+  log_cut_ = std::min(log_cut_, new_size);
+}
+
+uint64_t Capture::ship_log_locked(duckdb::FileHandle* handle, duckdb::LocalFileSystem* fs) {
+  uint64_t size = static_cast<uint64_t>(fs->LocalFileSystem::GetFileSize(*handle));
+  uint64_t from = log_from_zero_ ? 0 : std::min(log_shipped_end_, log_cut_);
+  if (from > size) from = 0;  // shorter than anything we saw it cut to: ship it whole
+  if (!log_from_zero_ && from == size && log_cut_ >= log_shipped_end_) return 0;
+  std::vector<uint8_t> bytes(size - from);
+  if (!bytes.empty()) fs->LocalFileSystem::Read(*handle, bytes.data(), static_cast<int64_t>(bytes.size()), from);
+  stats_.log_bytes += bytes.size();
+  ++stats_.log_syncs;
+  uint64_t ticket = replicator_->push_log(db_name_, from, std::move(bytes));
+  log_shipped_end_ = size;
+  log_cut_ = UINT64_MAX;
+  log_from_zero_ = false;
+  return ticket;
+}
+
+void Capture::on_log_sync() {
+  uint64_t ticket = 0;
+  {
+    std::lock_guard l(mu_);
+    if (!started_ || !log_handle_) return;  // start() ships the log as it is then
+    uint64_t size = static_cast<uint64_t>(log_fs_->LocalFileSystem::GetFileSize(*log_handle_));
+    std::vector<uint8_t> tail(std::min<uint64_t>(size, 160));
+    log_fs_->LocalFileSystem::Read(*log_handle_, tail.data(), static_cast<int64_t>(tail.size()), size - tail.size());
+    // A checkpoint's own flush: its header follows at once and folds the
+    // log into the file, so nothing ships now. The file holds blocks of the
+    // checkpoint in progress, which must not ship before its header.
+    if (ends_with_checkpoint(tail)) return;
+    try {
+      // Blocks DuckDB wrote since the last checkpoint (a large append writes
+      // row groups into free blocks and its log entry points at them) ship
+      // first, as a segment of their own: the log may need them. No
+      // checkpoint runs during a commit (DuckDB's checkpoint lock), so the
+      // file is consistent at its current header.
+      if (dirty_count_ > 0 && !header_written_) {
+        uint64_t failures = stats_.push_failures;
+        push_locked(PushEvent::Reason::kCheckpoint);
+        if (stats_.push_failures != failures) {
+          throw Error(ErrorKind::kIO, stats_.last_error.value_or("push failed"));
+        }
+      }
+      ticket = ship_log_locked(log_handle_, log_fs_);
+    } catch (const std::exception& e) {
+      ++stats_.push_failures;
+      stats_.last_error = std::string("duckblock: shipping the log of '") + db_name_ + "' failed: " + e.what();
+      if (replicator_->options().log_sync_mode == LogSyncMode::kCommit) throw duckdb::IOException(*stats_.last_error);
+      log_from_zero_ = true;  // the next commit ships the whole log
+      return;
+    }
+  }
+  if (ticket == 0 || replicator_->options().log_sync_mode != LogSyncMode::kCommit) return;
+  // Synchronous mode: the COMMIT returns only once the store has its bytes.
+  try {
+    replicator_->wait_log(db_name_, ticket, options_.commit_timeout);
+  } catch (const std::exception& e) {
+    throw duckdb::IOException(std::string("duckblock: the commit's log did not reach the store: ") + e.what());
+  }
+}
+
 void Capture::on_truncate(uint64_t old_size, uint64_t new_size) {
   std::lock_guard l(mu_);
   ++stats_.truncates;
@@ -226,6 +363,8 @@ PushResult Capture::push_locked(PushEvent::Reason reason) {
   if (ev.result.seq != 0) {
     ++stats_.segments;
     stats_.last_seq = ev.result.seq;
+    // The log's base moved: its next segment carries it whole.
+    log_from_zero_ = true;
   }
   if (options_.on_push) {
     ev.file_length = reader.file_size();
@@ -245,26 +384,31 @@ PushResult Capture::push_locked(PushEvent::Reason reason) {
 class CaptureFileSystem::Handle final : public duckdb::FileHandle {
  public:
   Handle(CaptureFileSystem& fs, const std::string& path, duckdb::unique_ptr<duckdb::FileHandle> inner,
-         std::shared_ptr<Capture> capture)
-      : FileHandle(fs, path, inner->flags), inner_(std::move(inner)), capture_(std::move(capture)) {
-    if (capture_) capture_->on_open(*inner_, fs);
+         std::shared_ptr<Capture> capture, bool log)
+      : FileHandle(fs, path, inner->flags), inner_(std::move(inner)), capture_(std::move(capture)), log_(log) {
+    if (capture_) log_ ? capture_->on_log_open(*inner_, fs) : capture_->on_open(*inner_, fs);
   }
-  ~Handle() override {
-    if (capture_) capture_->on_close(*inner_);
-  }
+  ~Handle() override { closed(); }
   void Close() override {
-    if (capture_) capture_->on_close(*inner_);
+    closed();
     inner_->Close();
   }
   duckdb::idx_t GetProgress() override { return inner_->GetProgress(); }
   duckdb::FileCompressionType GetFileCompressionType() override { return inner_->GetFileCompressionType(); }
 
   duckdb::FileHandle& inner() { return *inner_; }
-  Capture* capture() { return capture_.get(); }
+  // The Capture of the database file this handle is (null for the log).
+  Capture* capture() { return log_ ? nullptr : capture_.get(); }
+  // The Capture whose write-ahead log this handle is (null otherwise).
+  Capture* log_capture() { return log_ ? capture_.get() : nullptr; }
 
  private:
+  void closed() {
+    if (capture_) log_ ? capture_->on_log_close(*inner_) : capture_->on_close(*inner_);
+  }
   duckdb::unique_ptr<duckdb::FileHandle> inner_;
   std::shared_ptr<Capture> capture_;
+  bool log_;
 };
 
 CaptureFileSystem::CaptureFileSystem(std::shared_ptr<Capture> capture)
@@ -274,18 +418,21 @@ duckdb::unique_ptr<duckdb::FileHandle> CaptureFileSystem::OpenFile(const duckdb:
                                                                    duckdb::FileOpenFlags flags,
                                                                    duckdb::optional_ptr<duckdb::FileOpener> opener) {
   auto h = LocalFileSystem::OpenFile(path, flags, opener);
-  // Only the writable handle on the database file itself is watched: DuckDB
-  // also opens it read-only to check its magic bytes, and opens the .wal and
-  // .tmp files beside it, none of which are replicated.
-  if (!h || !flags.OpenForWriting() || canonical(path) != canonical_path_) return h;
+  // Only the writable handles on the database file and its write-ahead log
+  // are watched: DuckDB also opens the file read-only to check its magic
+  // bytes, and .tmp files beside it, none of which are replicated.
+  if (!h || !flags.OpenForWriting()) return h;
+  std::string canon = canonical(path);
+  bool log = canon == canonical_path_ + ".wal";
+  if (!log && canon != canonical_path_) return h;
   std::string name = h->path;
-  return wrap(name, std::move(h), capture_);
+  return wrap(name, std::move(h), capture_, log);
 }
 
 duckdb::unique_ptr<duckdb::FileHandle> CaptureFileSystem::wrap(const std::string& path,
                                                                duckdb::unique_ptr<duckdb::FileHandle> inner,
-                                                               std::shared_ptr<Capture> capture) {
-  return duckdb::make_uniq<Handle>(*this, path, std::move(inner), std::move(capture));
+                                                               std::shared_ptr<Capture> capture, bool log) {
+  return duckdb::make_uniq<Handle>(*this, path, std::move(inner), std::move(capture), log);
 }
 
 Capture* CaptureFileSystem::capture_of(duckdb::FileHandle& handle) {
@@ -354,6 +501,10 @@ duckdb::FileType CaptureFileSystem::GetFileType(duckdb::FileHandle& handle) {
 
 void CaptureFileSystem::Truncate(duckdb::FileHandle& handle, int64_t new_size) {
   auto* w = dynamic_cast<Handle*>(&handle);
+  if (w && w->log_capture()) {
+    LocalFileSystem::Truncate(w->inner(), new_size);
+    return w->log_capture()->on_log_truncate(static_cast<uint64_t>(new_size));
+  }
   if (!w || !w->capture()) return LocalFileSystem::Truncate(DUCKBLOCK_UNWRAP(handle), new_size);
   int64_t old_size = LocalFileSystem::GetFileSize(w->inner());
   LocalFileSystem::Truncate(w->inner(), new_size);
@@ -362,6 +513,11 @@ void CaptureFileSystem::Truncate(duckdb::FileHandle& handle, int64_t new_size) {
 
 void CaptureFileSystem::FileSync(duckdb::FileHandle& handle) {
   auto* w = dynamic_cast<Handle*>(&handle);
+  if (w && w->log_capture()) {
+    // A commit (or a checkpoint's flush): the log is durable up to here.
+    LocalFileSystem::FileSync(w->inner());
+    return w->log_capture()->on_log_sync();
+  }
   if (!w || !w->capture()) return LocalFileSystem::FileSync(DUCKBLOCK_UNWRAP(handle));
   LocalFileSystem::FileSync(w->inner());
   w->capture()->on_sync();

@@ -40,4 +40,10 @@ class Error : public std::runtime_error {
 [[noreturn]] void throw_errno(const std::string& what);
 [[noreturn]] void throw_errno(const std::string& what, int err);
 
+// Invariants that hold unless the code is wrong. Checked in every build
+// (they are cheap); a failure prints the condition and aborts, because
+// continuing could ship or apply wrong bytes.
+[[noreturn]] void assert_failed(const char* condition, const char* file, int line);
+#define DUCKBLOCK_ASSERT(cond) ((cond) ? void(0) : ::duckblock::assert_failed(#cond, __FILE__, __LINE__))
+
 }  // namespace duckblock

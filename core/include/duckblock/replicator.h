@@ -40,6 +40,17 @@ struct SnapshotPolicy {
   uint64_t every_bytes = 256ull << 20;
 };
 
+// When a commit's log bytes must be in the store (see push_log).
+enum class LogSyncMode {
+  // Within `log_interval` of the commit: commits of one interval share one
+  // object, so the PUT rate is bounded. A lost machine loses at most the
+  // last interval (plus the upload time) of acknowledged commits.
+  kInterval,
+  // Before the commit returns (wait_log): nothing acknowledged is lost.
+  // Commits that arrive while an upload is in flight share the next one.
+  kCommit,
+};
+
 struct ReplicatorOptions {
   std::string prefix;     // key prefix inside the store, "" or ending in '/'
   std::string spool_dir;  // local directory for pending segments and state
@@ -52,6 +63,9 @@ struct ReplicatorOptions {
   // takes a snapshot, writes its segment itself. 0: every push is durable
   // in the spool when it returns.
   uint64_t background_spool_bytes = 64ull << 20;
+  // Log shipping (every commit between checkpoints): see push_log.
+  LogSyncMode log_sync_mode = LogSyncMode::kInterval;
+  std::chrono::milliseconds log_interval{1000};
   // Upload retry backoff (capped exponential with jitter).
   std::chrono::milliseconds retry_initial{100};
   std::chrono::milliseconds retry_max{10000};
@@ -70,6 +84,16 @@ struct ReplicationStatus {
   std::optional<std::string> last_error;
   bool fenced = false;
   int64_t last_upload_ms = 0;  // when the last segment reached the store
+  // The log (commits since the last checkpoint) in the store: its base
+  // checkpoint, last log segment and the log's length there.
+  uint64_t log_base_seq = 0;
+  uint64_t log_index = 0;
+  uint64_t log_length = 0;
+  uint64_t log_bytes_shipped = 0;     // encoded log bytes uploaded since add()
+  uint64_t log_segments_shipped = 0;
+  uint64_t log_pending_bytes = 0;     // committed log bytes not yet in the store
+  int64_t log_lag_ms = 0;             // age of the oldest of them (0: none)
+  int64_t last_log_upload_ms = 0;
 };
 
 struct PushResult {
@@ -122,7 +146,22 @@ class Replicator {
   // snapshot at that seq already exists. Uploaded in the background.
   SnapshotResult snapshot_now(const std::string& db, PageReader& reader);
 
-  // Waits until everything spooled for `db` ("" = all) is in the store, or
+  // Ships committed log bytes of `db` (for DuckDB: its .wal after a commit's
+  // fsync): the log beside the file at the chain's current head holds
+  // `bytes` at `offset` and ends there. The first push after the head moved
+  // (any push_checkpoint that shipped) must start at offset 0 with the whole
+  // log. Queued in memory and uploaded by a background thread as log
+  // segments (wal.h) once the head's checkpoint segment is in the store;
+  // bytes of a base that a later checkpoint folded in are dropped if not yet
+  // sent. Returns a ticket for wait_log.
+  uint64_t push_log(const std::string& db, uint64_t offset, std::vector<uint8_t> bytes);
+  // Waits until the log bytes of `ticket` (or the checkpoint that folded
+  // them) are in the store. Throws Error(kFenced), or Error(kRetryable) on
+  // timeout naming the last upload error.
+  void wait_log(const std::string& db, uint64_t ticket, std::chrono::milliseconds timeout = std::chrono::minutes(5));
+
+  // Waits until everything spooled for `db` ("" = all), and every log byte
+  // pushed before the call, is in the store, or
   // throws Error(kFenced) / Error(kRetryable) on timeout with the last error.
   void sync(const std::string& db = "", std::chrono::milliseconds timeout = std::chrono::minutes(5));
 
@@ -144,6 +183,7 @@ class Replicator {
   std::shared_ptr<ObjectStore> store_;
   ReplicatorOptions options_;
   std::unique_ptr<Impl> impl_;
+  void sync_segments(const std::string& db, std::chrono::milliseconds timeout);
 };
 
 }  // namespace duckblock

@@ -30,6 +30,7 @@
 #include "duckblock/error.h"
 #include "duckblock/key.h"
 #include "duckblock/restore.h"
+#include "log_shipper.h"
 
 namespace duckblock {
 
@@ -100,6 +101,9 @@ struct Replicator::Impl {
     bool resync_needed = false;   // a queued segment failed: see push_locked
     bool uploading = false;       // the uploader is working on one of its segments
     std::mutex push_mu;  // one push at a time per database; guards index
+    // Commits between checkpoints (push_log); created once the database is
+    // registered, destroyed (unsent bytes dropped) when it is removed.
+    std::unique_ptr<LogShipper> log;
     std::string incr_dir() const { return dir + "/0000"; }
     std::string snap_dir() const { return dir + "/0001"; }
   };
@@ -256,7 +260,36 @@ struct Replicator::Impl {
 
   PushResult push(Db& db, PageReader& reader, const std::vector<uint64_t>* candidates) {
     std::lock_guard push_lock(db.push_mu);
-    return push_locked(db, reader, candidates);
+    PushResult r = push_locked(db, reader, candidates);
+    // Log bytes queued on an older head are in this checkpoint now.
+    if (r.seq != 0 && db.log) db.log->supersede(r.seq);
+    return r;
+  }
+
+  void start_log(const std::shared_ptr<Db>& db) {
+    LogShipper::Options o;
+    o.prefix = self->options_.prefix;
+    o.db = db->name;
+    o.mode = self->options_.log_sync_mode;
+    o.interval = self->options_.log_interval;
+    o.retry_initial = self->options_.retry_initial;
+    o.retry_max = self->options_.retry_max;
+    o.now_ms = self->options_.now_ms;
+    std::weak_ptr<Db> weak = db;
+    o.base_state = [this, weak](uint64_t base) {
+      LogShipper::BaseState b;
+      auto d = weak.lock();
+      if (!d) return b;
+      std::lock_guard l(mu);
+      if (d->st.seq > base || d->assigned_seq > base) {
+        b.superseded = true;
+      } else if (d->st.seq == base && d->st.uploaded_any && d->st.uploaded_seq >= base) {
+        b.stored = true;
+        b.checksum = d->st.checksum;
+      }
+      return b;
+    };
+    db->log = std::make_unique<LogShipper>(self->store_, std::move(o));
   }
 
   // Holds db.push_mu across the push and the snapshot, so no other push can
@@ -269,6 +302,7 @@ struct Replicator::Impl {
     std::unique_lock l(mu);
     if (db.resync_needed) throw Error(ErrorKind::kIO, db.status.last_error.value_or("spooling failed"));
     r.seq = db.st.seq;
+    if (r.incremental.seq != 0 && db.log) db.log->supersede(r.incremental.seq);
     if (r.incremental.snapshot || db.st.last_snapshot_seq == db.st.seq) return r;
     uint64_t prev = db.st.checksum;
     l.unlock();
@@ -696,6 +730,7 @@ struct Replicator::Impl {
         db.status.last_error = std::string(e.what());
       }
       db.status.pending_segments = pending(db);
+      if (db.log) db.log->kick();
       done_cv.notify_all();
     }
   }
@@ -713,6 +748,7 @@ Replicator::Replicator(std::shared_ptr<ObjectStore> store, ReplicatorOptions opt
 }
 
 Replicator::~Replicator() {
+  for (auto& [name, db] : impl_->dbs) db->log.reset();
   {
     std::lock_guard l(impl_->mu);
     impl_->spooler_stopping = true;  // it writes what is queued, then stops
@@ -795,6 +831,7 @@ void Replicator::add(const std::string& db_name, PageReader& reader) {
   // Whatever the file holds beyond the shipped state (a checkpoint that
   // committed before a crash could spool it) ships now.
   impl_->push(*db, reader, nullptr);
+  impl_->start_log(db);
   std::lock_guard l(impl_->mu);
   db->status.pending_segments = impl_->pending(*db);
   impl_->dbs[db_name] = db;
@@ -832,6 +869,7 @@ void Replicator::add_continuing(const std::string& db_name, PageReader& reader, 
   impl_->save_index(*db, true);
   db->status.spooled_seq = db->status.uploaded_seq = position.seq;
   db->status.last_snapshot_seq = db->st.last_snapshot_seq;
+  impl_->start_log(db);
   std::lock_guard l(impl_->mu);
   impl_->dbs[db_name] = db;
 }
@@ -866,6 +904,54 @@ SnapshotResult Replicator::snapshot_now(const std::string& db_name, PageReader& 
 }
 
 void Replicator::sync(const std::string& db_name, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  sync_segments(db_name, timeout);
+  // Then the log: its bytes go up only after the checkpoint they are based
+  // on, which is in the store now.
+  std::vector<std::shared_ptr<Impl::Db>> dbs;
+  {
+    std::lock_guard l(impl_->mu);
+    for (auto& [name, db] : impl_->dbs) {
+      if (db_name.empty() || name == db_name) dbs.push_back(db);
+    }
+  }
+  for (auto& db : dbs) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (db->log) db->log->drain(std::max(left, std::chrono::milliseconds(1)));
+  }
+}
+
+uint64_t Replicator::push_log(const std::string& db_name, uint64_t offset, std::vector<uint8_t> bytes) {
+  std::shared_ptr<Impl::Db> db;
+  uint64_t base;
+  {
+    std::lock_guard l(impl_->mu);
+    auto it = impl_->dbs.find(db_name);
+    if (it == impl_->dbs.end()) throw Error(ErrorKind::kNotFound, "database '" + db_name + "' is not added");
+    db = it->second;
+    if (db->status.fenced) throw Error(ErrorKind::kFenced, *db->status.last_error);
+    base = db->assigned_seq;
+  }
+  DUCKBLOCK_ASSERT(db->log);
+  return db->log->push(base, offset, std::move(bytes));
+}
+
+void Replicator::wait_log(const std::string& db_name, uint64_t ticket, std::chrono::milliseconds timeout) {
+  std::shared_ptr<Impl::Db> db;
+  {
+    std::lock_guard l(impl_->mu);
+    auto it = impl_->dbs.find(db_name);
+    if (it == impl_->dbs.end()) throw Error(ErrorKind::kNotFound, "database '" + db_name + "' is not added");
+    db = it->second;
+  }
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  if (db->log->wait(ticket, timeout)) return;
+  // Folded into a checkpoint before it went up: that checkpoint's segment
+  // carries the commit.
+  sync_segments(db_name, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()));
+}
+
+void Replicator::sync_segments(const std::string& db_name, std::chrono::milliseconds timeout) {
   std::unique_lock l(impl_->mu);
   auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
@@ -908,6 +994,7 @@ void Replicator::remove(const std::string& db_name) {
     std::unique_lock l(impl_->mu);
     impl_->done_cv.wait(l, [&] { return !db->uploading; });
   }
+  db->log.reset();
   impl_->save_index_quietly(*db);
 }
 
@@ -921,7 +1008,9 @@ ReplicationStatus Replicator::status(const std::string& db_name) const {
   std::lock_guard l(impl_->mu);
   auto it = impl_->dbs.find(db_name);
   if (it == impl_->dbs.end()) throw Error(ErrorKind::kNotFound, "database '" + db_name + "' is not added");
-  return it->second->status;
+  ReplicationStatus s = it->second->status;
+  if (it->second->log) it->second->log->fill_status(s);
+  return s;
 }
 
 std::vector<std::string> Replicator::databases() const {

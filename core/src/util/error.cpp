@@ -1,6 +1,8 @@
 #include "duckblock/error.h"
 
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 namespace duckblock {
@@ -31,5 +33,14 @@ void throw_errno(const std::string& what, int err) {
 }
 
 void throw_errno(const std::string& what) { throw_errno(what, errno); }
+
+}  // namespace duckblock
+
+namespace duckblock {
+
+void assert_failed(const char* condition, const char* file, int line) {
+  std::fprintf(stderr, "duckblock: internal invariant failed: %s (%s:%d)\n", condition, file, line);
+  std::abort();
+}
 
 }  // namespace duckblock

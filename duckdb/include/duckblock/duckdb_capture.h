@@ -24,6 +24,7 @@
 // (trim_free_blocks, off by default) ship the same way. See docs/DUCKDB.md.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -72,6 +73,11 @@ struct CaptureOptions {
   // Called after every push (from the DuckDB thread that checkpointed, with
   // the capture's lock held: keep it short, and do not call into DuckDB).
   std::function<void(const PushEvent&)> on_push;
+  // With LogSyncMode::kCommit, how long a COMMIT waits for the store to hold
+  // its log bytes before it fails (DuckDB then rolls the transaction back;
+  // the bytes may still reach the store: the outcome of a failed COMMIT is
+  // unknown, as with any commit whose acknowledgement was lost).
+  std::chrono::milliseconds commit_timeout{std::chrono::seconds(60)};
 };
 
 struct CaptureStats {
@@ -83,6 +89,8 @@ struct CaptureStats {
   uint64_t pending_pages = 0;       // pages written since the last push
   uint64_t last_seq = 0;            // seq of the last segment shipped
   uint64_t push_failures = 0;
+  uint64_t log_syncs = 0;           // fsyncs of the .wal that shipped log bytes (commits)
+  uint64_t log_bytes = 0;           // log bytes handed to the replicator
   std::optional<std::string> last_error;
 };
 
@@ -123,6 +131,14 @@ class Capture {
   void on_trim(uint64_t offset, uint64_t length);
   void on_sync();
   void on_truncate(uint64_t old_size, uint64_t new_size);
+  // The same for the database's write-ahead log (`<path>.wal`).
+  void on_log_open(duckdb::FileHandle& inner, duckdb::LocalFileSystem& fs);
+  void on_log_close(duckdb::FileHandle& inner);
+  void on_log_truncate(uint64_t new_size);
+  void on_log_sync();
+  // Reads the log's committed bytes not yet shipped and hands them to the
+  // replicator; returns the ticket (0: nothing shipped).
+  uint64_t ship_log_locked(duckdb::FileHandle* handle, duckdb::LocalFileSystem* fs);
 
   PushResult push_locked(PushEvent::Reason reason);
   void mark_locked(uint64_t offset, uint64_t length);
@@ -143,6 +159,14 @@ class Capture {
   std::vector<uint64_t> dirty_;
   uint64_t dirty_count_ = 0;
   uint64_t bytes_since_push_ = 0;
+  // The write-ahead log: DuckDB's handle on it (while open), how much of it
+  // the replicator has (for the current head), and the lowest length DuckDB
+  // cut it to since (a rolled-back commit, a torn tail cut at reopen).
+  duckdb::FileHandle* log_handle_ = nullptr;
+  duckdb::LocalFileSystem* log_fs_ = nullptr;
+  bool log_from_zero_ = true;  // the head moved or the log is new: ship it whole
+  uint64_t log_shipped_end_ = 0;
+  uint64_t log_cut_ = UINT64_MAX;
   CaptureStats stats_;
 };
 
@@ -187,8 +211,9 @@ class CaptureFileSystem : public duckdb::LocalFileSystem {
   // `path` (the name DuckDB opened it by) and served by this file system's
   // handle methods, which report its writes to `capture` (null: none, a
   // plain file under another name).
+  // With `log`, the handle is the database's write-ahead log instead.
   duckdb::unique_ptr<duckdb::FileHandle> wrap(const std::string& path, duckdb::unique_ptr<duckdb::FileHandle> inner,
-                                              std::shared_ptr<Capture> capture);
+                                              std::shared_ptr<Capture> capture, bool log = false);
   // The Capture a handle from wrap() or OpenFile reports to, or null.
   static Capture* capture_of(duckdb::FileHandle& handle);
 

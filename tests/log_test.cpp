@@ -1,0 +1,277 @@
+// Log segments (every commit between checkpoints): the format, the replica
+// side, and the Replicator's shipping, against every store backend.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <random>
+#include <thread>
+
+#include "duckblock/error.h"
+#include "duckblock/replicator.h"
+#include "duckblock/restore.h"
+#include "duckblock/wal.h"
+#include "store_backends.h"
+#include "test_util.h"
+
+namespace duckblock {
+namespace {
+
+std::vector<uint8_t> bytes_of(const std::string& s) { return {s.begin(), s.end()}; }
+
+LogSegment make_segment(uint64_t base, uint64_t base_checksum, uint64_t index, uint64_t prev, uint64_t offset,
+                        const std::string& data) {
+  LogSegmentHeader h{base, base_checksum, index, prev, offset, data.size(), 1700000000000};
+  uint64_t c = 0;
+  auto enc = encode_log_segment(h, reinterpret_cast<const uint8_t*>(data.data()), &c);
+  auto s = decode_log_segment(enc);
+  EXPECT_EQ(s.checksum, c);
+  return s;
+}
+
+template <class F>
+ErrorKind kind_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.kind();
+  }
+  ADD_FAILURE() << "no error thrown";
+  return ErrorKind::kRemote;
+}
+
+TEST(LogFormat, RoundTripsEveryField) {
+  LogSegmentHeader h{7, 0x1122334455667788, 3, 0xaabbccddeeff0011, 4096, 5, 1700000000123};
+  uint64_t c = 0;
+  auto enc = encode_log_segment(h, reinterpret_cast<const uint8_t*>("hello"), &c);
+  ASSERT_EQ(enc.size(), kLogHeaderSize + 5 + 8);
+  auto s = decode_log_segment(enc);
+  EXPECT_EQ(s.header.base_seq, 7u);
+  EXPECT_EQ(s.header.base_checksum, 0x1122334455667788u);
+  EXPECT_EQ(s.header.index, 3u);
+  EXPECT_EQ(s.header.prev_checksum, 0xaabbccddeeff0011u);
+  EXPECT_EQ(s.header.offset, 4096u);
+  EXPECT_EQ(s.header.length, 5u);
+  EXPECT_EQ(s.header.created_ms, 1700000000123);
+  EXPECT_EQ(s.checksum, c);
+  EXPECT_EQ(std::string(s.data.begin(), s.data.end()), "hello");
+}
+
+// Every single-byte change anywhere (header, data or trailer) is refused:
+// the checksum covers every field, the time included.
+TEST(LogFormat, EveryFlippedByteIsCorruption) {
+  LogSegmentHeader h{1, 42, 2, 99, 0, 11, 1700000000000};
+  auto enc = encode_log_segment(h, reinterpret_cast<const uint8_t*>("hello world"), nullptr);
+  for (size_t i = 0; i < enc.size(); ++i) {
+    auto bad = enc;
+    bad[i] ^= 0x01;
+    EXPECT_EQ(kind_of([&] { decode_log_segment(bad); }), ErrorKind::kCorruption) << "byte " << i;
+  }
+  auto cut = enc;
+  cut.pop_back();
+  EXPECT_EQ(kind_of([&] { decode_log_segment(cut); }), ErrorKind::kCorruption);
+  auto longer = enc;
+  longer.push_back(0);
+  EXPECT_EQ(kind_of([&] { decode_log_segment(longer); }), ErrorKind::kCorruption);
+}
+
+// A header claiming a huge length is refused before anything is sized
+// from it, and a hadbp segment is not taken for a log segment.
+TEST(LogFormat, HostileLengthAndForeignMagicAreRefused) {
+  LogSegmentHeader h{1, 42, 2, 99, 0, 4, 0};
+  auto enc = encode_log_segment(h, reinterpret_cast<const uint8_t*>("abcd"), nullptr);
+  for (int i = 48; i < 56; ++i) enc[i] = 0xff;  // length
+  EXPECT_EQ(kind_of([&] { decode_log_segment(enc); }), ErrorKind::kCorruption);
+  auto hadbp = enc;
+  std::memcpy(hadbp.data(), "HADBP", 5);
+  EXPECT_EQ(kind_of([&] { decode_log_segment(hadbp); }), ErrorKind::kCorruption);
+}
+
+TEST(LogReplica, AppliesInOrderAndRefusesWhatDoesNotChain) {
+  test::TempDir dir;
+  ChainPosition at{5, 0x55};
+  LogReplica log(dir / "db.wal", dir / "db.wal-record");
+  auto s1 = make_segment(5, 0x55, 1, 0x55, 0, "abc");
+  auto s2 = make_segment(5, 0x55, 2, s1.checksum, 3, "def");
+  // Another base, another checksum at the same seq, out of order, wrong link.
+  EXPECT_EQ(kind_of([&] { log.apply(s1, ChainPosition{6, 0x55}); }), ErrorKind::kChainBroken);
+  EXPECT_EQ(kind_of([&] { log.apply(s1, ChainPosition{5, 0x56}); }), ErrorKind::kChainBroken);
+  EXPECT_EQ(kind_of([&] { log.apply(s2, at); }), ErrorKind::kChainBroken);
+  EXPECT_FALSE(std::filesystem::exists(dir / "db.wal")) << "nothing may be written before a segment chains";
+  log.apply(s1, at);
+  auto forged = make_segment(5, 0x55, 2, 0x1234, 3, "def");
+  EXPECT_EQ(kind_of([&] { log.apply(forged, at); }), ErrorKind::kChainBroken);
+  log.apply(s2, at);
+  EXPECT_EQ(read_file(dir / "db.wal"), bytes_of("abcdef"));
+  // A cut back (DuckDB truncating a rolled-back commit) then an append.
+  auto s3 = make_segment(5, 0x55, 3, s2.checksum, 4, "XY");
+  log.apply(s3, at);
+  EXPECT_EQ(read_file(dir / "db.wal"), bytes_of("abcdXY"));
+  EXPECT_TRUE(log.intact());
+  // Reopened, it remembers where it is.
+  LogReplica again(dir / "db.wal", dir / "db.wal-record");
+  ASSERT_TRUE(again.position());
+  EXPECT_EQ(again.position()->index, 3u);
+  EXPECT_EQ(again.position()->length, 6u);
+}
+
+// A crash after the log was written but before its record: the log is
+// longer than the record says, and opening it cuts it back.
+TEST(LogReplica, ALogLongerThanItsRecordIsCutBackOnOpen) {
+  test::TempDir dir;
+  ChainPosition at{1, 0x11};
+  {
+    LogReplica log(dir / "db.wal", dir / "rec");
+    log.apply(make_segment(1, 0x11, 1, 0x11, 0, "committed"), at);
+  }
+  {
+    int fd = ::open((dir / "db.wal").c_str(), O_WRONLY | O_APPEND);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::write(fd, "torn", 4), 4);
+    ::close(fd);
+  }
+  LogReplica log(dir / "db.wal", dir / "rec");
+  EXPECT_EQ(read_file(dir / "db.wal"), bytes_of("committed"));
+  EXPECT_TRUE(log.intact());
+  log.clear();
+  EXPECT_FALSE(std::filesystem::exists(dir / "db.wal"));
+  EXPECT_FALSE(log.position());
+}
+
+class LogShipping : public ::testing::TestWithParam<test::StoreBackend> {
+ protected:
+  void SetUp() override {
+    store = std::shared_ptr<ObjectStore>(GetParam().make());
+    file = dir / "leader.db";
+    std::vector<uint8_t> data(8 * 4096);
+    for (size_t i = 0; i < data.size(); ++i) data[i] = uint8_t(i * 7);
+    write_file_atomic(file, data);
+  }
+  ReplicatorOptions options(LogSyncMode mode = LogSyncMode::kInterval) {
+    ReplicatorOptions o;
+    o.spool_dir = dir / "spool";
+    o.retry_initial = std::chrono::milliseconds(5);
+    o.log_sync_mode = mode;
+    o.log_interval = std::chrono::milliseconds(50);
+    return o;
+  }
+  void change_page(uint64_t page, uint8_t value) {
+    auto data = read_file(file);
+    data[page * 4096] = value;
+    write_file_atomic(file, data);
+  }
+  std::shared_ptr<ObjectStore> store;
+  test::TempDir dir;
+  std::string file;
+};
+
+// Bytes pushed within one interval go up as one object after the
+// checkpoint they are based on; a follower's log then holds exactly the
+// leader's log.
+TEST_P(LogShipping, CommitsOfOneIntervalShareOneObjectAndAFollowerGetsTheLog) {
+  Replicator rep(store, options());
+  FilePageReader reader(file);
+  rep.add("db", reader);
+  rep.push_log("db", 0, bytes_of("HEADER"));
+  rep.push_log("db", 6, bytes_of("commit1"));
+  rep.push_log("db", 13, bytes_of("commit2"));
+  rep.sync();
+  auto entries = list_log(*store, "", "db");
+  ASSERT_EQ(entries.size(), 1u);
+  EXPECT_EQ(entries[0].base_seq, 0u);
+  EXPECT_EQ(entries[0].index, 1u);
+  auto st = rep.status("db");
+  EXPECT_EQ(st.log_length, 20u);
+  EXPECT_EQ(st.log_pending_bytes, 0u);
+  EXPECT_EQ(st.log_segments_shipped, 1u);
+
+  auto res = restore(*store, "db", dir / "replica.db");
+  LogReplica log(dir / "replica.db.wal", dir / "replica.db.wal-record");
+  auto up = catch_up_log(*store, "", "db", res.position, log);
+  EXPECT_EQ(up.applied, 1u);
+  EXPECT_EQ(read_file(dir / "replica.db.wal"), bytes_of("HEADERcommit1commit2"));
+}
+
+// A checkpoint folds the log into the file: log bytes of the old base not
+// yet sent are dropped, the next log starts whole on the new base, and a
+// follower that moves to the new checkpoint drops its old log.
+TEST_P(LogShipping, ACheckpointSupersedesTheLogOfItsBase) {
+  auto o = options();
+  o.log_interval = std::chrono::hours(1);  // nothing goes up on its own
+  Replicator rep(store, o);
+  {
+    FilePageReader reader(file);
+    rep.add("db", reader);
+  }
+  rep.push_log("db", 0, bytes_of("old-base-commit"));
+  change_page(3, 0xee);
+  FilePageReader reader(file);
+  auto r = rep.push_checkpoint("db", reader);
+  ASSERT_EQ(r.seq, 1u);
+  rep.push_log("db", 0, bytes_of("new"));
+  rep.sync();  // waits for the log pushed before it, however long the interval
+  EXPECT_TRUE(list_log(*store, "", "db", 0).empty()) << "the superseded log must not be uploaded";
+  auto entries = list_log(*store, "", "db", 1);
+  ASSERT_EQ(entries.size(), 1u);
+  auto seg = fetch_log_segment(*store, entries[0]);
+  EXPECT_EQ(std::string(seg.data.begin(), seg.data.end()), "new");
+}
+
+// Synchronous mode: wait_log returns once the object is in the store.
+TEST_P(LogShipping, CommitModeWaitsUntilTheStoreHoldsTheBytes) {
+  Replicator rep(store, options(LogSyncMode::kCommit));
+  FilePageReader reader(file);
+  rep.add("db", reader);
+  for (int i = 0; i < 20; ++i) {
+    std::string c = "commit" + std::to_string(i) + ";";
+    auto t = rep.push_log("db", i == 0 ? 0 : rep.status("db").log_length, bytes_of(c));
+    rep.wait_log("db", t, std::chrono::seconds(30));
+    auto entries = list_log(*store, "", "db", 0);
+    ASSERT_FALSE(entries.empty());
+    auto last = fetch_log_segment(*store, entries.back());
+    EXPECT_EQ(std::string(last.data.end() - c.size(), last.data.end()), c) << "commit " << i;
+  }
+}
+
+// A restarted leader continues the store's log of the same base after its
+// last object instead of colliding with it.
+TEST_P(LogShipping, ARestartedLeaderContinuesTheLogChain) {
+  {
+    Replicator rep(store, options());
+    FilePageReader reader(file);
+    rep.add("db", reader);
+    rep.push_log("db", 0, bytes_of("first"));
+    rep.sync();
+  }
+  Replicator rep(store, options());
+  FilePageReader reader(file);
+  rep.add("db", reader);
+  rep.push_log("db", 0, bytes_of("first+second"));
+  rep.sync();
+  auto entries = list_log(*store, "", "db", 0);
+  ASSERT_EQ(entries.size(), 2u);
+  auto res = restore(*store, "db", dir / "r.db");
+  LogReplica log(dir / "r.db.wal", dir / "r.db.wal-record");
+  EXPECT_EQ(catch_up_log(*store, "", "db", res.position, log).applied, 2u);
+  EXPECT_EQ(read_file(dir / "r.db.wal"), bytes_of("first+second"));
+}
+
+// Another writer's object at our next index fences the log shipper, and a
+// commit in synchronous mode fails rather than being acknowledged.
+TEST_P(LogShipping, AForeignObjectAtOurIndexFences) {
+  Replicator rep(store, options(LogSyncMode::kCommit));
+  FilePageReader reader(file);
+  rep.add("db", reader);
+  rep.sync();
+  LogSegmentHeader h{0, 0xdead, 1, 0xdead, 0, 3, 0};  // another chain's log at our base
+  auto foreign = encode_log_segment(h, reinterpret_cast<const uint8_t*>("xyz"), nullptr);
+  put_bytes(*store, log_key("", "db", 0, 1), foreign);
+  auto t = rep.push_log("db", 0, bytes_of("ours"));
+  EXPECT_EQ(kind_of([&] { rep.wait_log("db", t, std::chrono::seconds(30)); }), ErrorKind::kFenced);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllBackends, LogShipping, ::testing::ValuesIn(test::all_store_backends()),
+                         [](const auto& info) { return info.param.name; });
+
+}  // namespace
+}  // namespace duckblock
