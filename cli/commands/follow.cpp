@@ -9,6 +9,7 @@
 #include "common.h"
 #include "duckblock/key.h"
 #include "duckblock/restore.h"
+#include "duckblock/wal.h"
 
 namespace duckblock::cli {
 
@@ -22,7 +23,7 @@ Runner add_follow(CLI::App& app) {
     StoreFlags store;
     std::string to;
     std::string interval = "1s";
-    bool once = false, force = false;
+    bool once = false, force = false, no_log = false;
   };
   auto f = std::make_shared<Flags>();
   add_store_flags(cmd, f->store, true, true);
@@ -30,6 +31,9 @@ Runner add_follow(CLI::App& app) {
   cmd->add_option("--interval", f->interval, "Time between polls of the store (errors back off up to 30s)")
       ->capture_default_str();
   cmd->add_flag("--once", f->once, "Catch up to the store's head, print the position and exit");
+  cmd->add_flag("--checkpoints-only", f->no_log,
+                "Follow checkpoints only: do not keep PATH.wal current with the commits shipped since the "
+                "last checkpoint");
   cmd->add_flag("--force", f->force,
                 "Replace an existing PATH that has no duckblock journal (PATH.duckblock), and remove a stale "
                 "PATH.wal");
@@ -55,7 +59,9 @@ Runner add_follow(CLI::App& app) {
                       ".duckblock journal): following would replace it with a snapshot. Pass --force to allow "
                       "that, or choose another --to");
     }
-    bool wal = path_exists(path + ".wal");
+    // A .wal beside the replica is ours when its record says so and it has
+    // exactly the recorded length; anything else is stale or was changed.
+    bool wal = path_exists(path + ".wal") && !LogReplica(path + ".wal", path + ".duckblock-log").intact();
     if (wal && !f->force) {
       throw Error(ErrorKind::kAlreadyExists,
                   path + ".wal exists: DuckDB would replay that log onto the replica. Remove it, or pass --force "
@@ -67,25 +73,40 @@ Runner add_follow(CLI::App& app) {
     }
     if (wal) {
       if (::unlink((path + ".wal").c_str()) != 0 && errno != ENOENT) throw_errno("cannot remove " + path + ".wal");
+      ::unlink((path + ".duckblock-log").c_str());
       note(f->store, "follow: removed stale " + path + ".wal (--force)");
     }
 
     std::mutex out_mu;
+    FollowerBehavior* follower_ptr = nullptr;
     auto print = [&](const ChainPosition& p, const char* event) {
       std::lock_guard l(out_mu);
+      std::optional<LogPosition> log;
+      // on_applied runs on the applying thread, which holds the follower's
+      // apply lock: read the record from disk instead of asking it.
+      if (follower_ptr && !f->no_log) log = LogReplica::peek(path + ".duckblock-log");
       if (f->store.json) {
         nlohmann::json j = {{"event", event}, {"db", f->store.db}, {"seq", p.seq},
                             {"checksum", checksum_hex(p.checksum)}, {"time", format_time(now_ms())}};
+        if (!f->no_log) {
+          j["log_index"] = log ? log->index : 0;
+          j["log_length"] = log ? log->length : 0;
+          j["log_created_ms"] = log ? log->created_ms : 0;
+        }
         std::cout << j.dump() << std::endl;
       } else {
         std::cout << (std::string(event) == "applied" ? "" : std::string(event) + " ") << "seq " << p.seq
-                  << " checksum " << checksum_hex(p.checksum) << std::endl;
+                  << " checksum " << checksum_hex(p.checksum);
+        if (log) std::cout << " log " << log->index << " (" << log->length << " bytes)";
+        std::cout << std::endl;
       }
     };
     FollowerOptions fo;
     fo.poll_interval = interval;
     fo.on_applied = [&](const ChainPosition& p) { print(p, "applied"); };
+    if (!f->no_log) fo.log_path = path + ".wal";
     FollowerBehavior follower(store, f->store.db, path, fo);
+    follower_ptr = &follower;
     // The first poll runs here so that a missing database, a corrupt object
     // or a broken chain ends the command with its own exit status.
     follower.poll_once();

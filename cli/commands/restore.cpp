@@ -8,6 +8,7 @@
 #include "common.h"
 #include "duckblock/key.h"
 #include "duckblock/restore.h"
+#include "duckblock/wal.h"
 
 namespace duckblock::cli {
 
@@ -74,7 +75,9 @@ Runner add_restore(CLI::App& app) {
     // failure leaves every existing file as it was.
     std::string tmp = path + ".duckblock-new";
     auto cleanup_tmp = [&] {
-      for (const auto& p : {tmp, tmp + ".duckblock", tmp + ".duckblock-pending"}) ::unlink(p.c_str());
+      for (const auto& p : {tmp, tmp + ".duckblock", tmp + ".duckblock-pending", tmp + ".wal", tmp + ".duckblock-log"}) {
+        ::unlink(p.c_str());
+      }
     };
     cleanup_tmp();
     Progress progress("restoring", 0, f->store.quiet);
@@ -98,8 +101,15 @@ Runner add_restore(CLI::App& app) {
     RestoreOptions ro;
     ro.progress = [&](const RestoreProgress& p) { progress.set_total(p.bytes_total); };
     RestoreResult r;
+    LogCatchUp log_done;
     try {
       r = restore(*store, f->store.db, tmp, target, ro);
+      // The commits after that checkpoint: its log (DuckDB replays it when
+      // it opens the file). --seq N means checkpoint N exactly.
+      if (!target.seq) {
+        LogReplica log(tmp + ".wal", tmp + ".duckblock-log");
+        log_done = catch_up_log(*store, "", f->store.db, r.position, log, target.time_ms);
+      }
     } catch (...) {
       progress.finish();
       cleanup_tmp();
@@ -114,9 +124,20 @@ Runner add_restore(CLI::App& app) {
       }
       ::unlink((path + ".duckblock").c_str());
       ::unlink((path + ".duckblock-pending").c_str());
+      ::unlink((path + ".duckblock-log").c_str());
       if (::rename(tmp.c_str(), path.c_str()) != 0) throw_errno("cannot move the restored file to " + path);
       if (::rename((tmp + ".duckblock").c_str(), (path + ".duckblock").c_str()) != 0) {
         throw_errno("cannot move the restore journal beside " + path);
+      }
+      // The log after the file: a reader in between sees the checkpoint
+      // alone, an earlier point of the same chain.
+      if (log_done.position) {
+        if (::rename((tmp + ".wal").c_str(), (path + ".wal").c_str()) != 0) {
+          throw_errno("cannot move the restored log to " + path + ".wal");
+        }
+        if (::rename((tmp + ".duckblock-log").c_str(), (path + ".duckblock-log").c_str()) != 0) {
+          throw_errno("cannot move the log record beside " + path);
+        }
       }
       fsync_dir(dir);
     } catch (...) {
@@ -134,14 +155,22 @@ Runner add_restore(CLI::App& app) {
                           {"bytes_downloaded", r.bytes_downloaded},
                           {"created_ms", r.created_ms},
                           {"created", format_time(r.created_ms)},
+                          {"log_segments", log_done.applied},
+                          {"log_bytes", log_done.position ? log_done.position->length : 0},
+                          {"log_created_ms", log_done.position ? log_done.position->created_ms : 0},
                           {"replaced", exists},
                           {"removed_wal", removed_wal}};
       std::cout << j.dump(2) << "\n";
     } else {
       std::cout << "restored '" << f->store.db << "' to " << path << ": seq " << r.position.seq << " (created "
                 << format_time(r.created_ms) << "), snapshot " << r.snapshot_seq << " + " << r.segments_applied
-                << " incremental" << (r.segments_applied == 1 ? "" : "s") << ", "
-                << human_bytes(r.bytes_downloaded) << " downloaded\n";
+                << " incremental" << (r.segments_applied == 1 ? "" : "s");
+      if (log_done.position) {
+        std::cout << " + " << log_done.applied << " log segment" << (log_done.applied == 1 ? "" : "s") << " ("
+                  << human_bytes(log_done.position->length) << " of commits up to "
+                  << format_time(log_done.position->created_ms) << ", in " << path << ".wal)";
+      }
+      std::cout << ", " << human_bytes(r.bytes_downloaded) << " downloaded\n";
     }
     return 0;
   };

@@ -13,6 +13,7 @@
 #include "duckblock/key.h"
 #include "duckblock/replicator.h"
 #include "duckblock/restore.h"
+#include "duckblock/wal.h"
 
 namespace duckblock::cli {
 
@@ -86,6 +87,21 @@ void add_ship_flags(CLI::App* cmd, ShipFlags& f) {
   cmd->add_option("--timeout", f.timeout, "Give up waiting for the upload after this long (the spool keeps it)")
       ->capture_default_str();
   cmd->add_option("--retries", f.retries, "Give up after this many failed upload attempts")->capture_default_str();
+}
+
+// The log the store holds for `base` (every log segment applied in order),
+// or nullopt if it has none.
+std::optional<std::vector<uint8_t>> stored_log(ObjectStore& store, const std::string& db, uint64_t base) {
+  auto entries = list_log(store, "", db, base);
+  if (entries.empty()) return std::nullopt;
+  std::vector<uint8_t> log;
+  for (const auto& e : entries) {
+    auto s = fetch_log_segment(store, e);
+    if (s.header.offset > log.size()) return std::nullopt;  // not a log we can reproduce: ship ours
+    log.resize(s.header.offset);
+    log.insert(log.end(), s.data.begin(), s.data.end());
+  }
+  return log;
 }
 
 int run_ship(ShipFlags& f, bool force_snapshot) {
@@ -169,6 +185,25 @@ int run_ship(ShipFlags& f, bool force_snapshot) {
     }
   }
   progress.finish();
+
+  // Commits DuckDB has in FILE.wal but not yet in FILE (no checkpoint since
+  // them) ship as the log of the head, unless the store's log of that
+  // checkpoint already holds exactly these bytes.
+  uint64_t log_bytes = 0;
+  bool log_shipped = false;
+  if (path_exists(file + ".wal")) {
+    auto wal = read_file(file + ".wal");
+    uint64_t base = rep.status(f.store.db).uploaded_seq;
+    if (!wal.empty() && stored_log(*store, f.store.db, base) != wal) {
+      log_bytes = wal.size();
+      rep.push_log(f.store.db, 0, std::move(wal));
+      rep.sync(f.store.db, timeout);
+      log_shipped = true;
+    } else {
+      log_bytes = wal.size();
+    }
+  }
+
   auto status = rep.status(f.store.db);
   uint64_t head_before = before.empty() ? 0 : before.head_seq();
   uint64_t head = status.uploaded_seq;
@@ -182,15 +217,23 @@ int run_ship(ShipFlags& f, bool force_snapshot) {
                       {"segments", head - head_before},
                       {"snapshot", snapshot_created},
                       {"snapshot_seq", status.last_snapshot_seq},
-                      {"bytes_uploaded", status.bytes_shipped},
+                      {"bytes_uploaded", status.bytes_shipped + status.log_bytes_shipped},
+                      {"log_bytes", log_bytes},
+                      {"log_shipped", log_shipped},
                       {"spool", spool}};
   if (f.store.json) {
     std::cout << j.dump(2) << "\n";
     return 0;
   }
+  if (log_shipped) {
+    std::cout << verb << ": '" << f.store.db << "' log of " << human_bytes(log_bytes) << " (commits in " << file
+              << ".wal since seq " << status.uploaded_seq << ") shipped\n";
+  }
   if (before.empty()) {
     std::cout << verb << ": '" << f.store.db << "' is new in " << store->url() << ": snapshot at seq 0 ("
               << human_bytes(status.bytes_shipped) << ")\n";
+  } else if (head == head_before && !snapshot_created && log_shipped) {
+    // The log line above says what shipped.
   } else if (head == head_before && !snapshot_created) {
     std::cout << verb << ": '" << f.store.db << "' is unchanged since seq " << head
               << (force_snapshot ? " and already has a snapshot there" : "") << "\n";

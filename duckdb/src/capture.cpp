@@ -6,6 +6,8 @@
 #include <bit>
 #include <cstdio>
 #include <filesystem>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "duckblock/error.h"
@@ -149,17 +151,7 @@ void Capture::start() {
   // ships then.
   log_from_zero_ = true;
   log_cut_ = UINT64_MAX;
-  if (log_handle_) {
-    ship_log_locked(log_handle_, log_fs_);
-  } else if (::access((path_ + ".wal").c_str(), F_OK) == 0) {
-    auto bytes = read_file(path_ + ".wal");
-    if (!bytes.empty()) {
-      log_shipped_end_ = bytes.size();
-      stats_.log_bytes += bytes.size();
-      replicator_->push_log(db_name_, 0, std::move(bytes));
-      log_from_zero_ = false;
-    }
-  }
+  if (::access((path_ + ".wal").c_str(), F_OK) == 0) ship_log_locked();
 }
 
 PushResult Capture::push_now() {
@@ -262,13 +254,48 @@ void Capture::on_log_truncate(uint64_t new_size) {
   log_cut_ = std::min(log_cut_, new_size);
 }
 
-uint64_t Capture::ship_log_locked(duckdb::FileHandle* handle, duckdb::LocalFileSystem* fs) {
-  uint64_t size = static_cast<uint64_t>(fs->LocalFileSystem::GetFileSize(*handle));
+// DuckDB opens its log write-only, so it is read through a descriptor of
+// our own (DuckDB takes no lock on the log, so this drops none).
+std::vector<uint8_t> Capture::read_log(uint64_t from, uint64_t* size) {
+  std::string path = path_ + ".wal";
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) {
+      *size = 0;
+      return {};
+    }
+    throw_errno("cannot read " + path);
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    ::close(fd);
+    throw_errno("cannot stat " + path);
+  }
+  *size = static_cast<uint64_t>(st.st_size);
+  std::vector<uint8_t> out(from < *size ? *size - from : 0);
+  size_t done = 0;
+  while (done < out.size()) {
+    ssize_t n = ::pread(fd, out.data() + done, out.size() - done, static_cast<off_t>(from + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      ::close(fd);
+      throw Error(ErrorKind::kIO, "cannot read " + path + " (it shrank while being read)");
+    }
+    done += static_cast<size_t>(n);
+  }
+  ::close(fd);
+  return out;
+}
+
+uint64_t Capture::ship_log_locked() {
+  uint64_t size = 0;
   uint64_t from = log_from_zero_ ? 0 : std::min(log_shipped_end_, log_cut_);
-  if (from > size) from = 0;  // shorter than anything we saw it cut to: ship it whole
+  std::vector<uint8_t> bytes = read_log(from, &size);
+  if (from > size) {  // shorter than anything we saw it cut to: ship it whole
+    from = 0;
+    bytes = read_log(0, &size);
+  }
   if (!log_from_zero_ && from == size && log_cut_ >= log_shipped_end_) return 0;
-  std::vector<uint8_t> bytes(size - from);
-  if (!bytes.empty()) fs->LocalFileSystem::Read(*handle, bytes.data(), static_cast<int64_t>(bytes.size()), from);
   stats_.log_bytes += bytes.size();
   ++stats_.log_syncs;
   uint64_t ticket = replicator_->push_log(db_name_, from, std::move(bytes));
@@ -284,12 +311,15 @@ void Capture::on_log_sync() {
     std::lock_guard l(mu_);
     if (!started_ || !log_handle_) return;  // start() ships the log as it is then
     uint64_t size = static_cast<uint64_t>(log_fs_->LocalFileSystem::GetFileSize(*log_handle_));
-    std::vector<uint8_t> tail(std::min<uint64_t>(size, 160));
-    log_fs_->LocalFileSystem::Read(*log_handle_, tail.data(), static_cast<int64_t>(tail.size()), size - tail.size());
+    uint64_t ignored = 0;
+    std::vector<uint8_t> tail = read_log(size - std::min<uint64_t>(size, 160), &ignored);
     // A checkpoint's own flush: its header follows at once and folds the
     // log into the file, so nothing ships now. The file holds blocks of the
     // checkpoint in progress, which must not ship before its header.
-    if (ends_with_checkpoint(tail)) return;
+    if (ends_with_checkpoint(tail)) {
+      ++stats_.checkpoint_log_flushes;
+      return;
+    }
     try {
       // Blocks DuckDB wrote since the last checkpoint (a large append writes
       // row groups into free blocks and its log entry points at them) ship
@@ -303,7 +333,7 @@ void Capture::on_log_sync() {
           throw Error(ErrorKind::kIO, stats_.last_error.value_or("push failed"));
         }
       }
-      ticket = ship_log_locked(log_handle_, log_fs_);
+      ticket = ship_log_locked();
     } catch (const std::exception& e) {
       ++stats_.push_failures;
       stats_.last_error = std::string("duckblock: shipping the log of '") + db_name_ + "' failed: " + e.what();

@@ -12,7 +12,7 @@
 #include "duckblock/error.h"
 #include "duckblock/restore.h"
 #include "duckdb_test_util.h"
-#include "store_backends.h"
+#include "e2e_backends.h"
 #include "test_util.h"
 
 namespace duckblock {
@@ -27,18 +27,6 @@ using duckdb_test::run;
 using duckdb_test::sha256_file;
 using duckdb_test::sha256_reader;
 using test::TempDir;
-
-// The stores the end-to-end run goes through: a local directory always, and
-// S3 when the test environment names a server (tests/store_backends.cpp).
-std::vector<test::StoreBackend> e2e_backends() {
-  std::vector<test::StoreBackend> out;
-  for (auto& b : test::all_store_backends()) {
-    if (b.name != "memory") out.push_back(b);
-  }
-  // "s3" is among them under ctest, where the s3rver fixture names the
-  // server (and when run by hand, the test server helper starts one).
-  return out;
-}
 
 class EndToEnd : public ::testing::TestWithParam<test::StoreBackend> {};
 
@@ -159,7 +147,7 @@ TEST_P(EndToEnd, FollowerIsByteIdenticalAfterEveryCheckpointAndRestoresHitEveryP
   EXPECT_EQ(sha256_file(dir / "follower.duckdb"), sha256_file(leader_path));
 }
 
-INSTANTIATE_TEST_SUITE_P(Stores, EndToEnd, ::testing::ValuesIn(e2e_backends()),
+INSTANTIATE_TEST_SUITE_P(Stores, EndToEnd, ::testing::ValuesIn(test::e2e_backends()),
                          [](const auto& info) { return info.param.name; });
 
 }  // namespace

@@ -16,6 +16,7 @@
 
 #include "duckblock/apply.h"
 #include "duckblock/store.h"
+#include "duckblock/wal.h"
 
 namespace duckblock {
 
@@ -86,6 +87,11 @@ struct FollowerOptions {
   // Called after each applied batch with the new position (e.g. to re-attach
   // DuckDB readers).
   std::function<void(const ChainPosition&)> on_applied;
+  // The log beside the replica to keep current with the store's log
+  // segments (for DuckDB, `<path>.wal`); empty: checkpoints only. Its record
+  // is `<path>.duckblock-log`. Before the file moves to a newer checkpoint
+  // the log is removed, so the file is never beside a log of another base.
+  std::string log_path;
 };
 
 // The follower loop an HA coordinator drives. A follower never applies a
@@ -105,6 +111,8 @@ class FollowerBehavior {
   ChainPosition catch_up_and_stop();
 
   ChainPosition position() const;
+  // The log's position (nullopt: no log, or none yet).
+  std::optional<LogPosition> log_position() const;
   bool caught_up() const { return caught_up_; }
   bool broken() const { return broken_; }
   std::optional<std::string> last_error() const;
@@ -116,6 +124,7 @@ class FollowerBehavior {
   std::string db_, path_;
   FollowerOptions options_;
   std::unique_ptr<Replica> replica_;
+  std::unique_ptr<LogReplica> log_;
   mutable std::mutex mu_;
   std::mutex apply_mu_;
   std::optional<std::string> last_error_;

@@ -98,6 +98,9 @@ struct LogPosition {
 class LogReplica {
  public:
   LogReplica(std::string log_path, std::string record_path);
+  // What a record says, without opening (or repairing) the log: for a
+  // reader while another thread or process may be applying.
+  static std::optional<LogPosition> peek(const std::string& record_path);
 
   const std::string& log_path() const { return log_path_; }
   // What the log holds, or nullopt for no log.
@@ -118,6 +121,7 @@ class LogReplica {
   bool intact() const;
 
  private:
+  LogReplica() = default;
   void load();
   void save();
   std::string log_path_, record_path_;

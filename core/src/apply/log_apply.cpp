@@ -37,6 +37,13 @@ LogReplica::LogReplica(std::string log_path, std::string record_path)
   }
 }
 
+std::optional<LogPosition> LogReplica::peek(const std::string& record_path) {
+  LogReplica r;
+  r.record_path_ = record_path;
+  r.load();
+  return r.position_;
+}
+
 void LogReplica::load() {
   position_.reset();
   if (!exists(record_path_)) return;

@@ -9,6 +9,7 @@ FollowerBehavior::FollowerBehavior(std::shared_ptr<ObjectStore> store, std::stri
                                    FollowerOptions options)
     : store_(std::move(store)), db_(std::move(db)), path_(std::move(path)), options_(std::move(options)) {
   replica_ = std::make_unique<Replica>(path_);  // finishes an apply a crash interrupted
+  if (!options_.log_path.empty()) log_ = std::make_unique<LogReplica>(options_.log_path, path_ + ".duckblock-log");
 }
 
 FollowerBehavior::~FollowerBehavior() { stop(); }
@@ -33,7 +34,14 @@ uint64_t FollowerBehavior::poll_once() {
   if (broken_) throw Error(ErrorKind::kChainBroken, last_error().value_or("chain broken"));
   polls_++;
   try {
+    if (log_ && log_->position()) {
+      // The file is about to move to a newer checkpoint: its log goes
+      // first, so that no reader ever finds the new file beside the old log.
+      ChainListing chain = list_chain(*store_, options_.prefix, db_);
+      if (chain.head_seq() != replica_->position().seq) log_->clear();
+    }
     uint64_t n = catch_up(*store_, options_.prefix, db_, *replica_);
+    if (log_) n += catch_up_log(*store_, options_.prefix, db_, replica_->position(), *log_).applied;
     caught_up_ = true;
     {
       std::lock_guard l(mu_);
@@ -79,6 +87,11 @@ ChainPosition FollowerBehavior::position() const {
   // Replica::position() is a plain read of two words updated under apply_mu_.
   std::lock_guard l(const_cast<std::mutex&>(apply_mu_));
   return replica_->position();
+}
+
+std::optional<LogPosition> FollowerBehavior::log_position() const {
+  std::lock_guard l(const_cast<std::mutex&>(apply_mu_));
+  return log_ ? log_->position() : std::nullopt;
 }
 
 std::optional<std::string> FollowerBehavior::last_error() const {

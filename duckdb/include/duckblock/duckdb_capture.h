@@ -91,6 +91,7 @@ struct CaptureStats {
   uint64_t push_failures = 0;
   uint64_t log_syncs = 0;           // fsyncs of the .wal that shipped log bytes (commits)
   uint64_t log_bytes = 0;           // log bytes handed to the replicator
+  uint64_t checkpoint_log_flushes = 0;  // a checkpoint's own flush of the log (nothing shipped)
   std::optional<std::string> last_error;
 };
 
@@ -138,7 +139,9 @@ class Capture {
   void on_log_sync();
   // Reads the log's committed bytes not yet shipped and hands them to the
   // replicator; returns the ticket (0: nothing shipped).
-  uint64_t ship_log_locked(duckdb::FileHandle* handle, duckdb::LocalFileSystem* fs);
+  uint64_t ship_log_locked();
+  // The log's bytes from `from` to its end, and its size.
+  std::vector<uint8_t> read_log(uint64_t from, uint64_t* size);
 
   PushResult push_locked(PushEvent::Reason reason);
   void mark_locked(uint64_t offset, uint64_t length);

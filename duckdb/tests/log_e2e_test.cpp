@@ -1,0 +1,191 @@
+// Every commit replicated: a real DuckDB leader commits without CHECKPOINT,
+// and the store, a restore and a follower hold exactly the committed rows;
+// at every checkpoint the files are still byte-identical.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "duckblock/duckdb_capture.h"
+#include "duckblock/error.h"
+#include "duckblock/restore.h"
+#include "duckblock/wal.h"
+#include "duckdb_test_util.h"
+#include "e2e_backends.h"
+#include "test_util.h"
+
+namespace duckblock {
+namespace {
+
+using duckdb_integration::open_replicated;
+using duckdb_test::fingerprint;
+using duckdb_test::run;
+using duckdb_test::sha256_file;
+using test::TempDir;
+
+// What DuckDB sees opening `path` read-only with the .wal beside it (it
+// replays the log into memory and changes neither file).
+std::string fingerprint_with_log(const std::string& path) {
+  duckdb::DBConfig cfg;
+  cfg.options.access_mode = duckdb::AccessMode::READ_ONLY;
+  duckdb::DuckDB db(path, &cfg);
+  duckdb::Connection con(db);
+  return fingerprint(con);
+}
+
+// Restores the latest point (checkpoint + its log) to `out`.
+RestoreResult restore_latest(ObjectStore& store, const std::string& prefix, const std::string& out,
+                             LogCatchUp* log_out = nullptr) {
+  for (auto s : {"", ".wal", ".duckblock", ".duckblock-log"}) std::filesystem::remove(out + s);
+  RestoreOptions ro;
+  ro.prefix = prefix;
+  auto r = restore(store, "db", out, {}, ro);
+  LogReplica log(out + ".wal", out + ".duckblock-log");
+  auto l = catch_up_log(store, prefix, "db", r.position, log);
+  if (log_out) *log_out = l;
+  return r;
+}
+
+class LogEndToEnd : public ::testing::TestWithParam<test::StoreBackend> {
+ protected:
+  void SetUp() override { store = GetParam().make(); }
+  std::shared_ptr<Replicator> replicator(LogSyncMode mode) {
+    ReplicatorOptions ro;
+    ro.prefix = prefix;
+    ro.spool_dir = dir / "spool";
+    ro.snapshots.every_segments = 3;
+    ro.log_sync_mode = mode;
+    ro.log_interval = std::chrono::milliseconds(100);
+    return std::make_shared<Replicator>(store, ro);
+  }
+  std::shared_ptr<ObjectStore> store;
+  TempDir dir;
+  const std::string prefix = "log/";
+};
+
+// Commit streams without CHECKPOINT, interleaved with manual checkpoints:
+// after each sync the latest restore and a follower answer exactly as the
+// leader does, and after each checkpoint the follower's file is the
+// leader's, byte for byte.
+TEST_P(LogEndToEnd, CommitsWithoutCheckpointReachRestoreAndFollower) {
+  auto rep = replicator(LogSyncMode::kInterval);
+  const std::string leader_path = dir / "leader.duckdb";
+  auto leader = open_replicated(leader_path, rep, "db");
+  duckdb::Connection con(leader->db());
+  run(con, "CREATE TABLE t (id INTEGER, v VARCHAR)");
+  run(con, "CHECKPOINT");
+
+  FollowerOptions fo;
+  fo.prefix = prefix;
+  fo.log_path = dir / "follower.duckdb.wal";
+  FollowerBehavior follower(store, "db", dir / "follower.duckdb", fo);
+
+  int id = 0;
+  for (int round = 0; round < 6; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    for (int i = 0; i < 25; ++i, ++id) {
+      run(con, "INSERT INTO t VALUES (" + std::to_string(id) + ", 'row " + std::to_string(id) + "')");
+    }
+    if (round % 2 == 1) run(con, "UPDATE t SET v = v || '!' WHERE id % 7 = " + std::to_string(round));
+    bool checkpoint = round % 3 == 2;
+    if (checkpoint) run(con, "CHECKPOINT");
+    rep->sync();
+    std::string want = fingerprint(con);
+
+    LogCatchUp log;
+    auto r = restore_latest(*store, prefix, dir / "restored.duckdb", &log);
+    EXPECT_EQ(r.position.seq, leader->stats().last_seq);
+    if (!checkpoint) EXPECT_GT(log.applied, 0u) << "the commits since the checkpoint must come from the log";
+    EXPECT_EQ(fingerprint_with_log(dir / "restored.duckdb"), want);
+
+    follower.poll_once();
+    EXPECT_EQ(fingerprint_with_log(dir / "follower.duckdb"), want);
+    if (checkpoint) {
+      EXPECT_EQ(sha256_file(dir / "follower.duckdb"), sha256_file(leader_path));
+    }
+  }
+  // The leader's own file with its .wal and the store agree on every row.
+  auto count = con.Query("SELECT count(*) FROM t")->GetValue(0, 0).GetValue<int64_t>();
+  EXPECT_EQ(count, id);
+  EXPECT_FALSE(leader->stats().last_error) << *leader->stats().last_error;
+  EXPECT_GT(leader->stats().log_syncs, 0u);
+  // The CHECKPOINT after CREATE TABLE, and those of rounds 2 and 5: each
+  // flushes a non-empty log once, and none of those flushes shipped.
+  EXPECT_EQ(leader->stats().checkpoint_log_flushes, 3u);
+}
+
+// One transaction large enough that DuckDB writes its row groups straight
+// into free blocks of the file and logs only pointers to them: those blocks
+// must reach the store before the log that names them.
+TEST_P(LogEndToEnd, ALargeAppendWithoutCheckpointRestoresWithItsBlocks) {
+  auto rep = replicator(LogSyncMode::kInterval);
+  const std::string leader_path = dir / "leader.duckdb";
+  auto leader = open_replicated(leader_path, rep, "db");
+  duckdb::Connection con(leader->db());
+  run(con, "CREATE TABLE t AS SELECT range AS id FROM range(10)");
+  run(con, "CHECKPOINT");
+  uint64_t seq_before = leader->stats().last_seq;
+  run(con, "INSERT INTO t SELECT range + 100, FROM range(400000)");
+  rep->sync();
+  std::string want = fingerprint(con);
+  EXPECT_GT(leader->stats().last_seq, seq_before) << "the appended blocks did not ship as their own segment";
+  restore_latest(*store, prefix, dir / "restored.duckdb");
+  EXPECT_EQ(fingerprint_with_log(dir / "restored.duckdb"), want);
+}
+
+// Synchronous mode: a COMMIT returns only once the store holds it, so a
+// restore made right after (no sync) has every acknowledged row.
+TEST_P(LogEndToEnd, CommitModeAcknowledgesOnlyStoredCommits) {
+  auto rep = replicator(LogSyncMode::kCommit);
+  auto leader = open_replicated(dir / "leader.duckdb", rep, "db");
+  duckdb::Connection con(leader->db());
+  run(con, "CREATE TABLE t (id INTEGER)");
+  for (int i = 0; i < 8; ++i) {
+    run(con, "INSERT INTO t VALUES (" + std::to_string(i) + ")");
+    restore_latest(*store, prefix, dir / "restored.duckdb");
+    duckdb::DBConfig cfg;
+    cfg.options.access_mode = duckdb::AccessMode::READ_ONLY;
+    duckdb::DuckDB db(dir / "restored.duckdb", &cfg);
+    duckdb::Connection rc(db);
+    auto n = rc.Query("SELECT count(*) FROM t")->GetValue(0, 0).GetValue<int64_t>();
+    EXPECT_EQ(n, i + 1) << "commit " << i << " was acknowledged before the store had it";
+  }
+}
+
+// A leader that stops with commits only in its .wal (no checkpoint at
+// close, as after a crash) ships that log when it opens the file again.
+TEST_P(LogEndToEnd, ALogLeftAtCloseShipsWhenTheLeaderReopens) {
+  const std::string leader_path = dir / "leader.duckdb";
+  std::string want;
+  {
+    // Nothing reaches the store before the close: the log is lost with the
+    // process unless the next open ships it.
+    ReplicatorOptions ro;
+    ro.prefix = prefix;
+    ro.spool_dir = dir / "spool";
+    ro.log_interval = std::chrono::hours(1);
+    auto rep = std::make_shared<Replicator>(store, ro);
+    duckdb::DBConfig cfg;
+    cfg.options.checkpoint_on_shutdown = false;
+    auto leader = open_replicated(leader_path, rep, "db", &cfg);
+    duckdb::Connection con(leader->db());
+    run(con, "CREATE TABLE t (id INTEGER)");
+    run(con, "CHECKPOINT");
+    for (int i = 0; i < 30; ++i) run(con, "INSERT INTO t VALUES (" + std::to_string(i) + ")");
+    want = fingerprint(con);
+  }
+  ASSERT_TRUE(std::filesystem::exists(leader_path + ".wal"));
+  EXPECT_TRUE(list_log(*store, prefix, "db").empty());
+  auto rep = replicator(LogSyncMode::kInterval);
+  duckdb::DBConfig cfg;
+  cfg.options.checkpoint_on_shutdown = false;
+  auto leader = open_replicated(leader_path, rep, "db", &cfg);
+  rep->sync();
+  restore_latest(*store, prefix, dir / "restored.duckdb");
+  EXPECT_EQ(fingerprint_with_log(dir / "restored.duckdb"), want);
+}
+
+INSTANTIATE_TEST_SUITE_P(Stores, LogEndToEnd, ::testing::ValuesIn(test::e2e_backends()),
+                         [](const auto& info) { return info.param.name; });
+
+}  // namespace
+}  // namespace duckblock
