@@ -280,3 +280,78 @@ INSTANTIATE_TEST_SUITE_P(AllBackends, ChainIntegrity, ::testing::ValuesIn(test::
 
 }  // namespace
 }  // namespace duckblock
+
+namespace duckblock {
+namespace {
+
+// A store written before chain.json (convention 1): incremental 1 names
+// prev_checksum 0 and every snapshot carries the length record. It still
+// restores, follows and is extended in its own convention.
+TEST(ChainConventionOne, AStoreWrittenBeforeChainJsonStillReadsAndExtends) {
+  test::TempDir dir;
+  std::shared_ptr<ObjectStore> store = make_memory_store();
+  auto page = [](uint8_t fill, size_t n = kPage) { return std::vector<uint8_t>(n, fill); };
+  auto put = [&](bool snapshot, uint64_t seq, uint64_t prev, std::vector<Page> pages) {
+    SegmentHeader h;
+    h.page_size = kPage;
+    h.seq = seq;
+    h.prev_checksum = prev;
+    uint64_t checksum = 0;
+    auto bytes = encode_segment(h, std::move(pages), &checksum);
+    put_bytes(*store, format_key("", {"old", snapshot ? kSnapshotGeneration : kIncrementalGeneration, seq}), bytes);
+    return checksum;
+  };
+  auto length = [](uint64_t n) { return Page{kFileLengthPageId, encode_file_length(n)}; };
+  // The file: 3 pages of 1, then page 1 becomes 2, then the file grows by page 3.
+  put(true, 0, 0, {{0, page(1)}, {1, page(1)}, {2, page(1)}, length(3 * kPage)});
+  uint64_t c1 = put(false, 1, 0, {{1, page(2)}});
+  uint64_t c2 = put(false, 2, c1, {{3, page(3)}, length(4 * kPage)});
+  put(true, 2, c2, {{0, page(1)}, {1, page(2)}, {2, page(1)}, {3, page(3)}, length(4 * kPage)});
+  std::vector<uint8_t> at2;
+  for (uint8_t f : {1, 2, 1, 3}) {
+    auto p = page(f);
+    at2.insert(at2.end(), p.begin(), p.end());
+  }
+  EXPECT_EQ(read_chain_identity(*store, "", "old").convention, 1);
+  for (uint64_t seq : {0, 1, 2}) {
+    std::string out = dir / ("r" + std::to_string(seq));
+    RestoreTarget t;
+    t.seq = seq;
+    RestoreResult r = restore(*store, "old", out, t);
+    EXPECT_EQ(r.position.seq, seq);
+    EXPECT_TRUE(r.skipped_snapshots.empty());
+    if (seq == 2) EXPECT_EQ(read_file(out), at2);
+  }
+  // A follower from seq 0 applies incremental 1 (prev 0) and 2.
+  std::string replica_path = dir / "replica";
+  {
+    RestoreTarget t;
+    t.seq = 0;
+    restore(*store, "old", replica_path, t);
+    Replica replica(replica_path);
+    EXPECT_EQ(catch_up(*store, "", "old", replica), 2u);
+    EXPECT_EQ(replica.position(), (ChainPosition{2, c2}));
+    EXPECT_EQ(read_file(replica_path), at2);
+  }
+  // A leader without a spool continues it in convention 1: no chain.json.
+  std::string file = dir / "leader";
+  at2[5] = 9;
+  write_file_atomic(file, at2);
+  {
+    ReplicatorOptions o;
+    o.spool_dir = dir / "spool";
+    Replicator rep(store, o);
+    FilePageReader reader(file);
+    rep.add("old", reader);
+    rep.sync("old");
+  }
+  EXPECT_FALSE(store->head(chain_marker_key("", "old")));
+  Segment inc3 = decode_segment(get_bytes(*store, format_key("", {"old", kIncrementalGeneration, 3})));
+  EXPECT_EQ(inc3.header.prev_checksum, c2);
+  Replica replica(replica_path);
+  EXPECT_EQ(catch_up(*store, "", "old", replica), 1u);
+  EXPECT_EQ(read_file(replica_path), at2);
+}
+
+}  // namespace
+}  // namespace duckblock
