@@ -2,6 +2,7 @@
 // command line (issue 10, chain integrity). Each one exits 0 only with a
 // right result; otherwise with the documented code and a message saying why.
 #include <filesystem>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "cli_util.h"
@@ -44,6 +45,19 @@ class CliIntegrity : public ::testing::Test {
   void copy(const std::string& from, const std::string& to) {
     fs::create_directories(fs::path(to).parent_path());
     fs::copy_file(from, to, fs::copy_options::overwrite_existing);
+  }
+  // Every segment but those in `recent` reached the store 10 hours ago.
+  void age_segments(const std::set<uint64_t>& recent) {
+    int64_t now_s = std::chrono::duration_cast<std::chrono::seconds>(
+                        std::chrono::system_clock::now().time_since_epoch()).count();
+    for (const auto& e : fs::recursive_directory_iterator(dir / "store")) {
+      if (!e.is_regular_file() || e.path().extension() != ".hadbp") continue;
+      uint64_t seq = std::stoull(e.path().stem().string(), nullptr, 16);
+      timespec ts[2];
+      ts[0].tv_sec = ts[1].tv_sec = now_s - (recent.count(seq) ? 0 : 10 * 3600);
+      ts[0].tv_nsec = ts[1].tv_nsec = 0;
+      ASSERT_EQ(::utimensat(AT_FDCWD, e.path().c_str(), ts, 0), 0);
+    }
   }
   std::map<std::string, std::string> store_files() const {
     std::map<std::string, std::string> out;
@@ -206,17 +220,7 @@ TEST_F(CliIntegrity, PruneNeverDeletesTheOnlyRestorablePath) {
   auto snap = read_file(key("db", true, 4));
   snap[snap.size() / 2] ^= 0x01;
   write_file_atomic(key("db", true, 4), snap);
-  // Every object older than the window's start except seq 5.
-  int64_t now_s = std::chrono::duration_cast<std::chrono::seconds>(
-                      std::chrono::system_clock::now().time_since_epoch()).count();
-  for (const auto& e : fs::recursive_directory_iterator(dir / "store")) {
-    if (!e.is_regular_file() || e.path().extension() != ".hadbp") continue;
-    uint64_t seq = std::stoull(e.path().stem().string(), nullptr, 16);
-    timespec ts[2];
-    ts[0].tv_sec = ts[1].tv_sec = now_s - (seq == 5 ? 0 : 10 * 3600);
-    ts[0].tv_nsec = ts[1].tv_nsec = 0;
-    ASSERT_EQ(::utimensat(AT_FDCWD, e.path().c_str(), ts, 0), 0);
-  }
+  age_segments({5});  // every object but seq 5 is older than the window
   auto p = run("prune", {"--keep", "1h", "--min-snapshots", "1", "--json"});
   ASSERT_EQ(p.rc, 0) << describe(p);
   EXPECT_NE(p.err.find("warning"), std::string::npos) << describe(p);
@@ -234,6 +238,30 @@ TEST_F(CliIntegrity, PruneNeverDeletesTheOnlyRestorablePath) {
   auto refused = run("prune", {"--keep", "1h", "--min-snapshots", "1"});
   EXPECT_EQ(refused.rc, 3) << describe(refused);
   EXPECT_EQ(store_files(), files);
+}
+
+// The window's snapshot is the head: prune keeps the incremental at its seq,
+// which binds it to the chain, and the chain stays restorable and extendable.
+TEST_F(CliIntegrity, PruneKeepsTheIncrementalThatBindsTheOldestSnapshot) {
+  std::map<uint64_t, std::string> v;
+  std::string a = dir / "app.duckdb";
+  build("db", a, ours, 2, &v, 2);  // snapshots 0 and 2; head 2
+  age_segments({});
+  auto p = run("prune", {"--keep", "1h", "--min-snapshots", "1"});
+  ASSERT_EQ(p.rc, 0) << describe(p);
+  EXPECT_FALSE(fs::exists(key("db", true, 0)));
+  EXPECT_FALSE(fs::exists(key("db", false, 1)));
+  EXPECT_TRUE(fs::exists(key("db", false, 2)));
+  auto v1 = run("verify", {});
+  EXPECT_EQ(v1.rc, 0) << describe(v1);
+  auto f = run("follow", {"--to", dir / "f", "--once"});
+  ASSERT_EQ(f.rc, 0) << describe(f);
+  EXPECT_EQ(file_digest(dir / "f"), v[2]);
+  ours.modify(a);
+  ASSERT_EQ(run("push", {a}).rc, 0);
+  auto again = run("follow", {"--to", dir / "f", "--once"});
+  ASSERT_EQ(again.rc, 0) << describe(again);
+  EXPECT_EQ(file_digest(dir / "f"), ours.digest());
 }
 
 }  // namespace
