@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <random>
 
 #include "duckblock/chain.h"
@@ -243,6 +244,39 @@ TEST_P(ChainIntegrity, ATruncatedUploadOfOursIsRepairedNotFenced) {
   std::string out = dir / "restored";
   restore(*store, "app", out);
   EXPECT_EQ(test::digest_of(read_file(out)), test::digest_of(l->data));
+}
+
+// A state.json whose chain checksum is not the one of the segment spooled at
+// its seq is damage: the leader refuses to start rather than chain the next
+// segment from a checksum no follower has.
+TEST_P(ChainIntegrity, AStateJsonWithAWrongChecksumIsDetected) {
+  auto gated = std::make_shared<GatedStore>(store);
+  {
+    auto l = start(gated, "app", options());
+    l->rep->sync("app");
+    gated->open = false;
+    ASSERT_EQ(l->change(9, 5), 1u);  // spooled, not uploaded
+  }
+  std::string state_path = dir / "spool/app/state.json";
+  auto bytes = read_file(state_path);
+  auto state = nlohmann::json::parse(bytes.begin(), bytes.end());
+  // As the uploader saves it once seq 1 is spooled (uploaded_seq still 0),
+  // but with a checksum that is not seq 1's.
+  ASSERT_EQ(state.at("uploaded_seq"), 0);
+  state["seq"] = 1;
+  state["checksum"] = "0123456789abcdef";
+  std::string text = state.dump();
+  write_file_atomic(state_path, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+  gated->open = true;
+  Replicator rep(gated, options());
+  FilePageReader reader(dir / "app.file");
+  try {
+    rep.add("app", reader);
+    FAIL() << "a damaged state.json was trusted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kCorruption) << e.what();
+  }
+  EXPECT_FALSE(store->head(format_key("", {"app", kIncrementalGeneration, 1})));
 }
 
 // A replica's journal records lineage and a proof of the file; a change
