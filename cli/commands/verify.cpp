@@ -29,7 +29,8 @@ Runner add_verify(CLI::App& app) {
       "verify",
       "Walk a database's whole chain in the store: every object is downloaded and decoded, its checksum\n"
       "and header checked; each incremental must name the previous one's checksum, each snapshot the\n"
-      "chain checksum at its seq, with no gap a restore could not bridge.");
+      "chain checksum at its seq (the seq-0 snapshot: chain.json's base checksum), with no gap a\n"
+      "restore could not bridge.");
   struct Flags {
     StoreFlags store;
     std::string temp_dir;
