@@ -7,6 +7,7 @@
 
 #include "commands.h"
 #include "common.h"
+#include "duckblock/chain.h"
 #include "duckblock/key.h"
 #include "duckblock/restore.h"
 #include "duckblock/wal.h"
@@ -35,8 +36,8 @@ Runner add_follow(CLI::App& app) {
                 "Follow checkpoints only: do not keep PATH.wal current with the commits shipped since the "
                 "last checkpoint");
   cmd->add_flag("--force", f->force,
-                "Replace an existing PATH that has no duckblock journal (PATH.duckblock), and remove a stale "
-                "PATH.wal");
+                "Replace an existing PATH that has no duckblock journal (PATH.duckblock), or one changed since "
+                "the last apply or left from a chain the store no longer has, and remove a stale PATH.wal");
   cmd->footer(
       "Examples:\n"
       "  duckblock follow --store file:///backups/duckblock --db app --to /srv/replica/app.duckdb\n"
@@ -44,8 +45,9 @@ Runner add_follow(CLI::App& app) {
       "  duckblock follow --db app --to app.duckdb --once\n"
       "Output: one line per applied batch, \"seq N checksum HEX\" (--json: one JSON object per line).\n"
       "Exit status: 0 stopped by a signal (or --once caught up), 1 failed, 2 bad usage, 3 the chain\n"
-      "does not continue the replica (it stops rather than guess), 4 database not in the store,\n"
-      "5 PATH exists without a journal (use --force).");
+      "does not continue the replica (it stops rather than guess): the store's database was rebuilt, or\n"
+      "the replica was changed since the last apply (--force restores a fresh copy), 4 database not in\n"
+      "the store, 5 PATH exists without a journal (use --force).");
   return [f]() {
     resolve(f->store, true);
     validate_db_name(f->store.db);
@@ -68,13 +70,26 @@ Runner add_follow(CLI::App& app) {
                          "to have follow remove it");
     }
     auto store = open_store_for(f->store, StoreUse::kRead);
-    if (list_chain(*store, "", f->store.db).empty()) {
+    ChainListing chain = list_chain(*store, "", f->store.db);
+    if (chain.empty()) {
       throw Error(ErrorKind::kNotFound, "the store " + store->url() + " has no database '" + f->store.db + "'");
     }
     if (wal) {
       if (::unlink((path + ".wal").c_str()) != 0 && errno != ENOENT) throw_errno("cannot remove " + path + ".wal");
       ::unlink((path + ".duckblock-log").c_str());
       note(f->store, "follow: removed stale " + path + ".wal (--force)");
+    }
+    if (f->force && has_journal) {
+      // --force: a replica changed behind our back, or one of a chain the
+      // store no longer has (rebuilt), is restored afresh instead of refused.
+      try {
+        Replica replica(path);
+        check_replica_on_chain(*store, chain, read_chain_identity(*store, "", f->store.db), f->store.db, replica);
+      } catch (const Error& e) {
+        if (e.kind() != ErrorKind::kChainBroken && e.kind() != ErrorKind::kCorruption) throw;
+        for (const auto& p : {path + ".duckblock", path + ".duckblock-pending"}) ::unlink(p.c_str());
+        note(f->store, std::string("follow: restoring a fresh copy (--force): ") + e.what());
+      }
     }
 
     std::mutex out_mu;

@@ -1,3 +1,4 @@
+#include <cstdlib>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -30,7 +31,10 @@ Runner add_prune(CLI::App& app) {
       "Examples:\n"
       "  duckblock prune --store file:///backups/duckblock --db app --keep 7d --dry-run\n"
       "  duckblock prune --store s3://my-bucket/dbs/ --db app --keep 30d --min-snapshots 3\n"
-      "Exit status: 0 pruned (or nothing to prune), 1 failed, 2 bad usage, 4 database not in the store.");
+      "Before deleting, prune downloads and verifies the snapshot the window relies on and every incremental\n"
+      "after it; if that snapshot is damaged it keeps an older one that verifies instead.\n"
+      "Exit status: 0 pruned (or nothing to prune), 1 failed, 2 bad usage, 3 deleted nothing: a point in the\n"
+      "window is not restorable through objects that verify, 4 database not in the store.");
   return [f]() {
     resolve(f->store, true);
     validate_db_name(f->store.db);
@@ -44,7 +48,12 @@ Runner add_prune(CLI::App& app) {
     RetentionPolicy policy;
     policy.window = window;
     policy.min_snapshots = f->min_snapshots;
-    PrunePlan plan = plan_prune(chain, policy, now_ms());
+    // Nothing is deleted before what the window relies on is downloaded and
+    // verified (plan_safe_prune); a refusal is exit 3.
+    std::string tmp_dir = std::getenv("TMPDIR") && *std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp";
+    std::vector<std::string> notes;
+    PrunePlan plan = plan_safe_prune(*store, "", f->store.db, chain, policy, now_ms(), tmp_dir, &notes);
+    for (const auto& n : notes) std::cerr << "prune: warning: " << n << "\n";
     uint64_t bytes = 0;
     for (const auto& e : plan.remove) bytes += e.size;
     if (!f->dry_run && !plan.remove.empty()) execute_prune(*store, plan);
@@ -56,7 +65,8 @@ Runner add_prune(CLI::App& app) {
       }
       nlohmann::json j = {{"db", f->store.db},        {"dry_run", f->dry_run},
                           {"removed", rm},            {"bytes", bytes},
-                          {"oldest_restorable_seq", plan.oldest_restorable_seq}};
+                          {"oldest_restorable_seq", plan.oldest_restorable_seq},
+                          {"warnings", notes}};
       std::cout << j.dump(2) << "\n";
       return 0;
     }

@@ -14,8 +14,10 @@ Runner add_push(CLI::App& app) {
       "  duckblock push app.duckdb --store s3://my-bucket/dbs/ --db app --spool /var/lib/duckblock/spool\n"
       "Run it while no DuckDB has FILE open for writing (it refuses otherwise); a live database\n"
       "replicates each checkpoint through the duckblock extension instead.\n"
-      "Exit status: 0 shipped (or nothing changed), 1 failed, 2 bad usage, 4 FILE missing,\n"
-      "7 store unreachable (the spool keeps the segments: run push again), 8 fenced.",
+      "Exit status: 0 shipped (or nothing changed), 1 failed, 2 bad usage, 3 nothing appended: the\n"
+      "store's database was rebuilt (another chain), the object last uploaded is damaged or not ours,\n"
+      "or the spool's state is damaged, 4 FILE missing, 7 store unreachable (the spool keeps the\n"
+      "segments: run push again), 8 fenced (another leader wrote the next seq).",
       /*force_snapshot=*/false);
 }
 

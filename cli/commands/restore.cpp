@@ -145,6 +145,11 @@ Runner add_restore(CLI::App& app) {
       throw;
     }
     if (removed_wal) note(f->store, "restore: removed stale " + path + ".wal (--force)");
+    // A fallback is a warning, never silenced: the store needs attention.
+    for (const auto& why : r.skipped_snapshots) {
+      std::cerr << "restore: warning: " << why << "; restored from the older snapshot at seq " << r.snapshot_seq
+                << " plus incrementals instead (run `duckblock verify`)\n";
+    }
     if (f->store.json) {
       nlohmann::json j = {{"db", f->store.db},
                           {"path", path},
@@ -159,7 +164,8 @@ Runner add_restore(CLI::App& app) {
                           {"log_bytes", log_done.position ? log_done.position->length : 0},
                           {"log_created_ms", log_done.position ? log_done.position->created_ms : 0},
                           {"replaced", exists},
-                          {"removed_wal", removed_wal}};
+                          {"removed_wal", removed_wal},
+                          {"skipped_snapshots", r.skipped_snapshots}};
       std::cout << j.dump(2) << "\n";
     } else {
       std::cout << "restored '" << f->store.db << "' to " << path << ": seq " << r.position.seq << " (created "

@@ -12,7 +12,8 @@ Runner add_snapshot(CLI::App& app) {
       "  duckblock snapshot /data/app.duckdb --store file:///backups/duckblock --db app\n"
       "  DUCKBLOCK_STORE=s3://my-bucket/dbs/ duckblock snapshot app.duckdb --db app --json\n"
       "Run it while no DuckDB has FILE open for writing (it refuses otherwise).\n"
-      "Exit status: 0 shipped, 1 failed, 2 bad usage, 4 FILE missing, 7 store unreachable, 8 fenced.",
+      "Exit status: 0 shipped, 1 failed, 2 bad usage, 3 nothing appended (as for push), 4 FILE missing,\n"
+      "7 store unreachable, 8 fenced.",
       /*force_snapshot=*/true);
 }
 

@@ -1,5 +1,6 @@
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <iostream>
 #include <map>
@@ -7,6 +8,7 @@
 
 #include "commands.h"
 #include "common.h"
+#include "duckblock/chain.h"
 #include "duckblock/key.h"
 #include "duckblock/restore.h"
 
@@ -27,7 +29,8 @@ Runner add_verify(CLI::App& app) {
       "verify",
       "Walk a database's whole chain in the store: every object is downloaded and decoded, its checksum\n"
       "and header checked; each incremental must name the previous one's checksum, each snapshot the\n"
-      "chain checksum at its seq, with no gap a restore could not bridge.");
+      "chain checksum at its seq (the seq-0 snapshot: chain.json's base checksum), with no gap a\n"
+      "restore could not bridge.");
   struct Flags {
     StoreFlags store;
     std::string temp_dir;
@@ -62,10 +65,28 @@ Runner add_verify(CLI::App& app) {
 
     std::vector<Problem> problems;
     std::vector<std::string> notes;
+    // The chain's identity: chain.json, or convention 1 (no marker) for a
+    // store written before it.
+    ChainIdentity id;
+    try {
+      id = read_chain_identity(*store, "", f->store.db);
+    } catch (const Error& err) {
+      if (err.kind() != ErrorKind::kCorruption) throw;
+      problems.push_back({0, chain_marker_key("", f->store.db), err.what()});
+    }
     // The chain checksum at each seq, as far as the objects establish it:
-    // seq 0 is 0 by definition, incremental n's trailer gives it at n, and a
-    // snapshot at S whose incremental S is gone (pruned) vouches for S.
-    std::map<uint64_t, uint64_t> chain_at = {{0, 0}};
+    // at seq 0 the seq-0 snapshot's own checksum (chain.json's base
+    // checksum; 0 in a convention-1 store), incremental n's trailer gives it
+    // at n, and a snapshot at S whose incrementals S and S+1 are gone
+    // vouches for S only in a convention-1 store.
+    std::map<uint64_t, uint64_t> chain_at = {{0, id.base_checksum}};
+    auto has_snapshot_at = [&](uint64_t seq) {
+      return std::any_of(chain.snapshots.begin(), chain.snapshots.end(), [&](const ChainEntry& x) { return x.seq == seq; });
+    };
+    auto has_incremental_at = [&](uint64_t seq) {
+      return std::any_of(chain.incrementals.begin(), chain.incrementals.end(),
+                         [&](const ChainEntry& x) { return x.seq == seq; });
+    };
     std::optional<uint32_t> page_size;
     uint64_t done = 0;
     Progress progress("verifying", total, f->store.quiet);
@@ -93,10 +114,22 @@ Runner add_verify(CLI::App& app) {
       }
       if (!page_size) page_size = s.header.page_size;
       if (e.snapshot) {
-        if (!s.file_length) fail("snapshot has no file-length record");
+        if (e.seq == 0) {
+          if (s.header.prev_checksum != 0) {
+            fail("a seq-0 snapshot names prev_checksum 0, it names " + checksum_hex(s.header.prev_checksum));
+          } else if (id.convention == 2 && s.checksum != id.base_checksum) {
+            fail("its checksum " + checksum_hex(s.checksum) + " is not the chain's base checksum " +
+                 checksum_hex(id.base_checksum) + " (chain.json): another database's or chain's snapshot");
+          }
+          continue;
+        }
         auto it = chain_at.find(e.seq);
         if (it == chain_at.end()) {
-          chain_at[e.seq] = s.header.prev_checksum;  // the base of what follows
+          if (id.convention == 2 && !has_incremental_at(e.seq + 1)) {
+            fail("neither incremental " + std::to_string(e.seq) + " nor " + std::to_string(e.seq + 1) +
+                 " is in the store to bind this snapshot to the chain");
+          }
+          chain_at[e.seq] = s.header.prev_checksum;  // the base of what follows (incremental S+1 checks it)
         } else if (it->second != s.header.prev_checksum) {
           fail("snapshot's prev_checksum " + checksum_hex(s.header.prev_checksum) + " is not the chain checksum " +
                checksum_hex(it->second) + " at seq " + std::to_string(e.seq));
@@ -104,6 +137,12 @@ Runner add_verify(CLI::App& app) {
         continue;
       }
       auto it = chain_at.find(e.seq - 1);
+      if (it == chain_at.end() && has_snapshot_at(e.seq)) {
+        // The incremental a prune keeps under the oldest snapshot: it states
+        // the chain checksum that snapshot must name (checked next).
+        chain_at[e.seq] = s.checksum;
+        continue;
+      }
       if (it == chain_at.end()) {
         fail("nothing before it: incremental seq " + std::to_string(e.seq - 1) + " is missing or unreadable and there is no snapshot at seq " +
              std::to_string(e.seq - 1));
@@ -118,7 +157,7 @@ Runner add_verify(CLI::App& app) {
       problems.push_back({0, "", "'" + f->store.db + "' has no snapshot: nothing can be restored"});
     } else {
       uint64_t oldest = chain.snapshots.front().seq;
-      if (!chain.incrementals.empty() && chain.incrementals.front().seq <= oldest && oldest > 0) {
+      if (!chain.incrementals.empty() && chain.incrementals.front().seq < oldest && oldest > 0) {
         notes.push_back("incrementals before seq " + std::to_string(oldest + 1) +
                         " cannot be restored (no snapshot that old); `duckblock prune` removes them");
       }
@@ -133,6 +172,8 @@ Runner add_verify(CLI::App& app) {
                           {"snapshots", chain.snapshots.size()},
                           {"incrementals", chain.incrementals.size()},
                           {"head_seq", chain.head_seq()},
+                          {"convention", id.convention},
+                          {"lineage", id.lineage},
                           {"bytes", total},
                           {"problems", ps},
                           {"notes", notes}};

@@ -77,7 +77,23 @@ class Replica {
 
   // Replaces the whole file with a snapshot segment: written to a temp file,
   // then renamed over `path` (a reader sees the old file or the new one).
-  ApplyResult reset_from_snapshot(const std::string& snapshot_path);
+  // `position` is where the snapshot puts the chain, as bind_snapshot()
+  // established it (chain.h); without it, snapshot_position(header).
+  ApplyResult reset_from_snapshot(const std::string& snapshot_path,
+                                  std::optional<ChainPosition> position = std::nullopt);
+
+  // The chain's identity (chain.h) this replica follows; "" if unknown
+  // (a chain written before chain.json, or a journal older than it).
+  const std::string& lineage() const { return lineage_; }
+  void set_lineage(const std::string& lineage);
+
+  // Throws Error(kChainBroken) if the file is not as the last apply left it
+  // (size, modification time, or a hash of its first 12 KiB, where DuckDB
+  // keeps its headers, differ, or a PATH.wal exists): something else, such
+  // as a DuckDB that opened it read-write, changed it, and applying the next
+  // segment would corrupt it. A journal written before this check existed
+  // records nothing to compare, and passes.
+  void check_unchanged() const;
 
   // Sets the position without touching the file (for a file known to match).
   void set_position(const ChainPosition& position, std::optional<uint32_t> page_size);
@@ -95,6 +111,8 @@ class Replica {
   ApplyOptions options_;
   ChainPosition position_;
   std::optional<uint32_t> page_size_;
+  std::string lineage_;
+  std::string file_proof_;  // "size mtime_ns sha256(first 12 KiB)" after the last apply; "" unknown
 };
 
 }  // namespace duckblock

@@ -60,6 +60,10 @@ struct RestoreResult {
   uint64_t segments_applied = 0;  // incrementals after the snapshot
   uint64_t bytes_downloaded = 0;
   int64_t created_ms = 0;         // header time of the last segment applied
+  // Newer snapshots that could not be used (damaged, foreign, unreachable
+  // through incrementals), each with why: the restore fell back to an older
+  // one plus incrementals.
+  std::vector<std::string> skipped_snapshots;
 };
 
 // Restores `db` to `target_path`: the newest snapshot at or before the
@@ -79,6 +83,14 @@ SegmentSummary download_segment(ObjectStore& store, const ChainEntry& entry, con
 // position or the incrementals it needs were pruned. Returns segments applied.
 uint64_t catch_up(ObjectStore& store, const std::string& prefix, const std::string& db, Replica& replica,
                   std::optional<uint64_t> up_to_seq = std::nullopt);
+
+struct ChainIdentity;
+// Checks, before anything is applied, that a replica with a position still
+// belongs to the store's chain: the file is as the last apply left it
+// (Replica::check_unchanged), its lineage is the store's, and the store
+// states its checksum at its seq. Throws Error(kChainBroken) saying how out.
+void check_replica_on_chain(ObjectStore& store, const ChainListing& chain, const ChainIdentity& id,
+                            const std::string& db, Replica& replica);
 
 struct FollowerOptions {
   std::string prefix;
@@ -145,6 +157,16 @@ struct PrunePlan {
   uint64_t oldest_restorable_seq = 0;
 };
 PrunePlan plan_prune(const ChainListing& chain, const RetentionPolicy& policy, int64_t now_ms);
+// plan_prune, then proof before anything is deleted: downloads and verifies
+// the snapshot the window relies on (bound to the chain) and every
+// incremental after it. A damaged snapshot there makes it fall back to an
+// older one that verifies, deleting only what is older than that (each such
+// decision goes to `notes`); a damaged incremental, or no snapshot that
+// verifies, throws (kCorruption or kChainBroken) and nothing is to be
+// deleted. Downloads go to `temp_dir`.
+PrunePlan plan_safe_prune(ObjectStore& store, const std::string& prefix, const std::string& db,
+                          const ChainListing& chain, const RetentionPolicy& policy, int64_t now_ms,
+                          const std::string& temp_dir, std::vector<std::string>* notes = nullptr);
 // Executes a plan (snapshots-last ordering so a crash leaves the chain usable).
 void execute_prune(ObjectStore& store, const PrunePlan& plan);
 

@@ -1,4 +1,5 @@
 #include "duckblock/apply.h"
+#include "duckblock/wal.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -8,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "duckblock/error.h"
+#include "duckblock/sha256.h"
 
 namespace duckblock {
 
@@ -130,6 +132,74 @@ ApplyResult apply_segment(const std::string& target, const std::string& segment_
 
 ChainPosition snapshot_position(const SegmentHeader& h) { return {h.seq, h.prev_checksum}; }
 
+namespace {
+
+// What says a replica is as we left it: its size, modification time and a
+// hash of its first 12 KiB (DuckDB rewrites a header at every checkpoint).
+// "" if the file does not exist.
+std::string file_proof(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return "";
+  Sha256 h;
+  {
+    std::vector<uint8_t> head(12288);
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) throw_errno("cannot open " + path);
+    size_t got = 0;
+    while (got < head.size()) {
+      ssize_t n = ::pread(fd, head.data() + got, head.size() - got, static_cast<off_t>(got));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      got += static_cast<size_t>(n);
+    }
+    ::close(fd);
+    h.update(head.data(), got);
+  }
+  int64_t mtime_ns = int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+  return std::to_string(st.st_size) + " " + std::to_string(mtime_ns) + " " + to_hex(h.finish());
+}
+
+}  // namespace
+
+void Replica::set_lineage(const std::string& lineage) {
+  lineage_ = lineage;
+  save_journal(false, 0);
+}
+
+void Replica::check_unchanged() const {
+  auto changed = [&](const std::string& how) {
+    throw Error(ErrorKind::kChainBroken,
+                "the replica " + path_ + " was changed since duckblock last applied to it (" + how +
+                    "), for example by a DuckDB that opened it read-write: it is no longer the chain's seq " +
+                    std::to_string(position_.seq) +
+                    " and applying more would corrupt it. `duckblock follow --force` (or restore --force) "
+                    "replaces it with a fresh copy from the store");
+  };
+  // A log beside the replica is ours only while its record (written by
+  // LogReplica when it applied log segments) vouches for its exact length.
+  if (::access((path_ + ".wal").c_str(), F_OK) == 0) {
+    auto log = LogReplica::peek(path_ + ".duckblock-log");
+    struct stat ls {};
+    if (!log || ::stat((path_ + ".wal").c_str(), &ls) != 0 || uint64_t(ls.st_size) != log->length) {
+      changed(path_ + ".wal exists and is not the log duckblock applied");
+    }
+  }
+  if (file_proof_.empty()) return;
+  std::string now = file_proof(path_);
+  if (now == file_proof_) return;
+  if (now.empty()) changed("it is gone");
+  auto field = [](const std::string& p, int i) {
+    size_t a = 0;
+    for (int k = 0; k < i; ++k) a = p.find(' ', a) + 1;
+    return p.substr(a, p.find(' ', a) - a);
+  };
+  if (field(now, 0) != field(file_proof_, 0)) {
+    changed("its size is " + field(now, 0) + " bytes, not " + field(file_proof_, 0));
+  }
+  if (field(now, 2) != field(file_proof_, 2)) changed("its DuckDB header pages differ");
+  changed("its modification time differs");
+}
+
 // ---- Replica ----
 
 Replica::Replica(std::string path, ApplyOptions options)
@@ -150,6 +220,10 @@ void Replica::save_journal(bool pending, uint64_t pending_seq, bool replacing) {
   if (page_size_) j["page_size"] = *page_size_;
   if (pending) j["pending_seq"] = pending_seq;
   if (replacing) j["replacing"] = true;
+  if (!lineage_.empty()) j["lineage"] = lineage_;
+  // The proof is taken when the file is at rest at the journal's position.
+  if (!pending && !replacing) file_proof_ = file_proof(path_);
+  if (!pending && !replacing && !file_proof_.empty()) j["file"] = file_proof_;
   std::string text = j.dump(1) + "\n";
   write_file_atomic(journal_path(),
                     std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
@@ -167,6 +241,8 @@ void Replica::recover() {
     position_.seq = j.at("seq").get<uint64_t>();
     position_.checksum = parse_checksum_hex(j.at("checksum").get<std::string>());
     if (j.contains("page_size")) page_size_ = j["page_size"].get<uint32_t>();
+    lineage_ = j.value("lineage", std::string());
+    file_proof_ = j.value("file", std::string());
   } catch (const std::exception& e) {
     throw Error(ErrorKind::kCorruption, "replica journal " + journal_path() + " is unreadable: " + e.what());
   }
@@ -188,6 +264,7 @@ void Replica::recover() {
 }
 
 ApplyResult Replica::apply(const std::string& segment_path, bool consume) {
+  check_unchanged();
   ApplyOptions opt = options_;
   opt.page_size = page_size_;
   ApplyResult result;
@@ -227,7 +304,7 @@ ApplyResult Replica::apply(const std::string& segment_path, bool consume) {
   return result;
 }
 
-ApplyResult Replica::reset_from_snapshot(const std::string& snapshot_path) {
+ApplyResult Replica::reset_from_snapshot(const std::string& snapshot_path, std::optional<ChainPosition> position) {
   ApplyResult result;
   {
     FileSource src(snapshot_path);
@@ -247,7 +324,12 @@ ApplyResult Replica::reset_from_snapshot(const std::string& snapshot_path) {
   // The journal names the new position and the file that carries it before
   // the rename, so a crash on either side of the rename is finished by
   // recover() and the journal never describes the wrong file.
-  position_ = snapshot_position(result.summary.header);
+  position_ = position ? *position : snapshot_position(result.summary.header);
+  if (position_.seq != result.summary.header.seq) {
+    throw Error(ErrorKind::kChainBroken, "snapshot " + snapshot_path + " holds seq " +
+                                             std::to_string(result.summary.header.seq) + ", expected " +
+                                             std::to_string(position_.seq));
+  }
   page_size_ = result.summary.header.page_size;
   save_journal(false, 0, /*replacing=*/true);
   finish_replace();

@@ -27,9 +27,11 @@
 #include <random>
 #include <thread>
 
+#include "duckblock/chain.h"
 #include "duckblock/error.h"
 #include "duckblock/key.h"
 #include "duckblock/restore.h"
+#include "leader_checks.h"
 #include "log_shipper.h"
 
 namespace duckblock {
@@ -81,6 +83,11 @@ struct State {
   uint64_t last_snapshot_seq = 0;
   uint64_t segments_since_snapshot = 0;
   uint64_t bytes_since_snapshot = 0;
+  // The chain's identity (chain.h): "" and convention 1 for a chain (or a
+  // spool) from before chain.json.
+  std::string lineage;
+  int convention = 1;
+  uint64_t base_checksum = 0;  // the chain checksum at seq 0
 };
 
 }  // namespace
@@ -100,6 +107,10 @@ struct Replicator::Impl {
     uint64_t queued_bytes = 0;    // their page bytes
     bool resync_needed = false;   // a queued segment failed: see push_locked
     bool uploading = false;       // the uploader is working on one of its segments
+    // Set when the uploader found damage it must not get round (a damaged
+    // spool file, a damaged object at our seq that is not provably ours):
+    // nothing more is uploaded and sync()/push report Error(kCorruption).
+    bool damaged = false;
     std::mutex push_mu;  // one push at a time per database; guards index
     // Commits between checkpoints (push_log); created once the database is
     // registered, destroyed (unsent bytes dropped) when it is removed.
@@ -145,6 +156,11 @@ struct Replicator::Impl {
                         {"segments_since_snapshot", db.st.segments_since_snapshot},
                         {"bytes_since_snapshot", db.st.bytes_since_snapshot},
                         {"page_size", self->options_.page_size}};
+    if (!db.st.lineage.empty()) {
+      j["lineage"] = db.st.lineage;
+      j["convention"] = db.st.convention;
+      j["base_checksum"] = checksum_hex(db.st.base_checksum);
+    }
     std::string text = j.dump(1) + "\n";
     write_file_atomic(db.dir + "/state.json",
                       std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
@@ -164,6 +180,9 @@ struct Replicator::Impl {
       st.last_snapshot_seq = j.at("last_snapshot_seq");
       st.segments_since_snapshot = j.at("segments_since_snapshot");
       st.bytes_since_snapshot = j.at("bytes_since_snapshot");
+      st.lineage = j.value("lineage", std::string());
+      st.convention = j.value("convention", 1);
+      if (j.contains("base_checksum")) st.base_checksum = parse_checksum_hex(j.at("base_checksum"));
       if (j.at("page_size").get<uint32_t>() != self->options_.page_size) {
         throw Error(ErrorKind::kInvalidArgument, "spool " + dir + " was written with page size " +
                                                      std::to_string(j.at("page_size").get<uint32_t>()));
@@ -247,15 +266,20 @@ struct Replicator::Impl {
     return ids;
   }
 
-  // Spools the whole file as the snapshot at the current seq.
-  void spool_snapshot(Db& db, PageReader& reader) {
+  // Spools the whole file as the snapshot at the current seq; returns its
+  // checksum. A snapshot carries no file-length record: it is applied to an
+  // empty file, and its last page (short if the file is) ends where the file
+  // does, so a v1-only applier applies it too.
+  uint64_t spool_snapshot(Db& db, PageReader& reader) {
     uint64_t length = reader.file_size();
     auto ids = all_ids(length, self->options_.page_size);
-    write_segment(db.snap_dir(), db.st.seq, db.st.checksum, now(), ids.size(),
-                  pages_from_file(reader, self->options_.page_size, length, ids), length, true);
+    uint64_t checksum = write_segment(db.snap_dir(), db.st.seq, db.st.checksum, now(), ids.size(),
+                                      pages_from_file(reader, self->options_.page_size, length, ids), length, false)
+                            .first;
     db.st.last_snapshot_seq = db.st.seq;
     db.st.segments_since_snapshot = 0;
     db.st.bytes_since_snapshot = 0;
+    return checksum;
   }
 
   PushResult push(Db& db, PageReader& reader, const std::vector<uint64_t>* candidates) {
@@ -309,7 +333,7 @@ struct Replicator::Impl {
     uint64_t length = reader.file_size();
     auto ids = all_ids(length, self->options_.page_size);
     uint64_t size = write_segment(db.snap_dir(), r.seq, prev, now(), ids.size(),
-                                  pages_from_file(reader, self->options_.page_size, length, ids), length, true)
+                                  pages_from_file(reader, self->options_.page_size, length, ids), length, false)
                         .second;
     l.lock();
     db.st.last_snapshot_seq = r.seq;
@@ -334,6 +358,7 @@ struct Replicator::Impl {
     {
       std::lock_guard l(mu);
       if (db.status.fenced) throw Error(ErrorKind::kFenced, *db.status.last_error);
+      if (db.damaged) throw Error(ErrorKind::kCorruption, *db.status.last_error);
     }
     if (resync_if_needed(db)) candidates = nullptr;
     const uint64_t limit = self->options_.background_spool_bytes;
@@ -341,6 +366,9 @@ struct Replicator::Impl {
     bool background = limit > 0 && candidate_bytes <= limit;
     auto diff = db.index.diff(reader, candidates, background);
     if (diff.changed.empty() && !diff.length_changed) return PushResult{};
+    // Only a length the pages cannot express takes the length record, so a
+    // v1-only applier applies every segment that does not shrink the file.
+    diff.length_changed = needs_length_record(diff, db.index.file_length(), ps);
     uint64_t data_bytes = 0;
     for (uint64_t id : diff.changed) data_bytes += std::min<uint64_t>(ps, diff.file_length - id * ps);
     PushResult result;
@@ -389,7 +417,7 @@ struct Replicator::Impl {
       uint64_t length = reader.file_size();
       auto ids = all_ids(length, ps);
       write_segment(db.snap_dir(), seq, checksum, now(), ids.size(), pages_from_file(reader, ps, length, ids), length,
-                    true);
+                    false);
       result.snapshot = true;
     }
     l.lock();
@@ -409,6 +437,15 @@ struct Replicator::Impl {
     record_shipped(db, diff);
     if (db.pushes_since_index_save >= kIndexSaveEvery) save_index(db, false);
     return result;
+  }
+
+  // A grown file whose last page ships ends where that page ends: pages
+  // alone express its length. A shrink, or a growth whose last page did not
+  // change (it cannot, but the check costs nothing), needs the record.
+  static bool needs_length_record(const PageIndex::Diff& diff, uint64_t old_length, uint32_t ps) {
+    if (diff.file_length == old_length) return false;
+    if (diff.file_length < old_length) return true;
+    return diff.changed.empty() || diff.changed.back() != (diff.file_length - 1) / ps;
   }
 
   // The index takes the pages of a push once it is spooled or queued (a
@@ -592,13 +629,18 @@ struct Replicator::Impl {
       }
       PageView page;
       try {
+        // As an applier: pages extend the file; a length record sets it.
+        uint64_t end = next.file_length();
+        std::optional<uint64_t> recorded;
         while (reader.next(page)) {
           if (page.id == kFileLengthPageId) {
-            next.set_length(decode_file_length(page.data));
+            recorded = decode_file_length(page.data);
           } else {
             next.set(page.id, page.data.data(), page.data.size());
+            end = std::max(end, page.id * ps + page.data.size());
           }
         }
+        next.set_length(recorded ? *recorded : end);
       } catch (const Error& e) {
         ::unlink(tmp.c_str());
         if (e.kind() == ErrorKind::kCorruption) return PageIndex(ps);
@@ -613,6 +655,36 @@ struct Replicator::Impl {
     return std::move(*idx);
   }
 
+  // The chain checksum at `seq` (<= the head) as this spool knows it.
+  std::optional<uint64_t> checksum_at(Db& db, uint64_t seq) {
+    if (seq == db.st.seq) return db.st.checksum;
+    if (seq == 0) return db.st.convention == 2 ? db.st.base_checksum : 0;
+    auto files = spool_files(db.incr_dir());
+    auto it = files.find(seq + 1);
+    if (it == files.end()) return std::nullopt;
+    FileSource src(it->second);
+    SegmentReader reader(src);
+    return reader.header().prev_checksum;
+  }
+
+  // state.json's head against the spooled segment at that seq, if it is
+  // still spooled: a state.json with a wrong checksum would otherwise make
+  // the next segment name a checksum no follower has.
+  void check_state_against_spool(Db& db) {
+    auto files = spool_files(db.incr_dir());
+    auto it = files.find(db.st.seq);
+    if (it == files.end()) return;
+    FileSource src(it->second);
+    SegmentSummary s = verify_segment(src);
+    if (s.checksum != db.st.checksum) {
+      throw Error(ErrorKind::kCorruption, "the spool state " + db.dir + "/state.json records checksum " +
+                                              checksum_hex(db.st.checksum) + " at seq " + std::to_string(db.st.seq) +
+                                              " but the spooled segment there has " + checksum_hex(s.checksum) +
+                                              ": state.json is damaged. Move the spool directory away to rebuild "
+                                              "the shipped state from the store");
+    }
+  }
+
   // ---- uploader ----
 
   struct Job {
@@ -624,7 +696,7 @@ struct Replicator::Impl {
 
   std::optional<Job> next_job() {
     for (auto& [name, db] : dbs) {
-      if (!db->active || db->status.fenced) continue;
+      if (!db->active || db->status.fenced || db->damaged) continue;
       // Snapshots go up once the store has the incremental of their seq.
       for (auto& [seq, path] : spool_files(db->snap_dir())) {
         if (seq == 0 || (db->st.uploaded_any && seq <= db->st.uploaded_seq)) return Job{db, seq, true, path};
@@ -646,18 +718,42 @@ struct Replicator::Impl {
     return db.queued + spool_files(db.incr_dir()).size() + spool_files(db.snap_dir()).size();
   }
 
-  // True if the store holds exactly our segment under `key`.
-  bool store_has_same(const std::string& key, const std::string& path) {
-    VectorSink theirs;
-    self->store_->get(key, theirs);
-    MemorySource a(theirs.data());
-    FileSource b(path);
+  // Uploads one spooled segment, re-verified first. If the key is taken:
+  // our own earlier upload (a crash before it was recorded) is fine;
+  // another leader's sound segment fences us; a damaged object that is
+  // provably ours (a server killed mid-upload left a prefix of it) is
+  // replaced; any other damage stops uploads and is reported as damage.
+  void upload_one(const std::string& key, const Job& job, uint64_t& size, bool& fenced, bool& damaged,
+                  std::optional<std::string>& error) {
+    verify_spooled_segment(job.path, job.seq);
+    FileSource src(job.path);
+    size = src.size();
     try {
-      auto x = verify_segment(a);
-      auto y = verify_segment(b);
-      return x.checksum == y.checksum && x.header.seq == y.header.seq && x.header.prev_checksum == y.header.prev_checksum;
-    } catch (const Error&) {
-      return false;
+      self->store_->put_if_absent(key, src);
+      return;
+    } catch (const Error& e) {
+      if (e.kind() != ErrorKind::kAlreadyExists) throw;
+    }
+    ExistingVerdict v = judge_existing_object(*self->store_, key, job.path);
+    switch (v.what) {
+      case ExistingObject::kSame:
+        return;
+      case ExistingObject::kForeign:
+        fenced = true;
+        error = "fenced: " + key + " was already written by another leader (" + v.detail +
+                "); this leader must stop writing " + job.db->name;
+        return;
+      case ExistingObject::kDamagedOurs: {
+        FileSource again(job.path);
+        self->store_->put(key, again);  // a repair: the object was ours, cut short
+        return;
+      }
+      case ExistingObject::kDamaged:
+        damaged = true;
+        error = "the store's " + key + " is damaged and not provably this leader's (" + v.detail +
+                "); nothing more is uploaded for " + job.db->name +
+                ". `duckblock verify` lists the damage; remove the object if it is garbage and push again";
+        return;
     }
   }
 
@@ -675,30 +771,19 @@ struct Replicator::Impl {
       std::string key = format_key(self->options_.prefix,
                                    {job->db->name, job->snapshot ? kSnapshotGeneration : kIncrementalGeneration, job->seq});
       std::optional<std::string> error;
-      bool fenced = false;
+      bool fenced = false, damaged = false;
       uint64_t size = 0;
       try {
-        FileSource src(job->path);
-        size = src.size();
-        try {
-          self->store_->put_if_absent(key, src);
-        } catch (const Error& e) {
-          if (e.kind() != ErrorKind::kAlreadyExists) throw;
-          // Either our own earlier upload (before a crash) or another leader's.
-          if (!store_has_same(key, job->path)) {
-            fenced = true;
-            error = "fenced: " + key + " was already written by another leader; this leader must stop writing " +
-                    job->db->name;
-          }
-        }
+        upload_one(key, *job, size, fenced, damaged, error);
       } catch (const Error& e) {
         error = std::string(e.what());
+        damaged = e.kind() == ErrorKind::kCorruption;
       }
       l.lock();
       auto& db = *job->db;
       db.uploading = false;
-      if (fenced) {
-        db.status.fenced = true;
+      if (fenced || damaged) {
+        (fenced ? db.status.fenced : db.damaged) = true;
         db.status.last_error = error;
         done_cv.notify_all();
         continue;
@@ -781,6 +866,7 @@ void Replicator::add(const std::string& db_name, PageReader& reader) {
   if (st) {
     db->st = *st;
     impl_->adopt_spool(*db);
+    impl_->check_state_against_spool(*db);
     uint64_t head = chain.head_seq();
     if (!chain.empty() && head > db->st.seq) {
       throw Error(ErrorKind::kFenced, "the store's chain for '" + db_name + "' has reached seq " + std::to_string(head) +
@@ -792,19 +878,37 @@ void Replicator::add(const std::string& db_name, PageReader& reader) {
                                               std::to_string(head) + " but seq " + std::to_string(db->st.uploaded_seq) +
                                               " was uploaded");
     }
+    ChainIdentity store_id = read_chain_identity(*store_, options_.prefix, db_name);
+    if (chain.empty() && !db->st.uploaded_any) {
+      // Nothing uploaded yet; a crash may have come between state.json and
+      // the marker, so make sure it is there.
+      if (db->st.convention == 2) {
+        write_chain_identity(*store_, options_.prefix, db_name, {2, db->st.lineage, db->st.base_checksum});
+      }
+    } else {
+      check_store_holds_our_head(*store_, options_.prefix, db_name, chain, store_id, db->st.lineage,
+                                 db->st.uploaded_seq, impl_->checksum_at(*db, db->st.uploaded_seq), db->dir);
+    }
     db->index = impl_->load_index(*db);
   } else if (chain.empty()) {
     // A new database: its first snapshot, at seq 0.
     for (auto& [seq, path] : spool_files(db->snap_dir())) ::unlink(path.c_str());
     db->st = State{};
-    impl_->spool_snapshot(*db, reader);
+    db->st.convention = 2;
+    db->st.lineage = new_lineage();
+    // Convention 2: incremental 1 chains from the seq-0 snapshot's checksum.
+    db->st.checksum = db->st.base_checksum = impl_->spool_snapshot(*db, reader);
     db->index.update(reader, Impl::all_ids(reader.file_size(), options_.page_size), reader.file_size());
     db->index.set_position(db->st.seq, db->st.checksum);
     impl_->save_state(*db);
     impl_->save_index(*db, true);
+    // Before anything of the chain is uploaded (the uploader starts on it
+    // only once add() returns).
+    write_chain_identity(*store_, options_.prefix, db_name, {2, db->st.lineage, db->st.base_checksum});
   } else {
     // The store has a chain but this machine has no spool: rebuild the
     // shipped state from the store, then ship whatever the file differs by.
+    ChainIdentity store_id = read_chain_identity(*store_, options_.prefix, db_name);
     std::string base = db->dir + "/base.restore";
     RestoreOptions ro;
     ro.prefix = options_.prefix;
@@ -820,6 +924,9 @@ void Replicator::add(const std::string& db_name, PageReader& reader) {
     db->st.checksum = r.position.checksum;
     db->st.uploaded_any = true;
     db->st.last_snapshot_seq = chain.snapshots.empty() ? 0 : chain.snapshots.back().seq;
+    db->st.lineage = store_id.lineage;
+    db->st.convention = store_id.convention;
+    db->st.base_checksum = store_id.base_checksum;
     db->index.set_position(db->st.seq, db->st.checksum);
     impl_->save_state(*db);
     impl_->save_index(*db, true);
@@ -863,6 +970,10 @@ void Replicator::add_continuing(const std::string& db_name, PageReader& reader, 
   db->st.checksum = position.checksum;
   db->st.uploaded_any = true;
   db->st.last_snapshot_seq = chain.snapshots.empty() ? 0 : chain.snapshots.back().seq;
+  ChainIdentity store_id = read_chain_identity(*store_, options_.prefix, db_name);
+  db->st.lineage = store_id.lineage;
+  db->st.convention = store_id.convention;
+  db->st.base_checksum = store_id.base_checksum;
   db->index.update(reader, Impl::all_ids(reader.file_size(), options_.page_size), reader.file_size());
   db->index.set_position(position.seq, position.checksum);
   impl_->save_state(*db);
@@ -959,6 +1070,7 @@ void Replicator::sync_segments(const std::string& db_name, std::chrono::millisec
     for (auto& [name, db] : impl_->dbs) {
       if (!db_name.empty() && name != db_name) continue;
       if (db->status.fenced) throw Error(ErrorKind::kFenced, *db->status.last_error);
+      if (db->damaged) throw Error(ErrorKind::kCorruption, *db->status.last_error);
       if (db->resync_needed) {
         throw Error(ErrorKind::kIO, *db->status.last_error + " (the next checkpoint ships everything that differs)");
       }

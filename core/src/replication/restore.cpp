@@ -6,6 +6,7 @@
 #include <deque>
 #include <thread>
 
+#include "duckblock/chain.h"
 #include "duckblock/error.h"
 #include "duckblock/key.h"
 
@@ -189,6 +190,48 @@ uint64_t apply_all(ObjectStore& store, Replica& replica, const std::vector<Chain
   return n;
 }
 
+// Resets `replica` from the newest of `candidates` (newest first) that
+// downloads, verifies and belongs to this chain at its seq, and from which
+// the listed incrementals reach `to`. A damaged or foreign snapshot is
+// skipped for an older one (each skip is described in `skipped`); if none
+// serves, the first failure is thrown.
+struct Chosen {
+  const ChainEntry* entry = nullptr;
+  SegmentSummary summary;
+  std::vector<ChainEntry> incrementals;
+};
+Chosen reset_from_bound_snapshot(ObjectStore& store, const ChainListing& chain, const ChainIdentity& id,
+                                 const std::vector<const ChainEntry*>& candidates, uint64_t to, Replica& replica,
+                                 const std::string& dir, std::vector<std::string>& skipped) {
+  std::exception_ptr first;
+  for (const ChainEntry* cand : candidates) {
+    Chosen c;
+    c.entry = cand;
+    std::string path = temp_name(dir, "snapshot");
+    try {
+      c.incrementals = incrementals_between(chain, cand->seq, to);
+      c.summary = download_segment(store, *cand, path);
+      ChainPosition pos = bind_snapshot(store, chain, id, *cand, c.summary);
+      replica.reset_from_snapshot(path, pos);
+      ::unlink(path.c_str());
+      replica.set_lineage(id.lineage);
+      return c;
+    } catch (const Error& e) {
+      ::unlink(path.c_str());
+      // Only what an older snapshot can get round: damage, a foreign
+      // object, a gap, an object gone since the listing.
+      if (e.kind() != ErrorKind::kCorruption && e.kind() != ErrorKind::kChainBroken &&
+          e.kind() != ErrorKind::kNotFound) {
+        throw;
+      }
+      if (!first) first = std::current_exception();
+      skipped.push_back("snapshot at seq " + std::to_string(cand->seq) + " not used: " + e.what());
+    }
+  }
+  if (first) std::rethrow_exception(first);
+  throw Error(ErrorKind::kNotFound, "no snapshot to start from");
+}
+
 }  // namespace
 
 RestoreResult restore(ObjectStore& store, const std::string& db, const std::string& target_path,
@@ -231,40 +274,33 @@ RestoreResult restore(ObjectStore& store, const std::string& db, const std::stri
       want = best;
     }
   }
-  const ChainEntry* snap = nullptr;
-  for (const auto& s : chain.snapshots) {
-    if (s.seq <= want) snap = &s;
+  std::vector<const ChainEntry*> candidates;
+  for (auto it = chain.snapshots.rbegin(); it != chain.snapshots.rend(); ++it) {
+    if (it->seq <= want) candidates.push_back(&*it);
   }
-  if (!snap) {
+  if (candidates.empty()) {
     throw Error(ErrorKind::kNotFound, "no snapshot of '" + db + "' at or before seq " + std::to_string(want) +
                                           " (it may have been pruned)");
   }
-  auto incs = incrementals_between(chain, snap->seq, want);
+  ChainIdentity id = read_chain_identity(store, options.prefix, db);
 
   std::string dir = options.temp_dir.empty() ? dirname_of(target_path) : options.temp_dir;
   std::string work = target_path + ".duckblock-restoring";
   for (const auto& p : {work, work + ".duckblock", work + ".duckblock-pending"}) ::unlink(p.c_str());
   RestoreResult result;
   RestoreProgress progress;
-  progress.segments_total = 1 + incs.size();
-  progress.bytes_total = snap->size;
-  for (const auto& e : incs) progress.bytes_total += e.size;
   try {
     Replica replica(work);
-    std::string snap_path = temp_name(dir, "snapshot");
-    SegmentSummary s = download_segment(store, *snap, snap_path);
-    try {
-      replica.reset_from_snapshot(snap_path);
-    } catch (...) {
-      ::unlink(snap_path.c_str());
-      throw;
-    }
-    ::unlink(snap_path.c_str());
-    result.snapshot_seq = snap->seq;
-    result.bytes_downloaded = s.encoded_size;
-    result.created_ms = s.header.created_ms;
+    Chosen c = reset_from_bound_snapshot(store, chain, id, candidates, want, replica, dir, result.skipped_snapshots);
+    const auto& incs = c.incrementals;
+    progress.segments_total = 1 + incs.size();
+    progress.bytes_total = c.entry->size;
+    for (const auto& e : incs) progress.bytes_total += e.size;
+    result.snapshot_seq = c.entry->seq;
+    result.bytes_downloaded = c.summary.encoded_size;
+    result.created_ms = c.summary.header.created_ms;
     progress.segments_done = 1;
-    progress.bytes_done = snap->size;
+    progress.bytes_done = c.entry->size;
     if (options.progress) options.progress(progress);
     result.segments_applied = apply_all(store, replica, incs, dir, &result, &options, &progress);
     result.position = replica.position();
@@ -291,10 +327,12 @@ uint64_t catch_up(ObjectStore& store, const std::string& prefix, const std::stri
                   std::optional<uint64_t> up_to_seq) {
   ChainListing chain = list_chain(store, prefix, db);
   if (chain.empty()) throw Error(ErrorKind::kNotFound, "the store " + store.url() + " has no database '" + db + "'");
+  ChainIdentity id = read_chain_identity(store, prefix, db);
   uint64_t head = up_to_seq ? std::min(*up_to_seq, chain.head_seq()) : chain.head_seq();
   std::string dir = dirname_of(replica.path());
   bool fresh = ::access(replica.journal_path().c_str(), F_OK) != 0;
   uint64_t pos = replica.position().seq;
+  if (!fresh) check_replica_on_chain(store, chain, id, db, replica);
   // Start over from a snapshot when the replica has no position yet, or the
   // incremental it needs next is gone (pruned) while a newer snapshot exists.
   bool need_next = !fresh && pos < head;
@@ -302,30 +340,49 @@ uint64_t catch_up(ObjectStore& store, const std::string& prefix, const std::stri
                                                 [&](const ChainEntry& e) { return e.seq == pos + 1; });
   uint64_t applied = 0;
   if (fresh || next_missing) {
-    const ChainEntry* snap = nullptr;
-    for (const auto& s : chain.snapshots) {
-      if (s.seq <= head && (fresh || s.seq > pos)) snap = &s;
+    std::vector<const ChainEntry*> candidates;
+    for (auto it = chain.snapshots.rbegin(); it != chain.snapshots.rend(); ++it) {
+      if (it->seq <= head && (fresh || it->seq > pos)) candidates.push_back(&*it);
     }
-    if (!snap) {
+    if (candidates.empty()) {
       throw Error(fresh ? ErrorKind::kNotFound : ErrorKind::kChainBroken,
                   fresh ? "no snapshot of '" + db + "' to start from"
                         : "incremental seq " + std::to_string(pos + 1) + " is gone from the store and no newer snapshot exists");
     }
-    std::string path = temp_name(dir, "snapshot");
-    download_segment(store, *snap, path);
-    try {
-      replica.reset_from_snapshot(path);
-    } catch (...) {
-      ::unlink(path.c_str());
-      throw;
-    }
-    ::unlink(path.c_str());
+    std::vector<std::string> skipped;
+    reset_from_bound_snapshot(store, chain, id, candidates, head, replica, dir, skipped);
     ++applied;
   }
   pos = replica.position().seq;
   if (pos >= head) return applied;
   auto incs = incrementals_between(chain, pos, head);
   return applied + apply_all(store, replica, incs, dir, nullptr, nullptr, nullptr);
+}
+
+void check_replica_on_chain(ObjectStore& store, const ChainListing& chain, const ChainIdentity& id,
+                            const std::string& db, Replica& replica) {
+  replica.check_unchanged();
+  const std::string how = "`duckblock follow --force` replaces the replica with a fresh copy of the store's chain";
+  if (!replica.lineage().empty() && replica.lineage() != id.lineage) {
+    throw_lineage_mismatch(db, id.lineage, replica.lineage(), how);
+  }
+  ChainPosition pos = replica.position();
+  if (pos.seq > chain.head_seq()) {
+    throw Error(ErrorKind::kChainBroken, "the replica " + replica.path() + " is at seq " + std::to_string(pos.seq) +
+                                             " but the store's chain for '" + db + "' ends at seq " +
+                                             std::to_string(chain.head_seq()) +
+                                             ": the chain was rewritten or lost objects; " + how);
+  }
+  auto stated = stated_chain_checksum(store, chain, id, pos.seq);
+  if (stated && *stated != pos.checksum) {
+    throw Error(ErrorKind::kChainBroken, "the store's chain for '" + db + "' has checksum " + checksum_hex(*stated) +
+                                             " at seq " + std::to_string(pos.seq) + " but the replica " +
+                                             replica.path() + " is at " + checksum_hex(pos.checksum) +
+                                             ": the database was rebuilt or rewritten in the store; " + how);
+  }
+  // A journal from before chain.json learns the lineage once its position
+  // is confirmed.
+  if (replica.lineage().empty() && !id.lineage.empty()) replica.set_lineage(id.lineage);
 }
 
 }  // namespace duckblock

@@ -2,11 +2,30 @@
 // retention window: it keeps the newest snapshot at or before the window's
 // start (and every later snapshot and incremental), plus older snapshots up
 // to min_snapshots. Times are the store's object times.
-#include <algorithm>
+#include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
+
+#include "duckblock/chain.h"
+#include "duckblock/error.h"
 #include "duckblock/restore.h"
 
 namespace duckblock {
+
+namespace {
+
+// Incremental S of the oldest kept snapshot at S is what states the chain
+// checksum the snapshot must name (chain.h, bind_snapshot), unless
+// incremental S+1 does. So it goes only if S+1 is there.
+bool incremental_removable(const ChainListing& chain, const ChainEntry& e, uint64_t base) {
+  if (e.seq < base) return true;
+  if (e.seq > base) return false;
+  return std::any_of(chain.incrementals.begin(), chain.incrementals.end(),
+                     [&](const ChainEntry& x) { return x.seq == base + 1; });
+}
+
+}  // namespace
 
 PrunePlan plan_prune(const ChainListing& chain, const RetentionPolicy& policy, int64_t now_ms) {
   PrunePlan plan;
@@ -47,7 +66,7 @@ PrunePlan plan_prune(const ChainListing& chain, const RetentionPolicy& policy, i
   uint64_t oldest_kept = chain.snapshots[keep_from].seq;
   plan.oldest_restorable_seq = oldest_kept;
   for (const auto& e : chain.incrementals) {
-    if (e.seq <= oldest_kept) plan.remove.push_back(e);
+    if (incremental_removable(chain, e, oldest_kept)) plan.remove.push_back(e);
   }
   for (int i = 0; i < keep_from; ++i) plan.remove.push_back(chain.snapshots[i]);
   return plan;
@@ -64,6 +83,103 @@ void execute_prune(ObjectStore& store, const PrunePlan& plan) {
   for (size_t i = 0; i < snapshots.size(); i += 1000) {
     store.remove({snapshots.begin() + i, snapshots.begin() + std::min(snapshots.size(), i + 1000)});
   }
+}
+
+}  // namespace duckblock
+
+namespace duckblock {
+
+namespace {
+
+std::string verify_temp(const std::string& dir) {
+  static std::atomic<uint64_t> n{0};
+  return dir + "/.duckblock-prune-" + std::to_string(::getpid()) + "-" + std::to_string(n++);
+}
+
+// Downloads, verifies and binds one snapshot; returns the position it gives.
+ChainPosition check_snapshot(ObjectStore& store, const ChainListing& chain, const ChainIdentity& id,
+                             const ChainEntry& snap, const std::string& dir) {
+  std::string tmp = verify_temp(dir);
+  SegmentSummary s = download_segment(store, snap, tmp);  // removes tmp on failure
+  ::unlink(tmp.c_str());
+  return bind_snapshot(store, chain, id, snap, s);
+}
+
+// Downloads and verifies every incremental after `from`, each linked to the
+// one before.
+void check_incrementals(ObjectStore& store, const ChainListing& chain, ChainPosition from, const std::string& dir) {
+  uint64_t last = from.seq;
+  for (const auto& e : chain.incrementals) last = std::max(last, e.seq);
+  for (uint64_t seq = from.seq + 1; seq <= last; ++seq) {
+    auto it = std::find_if(chain.incrementals.begin(), chain.incrementals.end(),
+                           [&](const ChainEntry& e) { return e.seq == seq; });
+    if (it == chain.incrementals.end()) {
+      throw Error(ErrorKind::kChainBroken, "incremental seq " + std::to_string(seq) + " is missing");
+    }
+    std::string tmp = verify_temp(dir);
+    SegmentSummary s = download_segment(store, *it, tmp);
+    ::unlink(tmp.c_str());
+    ApplyOptions opt;
+    check_continues(s, from, opt);
+    from = {seq, s.checksum};
+  }
+}
+
+bool recoverable(const Error& e) {
+  return e.kind() == ErrorKind::kCorruption || e.kind() == ErrorKind::kChainBroken ||
+         e.kind() == ErrorKind::kNotFound;
+}
+
+}  // namespace
+
+PrunePlan plan_safe_prune(ObjectStore& store, const std::string& prefix, const std::string& db,
+                          const ChainListing& chain, const RetentionPolicy& policy, int64_t now_ms,
+                          const std::string& temp_dir, std::vector<std::string>* notes) {
+  PrunePlan plan = plan_prune(chain, policy, now_ms);
+  if (plan.remove.empty()) return plan;
+  ChainIdentity id = read_chain_identity(store, prefix, db);
+  // The snapshot every point in the window is restored from (directly, or
+  // through the incrementals after it), and the older ones it can fall back
+  // to, newest first.
+  std::vector<const ChainEntry*> bases;
+  for (auto it = chain.snapshots.rbegin(); it != chain.snapshots.rend(); ++it) {
+    if (it->seq <= plan.oldest_restorable_seq) bases.push_back(&*it);
+  }
+  std::string damage;
+  for (const ChainEntry* base : bases) {
+    ChainPosition pos;
+    try {
+      pos = check_snapshot(store, chain, id, *base, temp_dir);
+    } catch (const Error& e) {
+      if (!recoverable(e)) throw;
+      if (notes) notes->push_back("snapshot at seq " + std::to_string(base->seq) + " cannot be restored: " + e.what());
+      if (damage.empty()) damage = e.what();
+      continue;
+    }
+    try {
+      check_incrementals(store, chain, pos, temp_dir);
+    } catch (const Error& e) {
+      if (!recoverable(e)) throw;
+      throw Error(e.kind(), "prune deleted nothing: a point inside the window is not restorable through objects "
+                            "that verify (" + std::string(e.what()) + "); `duckblock verify` lists the damage");
+    }
+    if (base->seq == plan.oldest_restorable_seq) return plan;
+    // Fall back: keep this older snapshot and everything after it.
+    PrunePlan safer;
+    safer.oldest_restorable_seq = base->seq;
+    for (const auto& e : plan.remove) {
+      if (e.snapshot ? e.seq < base->seq : incremental_removable(chain, e, base->seq)) safer.remove.push_back(e);
+    }
+    if (notes) {
+      notes->push_back("kept the snapshot at seq " + std::to_string(base->seq) +
+                       " and the incrementals after it: the newer snapshot the window would rely on is damaged");
+    }
+    return safer;
+  }
+  throw Error(ErrorKind::kCorruption, "prune deleted nothing: no snapshot at or before seq " +
+                                          std::to_string(plan.oldest_restorable_seq) +
+                                          " verifies, so the window's oldest points rely on damaged objects (" +
+                                          damage + "); `duckblock verify` lists the damage");
 }
 
 }  // namespace duckblock
