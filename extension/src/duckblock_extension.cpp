@@ -154,7 +154,10 @@ struct StatusFn {
             {"applied_seq", LogicalType::UBIGINT},   {"head_seq", LogicalType::UBIGINT},
             {"bytes_shipped", LogicalType::UBIGINT}, {"pending_segments", LogicalType::UBIGINT},
             {"last_snapshot_seq", LogicalType::UBIGINT}, {"fenced", LogicalType::BOOLEAN},
-            {"last_error", LogicalType::VARCHAR},    {"lag_ms", LogicalType::BIGINT}};
+            {"last_error", LogicalType::VARCHAR},    {"lag_ms", LogicalType::BIGINT},
+            {"log_seq", LogicalType::UBIGINT},       {"log_index", LogicalType::UBIGINT},
+            {"log_bytes", LogicalType::UBIGINT},     {"log_pending_bytes", LogicalType::UBIGINT},
+            {"commit_lag_ms", LogicalType::BIGINT}};
   }
   static Rows leader_rows(ClientContext& context, State& state, const std::optional<std::string>& only) {
     Rows rows;
@@ -176,7 +179,9 @@ struct StatusFn {
                       Value::UBIGINT(rs.spooled_seq), Value(LogicalType::UBIGINT), Value(LogicalType::UBIGINT),
                       Value::UBIGINT(rs.bytes_shipped), Value::UBIGINT(pending),
                       Value::UBIGINT(rs.last_snapshot_seq), Value::BOOLEAN(rs.fenced), opt_str(err),
-                      Value::BIGINT(lag)});
+                      Value::BIGINT(lag), Value::UBIGINT(rs.log_base_seq), Value::UBIGINT(rs.log_index),
+                      Value::UBIGINT(rs.log_length), Value::UBIGINT(rs.log_pending_bytes),
+                      Value::BIGINT(rs.log_lag_ms)});
     }
     return rows;
   }
@@ -193,7 +198,9 @@ struct StatusFn {
                       Value::BOOLEAN(s.attached), Value(LogicalType::UBIGINT), Value(LogicalType::UBIGINT),
                       Value::UBIGINT(s.applied_seq), Value::UBIGINT(s.head_seq), Value(LogicalType::UBIGINT),
                       Value::UBIGINT(behind), Value(LogicalType::UBIGINT), Value(LogicalType::BOOLEAN),
-                      opt_str(s.last_error), Value::BIGINT(lag)});
+                      opt_str(s.last_error), Value::BIGINT(lag), Value::UBIGINT(s.applied_seq),
+                      Value::UBIGINT(s.log_index), Value::UBIGINT(s.log_bytes), Value(LogicalType::UBIGINT),
+                      Value::BIGINT(s.log_created_ms ? now - s.log_created_ms : -1)});
     }
     return rows;
   }
@@ -359,11 +366,18 @@ struct RestoreFn {
     if (!ro.prefix.empty() && ro.prefix.back() != '/') ro.prefix += '/';
     try {
       auto store = open_store_for(url, settings);
-      auto r = restore(*store, db, path, target, ro);
       // A .wal beside the restored file belongs to some other state of it:
       // DuckDB would replay it over the restored checkpoint.
       std::error_code ec;
       std::filesystem::remove(path + ".wal", ec);
+      std::filesystem::remove(path + ".duckblock-log", ec);
+      auto r = restore(*store, db, path, target, ro);
+      // Then the commits after that checkpoint (not for seq := N, which
+      // names the checkpoint itself): DuckDB replays them from PATH.wal.
+      if (!target.seq) {
+        LogReplica log(path + ".wal", path + ".duckblock-log");
+        catch_up_log(*store, ro.prefix, db, r.position, log, target.time_ms);
+      }
       return {{Value(db), Value(path), Value::UBIGINT(r.position.seq), Value::UBIGINT(r.snapshot_seq),
                Value::UBIGINT(r.segments_applied), Value::UBIGINT(r.bytes_downloaded),
                Value::TIMESTAMP(duckdb::Timestamp::FromEpochMs(r.created_ms))}};

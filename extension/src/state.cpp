@@ -89,6 +89,8 @@ Settings Settings::read(const duckdb::DatabaseInstance& db) {
   s.snapshot_bytes = get_u64(db, "duckblock_snapshot_bytes", s.snapshot_bytes);
   s.poll_interval_ms = get_u64(db, "duckblock_poll_interval_ms", s.poll_interval_ms);
   s.refresh_wait_ms = get_u64(db, "duckblock_refresh_wait_ms", s.refresh_wait_ms);
+  s.sync_interval_ms = get_u64(db, "duckblock_sync_interval_ms", s.sync_interval_ms);
+  s.sync_mode = get_string(db, "duckblock_sync_mode", s.sync_mode);
   if (auto e = get_string(db, "duckblock_s3_endpoint"); !e.empty()) s.store_options.endpoint = e;
   if (auto r = get_string(db, "duckblock_s3_region"); !r.empty()) s.store_options.region = r;
   if (auto p = get_string(db, "duckblock_s3_profile"); !p.empty()) s.store_options.profile = p;
@@ -119,6 +121,13 @@ void register_settings(duckdb::DBConfig& config) {
   add("duckblock_refresh_wait_ms",
       "How long a refresh waits for queries still reading the old replica state before giving up",
       LogicalType::UBIGINT, Value::UBIGINT(10000));
+  add("duckblock_sync_interval_ms",
+      "Interval mode: committed transactions reach the store within this many ms (one object per interval)",
+      LogicalType::UBIGINT, Value::UBIGINT(1000));
+  add("duckblock_sync_mode",
+      "'interval': COMMIT returns at once, the store has it within duckblock_sync_interval_ms; 'commit': COMMIT "
+      "returns only once the store holds it",
+      LogicalType::VARCHAR, Value("interval"));
   add("duckblock_s3_endpoint", "S3 endpoint override, http(s)://host:port ('' = AWS or AWS_ENDPOINT_URL)",
       LogicalType::VARCHAR, Value(""));
   add("duckblock_s3_region", "S3 region ('' = AWS_REGION or the profile's)", LogicalType::VARCHAR, Value(""));
@@ -216,6 +225,16 @@ std::shared_ptr<Leader> State::open_leader(const std::string& path, const Settin
     ro.spool_dir = leader->spool_dir;
     ro.snapshots.every_segments = s.snapshot_every;
     ro.snapshots.every_bytes = s.snapshot_bytes;
+    if (s.sync_mode == "commit") {
+      ro.log_sync_mode = LogSyncMode::kCommit;
+    } else if (s.sync_mode == "interval") {
+      ro.log_sync_mode = LogSyncMode::kInterval;
+    } else {
+      throw Error(ErrorKind::kInvalidArgument,
+                  "duckblock_sync_mode is '" + s.sync_mode + "': use 'interval' (the default) or 'commit'");
+    }
+    if (s.sync_interval_ms == 0) throw Error(ErrorKind::kInvalidArgument, "duckblock_sync_interval_ms must be > 0");
+    ro.log_interval = std::chrono::milliseconds(s.sync_interval_ms);
     // One replicator per database file: its spool directory holds one
     // chain's state, and DETACH / ATTACH of one file must not touch another's.
     std::filesystem::create_directories(ro.spool_dir);
@@ -225,6 +244,12 @@ std::shared_ptr<Leader> State::open_leader(const std::string& path, const Settin
   if (auto it = leaders_.find(path); it != leaders_.end()) retired_.push_back(std::move(it->second));
   leaders_[path] = leader;
   return leader;
+}
+
+std::shared_ptr<Leader> State::leader_by_path(const std::string& canonical_path) {
+  std::lock_guard l(mu_);
+  auto it = leaders_.find(canonical_path);
+  return it == leaders_.end() ? nullptr : it->second;
 }
 
 std::vector<std::shared_ptr<Leader>> State::leaders() {
@@ -306,6 +331,8 @@ Follower::Follower(std::string alias, std::string db, std::string store_url, std
       prefix_(std::move(prefix)),
       store_(std::move(store)),
       refresh_wait_(refresh_wait) {
+  slots_[0].path = path_;
+  slots_[1].path = path_ + ".duckblock-alt";
   st_.alias = alias_;
   st_.db = db_;
   st_.path = path_;
@@ -334,89 +361,103 @@ FollowerStatus Follower::status() const {
   return st_;
 }
 
-void Follower::detach_and_wait(duckdb::Connection& con, duckdb::DatabaseInstance& db) {
-  auto& dbm = duckdb::DatabaseManager::Get(db);
-  duckdb::weak_ptr<duckdb::AttachedDatabase> old = dbm.GetDatabase(alias_);
-  if (old.expired()) return;
-  auto r = con.Query("DETACH DATABASE IF EXISTS " + quote_ident(alias_));
-  if (r->HasError()) throw Error(ErrorKind::kIO, "detaching '" + alias_ + "': " + r->GetError());
-  {
-    std::lock_guard l(mu_);
-    st_.attached = false;
-  }
-  // Transactions that began before the DETACH keep the attached database
-  // (and its open file) alive; the file must not change until they end.
+void Follower::open_slot(Slot& s) {
+  if (!s.replica) s.replica = std::make_unique<Replica>(s.path);  // finishes an apply a crash interrupted
+  if (!s.log) s.log = std::make_unique<LogReplica>(s.path + ".wal", s.path + ".duckblock-log");
+}
+
+bool Follower::behind(Slot& s, uint64_t head) {
+  open_slot(s);
+  if (!std::filesystem::exists(s.path) || s.replica->position() == ChainPosition{}) return true;
+  if (s.replica->position().seq != head) return true;
+  auto entries = list_log(*store_, prefix_, db_, head);
+  uint64_t have = s.log->position() && s.log->position()->base_seq == head ? s.log->position()->index : 0;
+  return !entries.empty() && entries.back().index > have;
+}
+
+void Follower::wait_unread(Slot& s) {
   auto deadline = std::chrono::steady_clock::now() + refresh_wait_;
-  while (!old.expired()) {
+  while (!s.attached.expired()) {
     if (std::chrono::steady_clock::now() >= deadline) {
       throw Error(ErrorKind::kRetryable,
-                  "a transaction still reads '" + alias_ + "' after " + std::to_string(refresh_wait_.count()) +
-                      " ms; the replica was not changed (end that transaction, or raise duckblock_refresh_wait_ms)");
+                  "a query has been reading the previous state of '" + alias_ + "' for over " +
+                      std::to_string(refresh_wait_.count()) +
+                      " ms; the alias stays on the current state until it ends (or raise duckblock_refresh_wait_ms)");
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
 }
 
-void Follower::attach(duckdb::Connection& con) {
-  // A .wal beside a replica is never the leader's: DuckDB would replay it
-  // (silently, with the default storage version) over the replicated file.
-  std::error_code ec;
-  std::filesystem::remove(path_ + ".wal", ec);
-  auto r = con.Query("ATTACH IF NOT EXISTS " + quote_literal(path_) + " AS " + quote_ident(alias_) + " (READ_ONLY)");
-  if (r->HasError()) throw Error(ErrorKind::kIO, "attaching '" + path_ + "' as '" + alias_ + "': " + r->GetError());
+RefreshResult Follower::bring_up(Slot& s, uint64_t head) {
+  open_slot(s);
+  RefreshResult r;
+  r.seq_before = s.replica->position().seq;
+  // The log belongs to the file's checkpoint: it goes before the file moves.
+  if (s.log->position() && s.replica->position().seq != head) s.log->clear();
+  r.segments_applied = catch_up(*store_, prefix_, db_, *s.replica, head);
+  r.log_segments_applied = catch_up_log(*store_, prefix_, db_, s.replica->position(), *s.log).applied;
+  r.seq_after = s.replica->position().seq;
+  return r;
+}
+
+void Follower::attach(duckdb::Connection& con, duckdb::DatabaseInstance& db, int slot) {
+  Slot& s = slots_[slot];
+  // Atomic for readers: the alias names the old file until the new one is
+  // attached; queries already running keep the old attachment alive.
+  auto r = con.Query("ATTACH OR REPLACE " + quote_literal(s.path) + " AS " + quote_ident(alias_) + " (READ_ONLY)");
+  if (r->HasError()) throw Error(ErrorKind::kIO, "attaching '" + s.path + "' as '" + alias_ + "': " + r->GetError());
+  s.attached = duckdb::DatabaseManager::Get(db).GetDatabase(alias_);
+  active_ = slot;
   std::lock_guard l(mu_);
   st_.attached = true;
+  st_.path = s.path;
 }
 
 RefreshResult Follower::refresh(duckdb::DatabaseInstance& db) {
   std::lock_guard a(apply_mu_);
   RefreshResult res;
-  bool detached = false;
   duckdb::Connection con(db);
   try {
     {
       std::lock_guard l(mu_);
       ++st_.polls;
     }
-    if (!replica_) replica_ = std::make_unique<Replica>(path_);
-    res.seq_before = res.seq_after = replica_->position().seq;
     auto chain = list_chain(*store_, prefix_, db_);
     if (chain.empty()) {
       throw Error(ErrorKind::kNotFound, "the store " + store_url_ + " has no database '" + db_ + "' under prefix '" +
                                             prefix_ + "'");
     }
     uint64_t head = chain.head_seq();
-    bool have_file = std::filesystem::exists(path_) && replica_->position() != ChainPosition{};
-    bool attached = duckdb::DatabaseManager::Get(db).GetDatabase(alias_) != nullptr;
-    if (!(have_file && replica_->position().seq >= head)) {
-      if (attached) {
-        // Set first: if the wait gives up, the DETACH has happened and the
-        // alias must be put back (on the unchanged file).
-        detached = true;
-        detach_and_wait(con, db);
-      }
-      res.segments_applied = catch_up(*store_, prefix_, db_, *replica_, head);
-      res.seq_after = replica_->position().seq;
-      attached = false;
+    bool attached = active_ >= 0 && duckdb::DatabaseManager::Get(db).GetDatabase(alias_) != nullptr;
+    if (!attached) {
+      // First attach (or the alias was detached behind our back): the
+      // primary file, brought up to date while nothing reads it.
+      wait_unread(slots_[0]);
+      res = bring_up(slots_[0], head);
+      attach(con, db, 0);
+    } else if (behind(slots_[active_], head)) {
+      int next = 1 - active_;
+      wait_unread(slots_[next]);
+      res = bring_up(slots_[next], head);
+      res.seq_before = slots_[active_].replica->position().seq;
+      attach(con, db, next);
+    } else {
+      res.seq_before = res.seq_after = slots_[active_].replica->position().seq;
     }
-    if (!attached) attach(con);
+    Slot& cur = slots_[active_];
     std::lock_guard l(mu_);
-    st_.applied_seq = res.seq_after;
+    st_.applied_seq = cur.replica->position().seq;
+    auto lp = cur.log->position();
+    st_.log_index = lp ? lp->index : 0;
+    st_.log_bytes = lp ? lp->length : 0;
+    st_.log_created_ms = lp ? lp->created_ms : 0;
     st_.head_seq = head;
-    if (res.segments_applied) ++st_.refreshes;
-    if (res.seq_after >= head) st_.last_current_ms = now_ms();
+    if (res.segments_applied || res.log_segments_applied) ++st_.refreshes;
+    if (st_.applied_seq >= head) st_.last_current_ms = now_ms();
     st_.last_error.reset();
   } catch (const std::exception& e) {
-    // The replica file is whole at every segment boundary (the Replica
-    // journal), so put the alias back on whatever state it reached.
-    if (detached) {
-      try {
-        attach(con);
-      } catch (...) {
-      }
-    }
+    // The alias still reads the state it read before: nothing to put back.
     std::lock_guard l(mu_);
-    if (replica_) st_.applied_seq = replica_->position().seq;
     st_.last_error = e.what();
     throw;
   }
@@ -467,6 +508,7 @@ void Follower::close(duckdb::DatabaseInstance& db) {
   duckdb::Connection con(db);
   auto r = con.Query("DETACH DATABASE IF EXISTS " + quote_ident(alias_));
   if (r->HasError()) throw Error(ErrorKind::kIO, "detaching '" + alias_ + "': " + r->GetError());
+  active_ = -1;
   std::lock_guard l(mu_);
   st_.attached = false;
 }
@@ -517,7 +559,17 @@ duckdb::unique_ptr<duckdb::FileHandle> ReplicatingFileSystem::OpenFile(const duc
   }
   auto inner = local_.OpenFile(local, flags, opener);
   if (!inner) return nullptr;
-  if (!leader) return wrap(path, std::move(inner), nullptr);
+  if (!leader) {
+    // A leader's write-ahead log: its commits ship as they happen.
+    const std::string wal = ".wal";
+    if (flags.OpenForWriting() && canon.size() > wal.size() &&
+        canon.compare(canon.size() - wal.size(), wal.size(), wal) == 0) {
+      if (auto owner = state_->leader_by_path(canon.substr(0, canon.size() - wal.size()))) {
+        return wrap(path, std::move(inner), owner->capture, /*log=*/true);
+      }
+    }
+    return wrap(path, std::move(inner), nullptr);
+  }
   bool existing = static_cast<uint64_t>(local_.GetFileSize(*inner)) >= kHeadersEnd;
   // Wrapped before start(): wrapping tells the Capture of DuckDB's handle,
   // through which it reads the file.

@@ -9,13 +9,16 @@
 // settings (duckblock_store, duckblock_spool_dir, ...) are read when the file
 // opens.
 //
-// Follower: duckblock_follow() restores a local replica file from the store
-// and attaches it READ_ONLY under an alias. A refresh applies newer segments
-// to that file only while no DuckDB attachment reads it: DETACH the alias,
-// wait until every transaction that still used it has ended (the attached
-// database object is destroyed), apply, remove any stale .wal, ATTACH
-// READ_ONLY again. DuckDB never re-reads a file's headers once attached, so
-// an attachment must never see the file change under it.
+// Follower: duckblock_follow() keeps two replica files, PATH and
+// PATH.duckblock-alt, each with its .wal (the commits since its checkpoint),
+// and attaches one READ_ONLY under the alias. A refresh brings the other one
+// to the store's newest point, but only once no query reads it any more (the
+// attached database object DuckDB kept for such queries is destroyed), then
+// swaps the alias to it with ATTACH OR REPLACE. The alias never disappears,
+// so no query fails because of a refresh; a query that began before a swap
+// finishes on the file it started on, which nothing changes until it ends.
+// DuckDB never re-reads a file's headers once attached, so an attachment must
+// never see its file change under it.
 #pragma once
 
 #include <atomic>
@@ -36,6 +39,7 @@
 #include "duckblock/replicator.h"
 #include "duckblock/restore.h"
 #include "duckblock/store.h"
+#include "duckblock/wal.h"
 
 namespace duckblock::extension {
 
@@ -50,6 +54,8 @@ struct Settings {
   uint64_t snapshot_bytes = 256ull << 20;  // duckblock_snapshot_bytes
   uint64_t poll_interval_ms = 1000;        // duckblock_poll_interval_ms (0 = on demand only)
   uint64_t refresh_wait_ms = 10000;        // duckblock_refresh_wait_ms
+  uint64_t sync_interval_ms = 1000;        // duckblock_sync_interval_ms
+  std::string sync_mode = "interval";      // duckblock_sync_mode: interval | commit
   StoreOptions store_options;              // duckblock_s3_*; credentials: environment or profile
   static Settings read(const duckdb::DatabaseInstance& db);
 };
@@ -74,6 +80,9 @@ struct Leader {
 struct FollowerStatus {
   std::string alias, db, path, store_url;
   uint64_t applied_seq = 0;
+  uint64_t log_index = 0;      // log segments of that checkpoint the alias reads
+  uint64_t log_bytes = 0;      // its log's length
+  int64_t log_created_ms = 0;  // when the newest commit it reads was shipped
   uint64_t head_seq = 0;       // the store's head at the last successful poll
   uint64_t refreshes = 0;      // refreshes that applied something
   uint64_t polls = 0;
@@ -84,6 +93,7 @@ struct FollowerStatus {
 
 struct RefreshResult {
   uint64_t seq_before = 0, seq_after = 0, segments_applied = 0;
+  uint64_t log_segments_applied = 0;
 };
 
 // A read replica: a local file kept at the store's head and attached
@@ -107,15 +117,29 @@ class Follower : public std::enable_shared_from_this<Follower> {
   FollowerStatus status() const;
 
  private:
-  void detach_and_wait(duckdb::Connection& con, duckdb::DatabaseInstance& db);
-  void attach(duckdb::Connection& con);
+  // One of the two replica files, its log, and the attachment reading it.
+  struct Slot {
+    std::string path;
+    std::unique_ptr<Replica> replica;
+    std::unique_ptr<LogReplica> log;
+    duckdb::weak_ptr<duckdb::AttachedDatabase> attached;  // expired: no query reads it
+  };
+  // True if the store has something newer than what slot `s` holds.
+  bool behind(Slot& s, uint64_t head);
+  // Waits (up to refresh_wait_) until no query reads slot `s`.
+  void wait_unread(Slot& s);
+  // Brings slot `s` to the store's head and its newest log; returns what it applied.
+  RefreshResult bring_up(Slot& s, uint64_t head);
+  void attach(duckdb::Connection& con, duckdb::DatabaseInstance& db, int slot);
+  void open_slot(Slot& s);
 
   const std::string alias_, db_, store_url_, path_, prefix_;
   const std::shared_ptr<ObjectStore> store_;
   const std::chrono::milliseconds refresh_wait_;
 
-  std::mutex apply_mu_;  // one refresh at a time
-  std::unique_ptr<Replica> replica_;
+  std::mutex apply_mu_;  // one refresh at a time; guards the slots
+  Slot slots_[2];
+  int active_ = -1;        // the slot the alias reads (-1: not attached yet)
   mutable std::mutex mu_;  // the status fields below
   FollowerStatus st_;
 
@@ -147,6 +171,7 @@ class State {
   bool is_side_file(const std::string& canonical_path) const;
 
   std::vector<std::shared_ptr<Leader>> leaders();
+  std::shared_ptr<Leader> leader_by_path(const std::string& canonical_path);
   std::shared_ptr<Leader> leader_by_name(const std::string& name);
   // The Leader (current, or replaced by a re-attach) that owns `capture`.
   std::shared_ptr<Leader> leader_of(const dbi::Capture& capture);
