@@ -20,6 +20,7 @@
 #include "duckdb/main/attached_database.hpp"
 #include "duckdb/main/database_manager.hpp"
 #include "duckdb/main/extension/extension_loader.hpp"
+#include "guards.h"
 #include "state.h"
 
 #ifndef DUCKBLOCK_EXTENSION_VERSION
@@ -252,8 +253,10 @@ struct FollowFn {
       throw duckdb::InvalidInputException(
           "duckblock: a database named '%s' is already attached; pick another name with alias := '...'", alias);
     }
+    bool force = a.opt("force") && a.opt("force")->GetValue<bool>();
     std::shared_ptr<Follower> f;
     try {
+      check_target(*context.db, *state, path, TargetUse::kFollow, force);
       auto store = open_store_for(url, settings);
       f = std::make_shared<Follower>(alias, db, url, path, prefix, store,
                                      std::chrono::milliseconds(settings.refresh_wait_ms));
@@ -328,7 +331,7 @@ struct UnfollowFn {
   }
 };
 
-// --- duckblock_restore(db, store_url, path, seq :=, time :=, time_ms :=, prefix :=) ---
+// --- duckblock_restore(db, store_url, path, seq :=, as_of :=, time_ms :=, prefix :=, force :=) ---
 
 struct RestoreFn {
   static std::vector<Column> columns() {
@@ -345,19 +348,21 @@ struct RestoreFn {
     auto url = a.str(1, "the store URL");
     auto path = a.str(2, "the output path");
     auto settings = Settings::read(*context.db);
+    bool force = a.opt("force") && a.opt("force")->GetValue<bool>();
     RestoreTarget target;
     if (auto s = a.opt("seq")) target.seq = s->GetValue<uint64_t>();
-    if (auto t = a.opt("time")) {
+    if (auto t = a.opt("as_of")) {
       target.time_ms = duckdb::Timestamp::GetEpochMs(t->GetValue<duckdb::timestamp_t>());
     }
     if (auto t = a.opt("time_ms")) target.time_ms = t->GetValue<int64_t>();
     if (target.seq && target.time_ms) {
-      throw duckdb::InvalidInputException("duckblock: give seq or time, not both");
+      throw duckdb::InvalidInputException("duckblock: give seq or a time (as_of, time_ms), not both");
     }
     RestoreOptions ro;
     ro.prefix = a.opt("prefix") ? a.opt("prefix")->ToString() : settings.prefix;
     if (!ro.prefix.empty() && ro.prefix.back() != '/') ro.prefix += '/';
     try {
+      check_target(*context.db, *State::find(*context.db), path, TargetUse::kRestore, force);
       auto store = open_store_for(url, settings);
       auto r = restore(*store, db, path, target, ro);
       // A .wal beside the restored file belongs to some other state of it:
@@ -393,7 +398,10 @@ void load(duckdb::ExtensionLoader& loader) {
   loader.RegisterFunction(sync);
   loader.RegisterFunction(make<FollowFn>(
       "duckblock_follow", {LogicalType::VARCHAR, LogicalType::VARCHAR, LogicalType::VARCHAR},
-      {{"alias", LogicalType::VARCHAR}, {"prefix", LogicalType::VARCHAR}, {"poll_interval_ms", LogicalType::UBIGINT}}));
+      {{"alias", LogicalType::VARCHAR},
+       {"prefix", LogicalType::VARCHAR},
+       {"poll_interval_ms", LogicalType::UBIGINT},
+       {"force", LogicalType::BOOLEAN}}));
   duckdb::TableFunctionSet refresh("duckblock_refresh");
   refresh.AddFunction(make<RefreshFn>("duckblock_refresh", {}));
   refresh.AddFunction(make<RefreshFn>("duckblock_refresh", {LogicalType::VARCHAR}));
@@ -402,9 +410,10 @@ void load(duckdb::ExtensionLoader& loader) {
   loader.RegisterFunction(make<RestoreFn>(
       "duckblock_restore", {LogicalType::VARCHAR, LogicalType::VARCHAR, LogicalType::VARCHAR},
       {{"seq", LogicalType::UBIGINT},
-       {"time", LogicalType::TIMESTAMP},
+       {"as_of", LogicalType::TIMESTAMP},
        {"time_ms", LogicalType::BIGINT},
-       {"prefix", LogicalType::VARCHAR}}));
+       {"prefix", LogicalType::VARCHAR},
+       {"force", LogicalType::BOOLEAN}}));
 }
 
 }  // namespace duckblock::extension

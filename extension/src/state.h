@@ -46,12 +46,16 @@ struct Settings {
   std::string store;                       // duckblock_store
   std::string prefix;                      // duckblock_prefix
   std::string spool_dir;                   // duckblock_spool_dir ("" = beside the database file)
+  std::string name;                        // duckblock_name ("" = the file's name without extension)
+  bool take_over = false;                  // duckblock_take_over
   uint64_t snapshot_every = 100;           // duckblock_snapshot_every
   uint64_t snapshot_bytes = 256ull << 20;  // duckblock_snapshot_bytes
   uint64_t poll_interval_ms = 1000;        // duckblock_poll_interval_ms (0 = on demand only)
   uint64_t refresh_wait_ms = 10000;        // duckblock_refresh_wait_ms
   StoreOptions store_options;              // duckblock_s3_*; credentials: environment or profile
   static Settings read(const duckdb::DatabaseInstance& db);
+  // The spool directory of the database file at `path`.
+  std::string spool_for(const std::string& path) const { return spool_dir.empty() ? path + ".duckblock-spool" : spool_dir; }
 };
 
 // Registers the settings above. They are global: the file system reads them

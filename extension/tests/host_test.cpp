@@ -184,18 +184,29 @@ TEST_F(ExtensionHost, LeaderToFollowerWithRestoreBySeqAndTime) {
   // Restore to an earlier point by sequence number.
   const auto& [seq2, fp2] = history[1];
   std::string out = dir + "/restored.duckdb";
-  auto rr = q(fc, "SELECT seq, path FROM duckblock_restore('sales', '" + store + "', '" + out + "', seq := " +
-                      std::to_string(seq2) + ")");
+  auto rr = q(fc, "SELECT seq, path, created FROM duckblock_restore('sales', '" + store + "', '" + out +
+                      "', seq := " + std::to_string(seq2) + ")");
   EXPECT_EQ(rr->GetValue(0, 0).GetValue<uint64_t>(), seq2);
   q(fc, "ATTACH '" + out + "' AS old (READ_ONLY)");
   EXPECT_EQ(fingerprint(fc, "old"), fp2);
   q(fc, "DETACH old");
 
+  // The same point by time, as the docs write it: as_of := TIMESTAMP '...'
+  // (UTC), the time that point was created (the next one came later).
+  std::string created = rr->GetValue(2, 0).ToString();
+  std::string out_t = dir + "/restored-as-of.duckdb";
+  rr = q(fc, "SELECT seq FROM duckblock_restore('sales', '" + store + "', '" + out_t + "', as_of := TIMESTAMP '" +
+                 created + "')");
+  EXPECT_EQ(rr->GetValue(0, 0).GetValue<uint64_t>(), seq2) << created;
+  q(fc, "ATTACH '" + out_t + "' AS old_t (READ_ONLY)");
+  EXPECT_EQ(fingerprint(fc, "old_t"), fp2);
+  q(fc, "DETACH old_t");
+
   // Restore by time: now is after every segment, so the latest state.
   auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                     std::chrono::system_clock::now().time_since_epoch()).count();
   rr = q(fc, "SELECT seq FROM duckblock_restore('sales', '" + store + "', '" + out + "', time_ms := " +
-                 std::to_string(now_ms) + ")");
+                 std::to_string(now_ms) + ", force := true)");
   EXPECT_EQ(rr->GetValue(0, 0).GetValue<uint64_t>(), history.back().first);
   q(fc, "ATTACH '" + out + "' AS latest (READ_ONLY)");
   EXPECT_EQ(fingerprint(fc, "latest"), history.back().second);
@@ -316,6 +327,134 @@ TEST_F(ExtensionHost, RefreshNeverChangesAFileATransactionStillReads) {
   EXPECT_EQ(r->GetValue(0, 0).GetValue<uint64_t>(), seq);
   EXPECT_EQ(q(fc, "SELECT count(*) FROM rep.t")->GetValue(0, 0).GetValue<int64_t>(), 100);
   EXPECT_TRUE(q(fc, "SELECT last_error FROM duckblock_status()")->GetValue(0, 0).IsNull());
+}
+
+// restore and follow never replace a file unasked: an existing file, a
+// stale WAL or a file attached here needs force := true; a file DuckDB has
+// attached for writing, a leader's file or another follower's replica is
+// never replaced.
+TEST_F(ExtensionHost, RestoreAndFollowRefuseToOverwrite) {
+  auto leader = open_leader();
+  auto& lc = *leader->con;
+  q(lc, "CREATE TABLE lead.t AS SELECT range AS id FROM range(100)");
+  ship(*leader);
+  Host other;
+  auto& c = *other.con;
+  auto restore_sql = [&](const std::string& to, const std::string& extra = "") {
+    return "CALL duckblock_restore('sales', '" + store + "', '" + to + "'" + extra + ")";
+  };
+  auto follow_sql = [&](const std::string& to, const std::string& alias, const std::string& extra = "") {
+    return "CALL duckblock_follow('sales', '" + store + "', '" + to + "', alias := '" + alias +
+           "', poll_interval_ms := 0" + extra + ")";
+  };
+  auto expect_refused = [](const std::string& e, const std::string& why) {
+    EXPECT_NE(e.find("will not"), std::string::npos) << e;
+    EXPECT_NE(e.find("already-exists"), std::string::npos) << e;
+    EXPECT_NE(e.find(why), std::string::npos) << e;
+  };
+
+  // An existing file: refused, left as it was; replaced with force.
+  std::string existing = dir + "/existing.duckdb";
+  { std::ofstream(existing) << "keep me"; }
+  expect_refused(q_error(c, restore_sql(existing)), "force := true");
+  EXPECT_EQ(read_all(existing), "keep me");
+  expect_refused(q_error(c, follow_sql(existing, "f1")), "not a duckblock replica");
+  EXPECT_EQ(read_all(existing), "keep me");
+  EXPECT_EQ(q(c, "SELECT count(*) FROM duckdb_databases() WHERE database_name = 'f1'")->GetValue(0, 0)
+                .GetValue<int64_t>(), 0);
+  q(c, restore_sql(existing, ", force := true"));
+  q(c, "ATTACH '" + existing + "' AS ro (READ_ONLY)");
+  EXPECT_EQ(q(c, "SELECT count(*) FROM ro.t")->GetValue(0, 0).GetValue<int64_t>(), 100);
+
+  // Attached READ_ONLY here: only with force.
+  expect_refused(q_error(c, restore_sql(existing, "")), "attached here as 'ro'");
+  q(c, restore_sql(existing, ", force := true"));
+  q(c, "DETACH ro");
+
+  // Attached for writing here: never, even with force; its data survives.
+  std::string mine = dir + "/mine.duckdb";
+  q(c, "ATTACH '" + mine + "' AS mine");
+  q(c, "CREATE TABLE mine.keep AS SELECT 42 AS answer");
+  expect_refused(q_error(c, restore_sql(mine, ", force := true")), "attached for writing here as 'mine'");
+  expect_refused(q_error(c, follow_sql(mine, "f2", ", force := true")), "attached for writing here as 'mine'");
+  EXPECT_EQ(q(c, "SELECT answer FROM mine.keep")->GetValue(0, 0).GetValue<int32_t>(), 42);
+
+  // A leader's file: never, even with force (and even once detached: its
+  // replicator goes on with the file).
+  expect_refused(q_error(lc, restore_sql(leader_file, ", force := true")), "replicates it as 'sales'");
+  expect_refused(q_error(lc, follow_sql(leader_file, "f3", ", force := true")), "replicates it as 'sales'");
+  EXPECT_EQ(q(lc, "SELECT count(*) FROM lead.t")->GetValue(0, 0).GetValue<int64_t>(), 100);
+
+  // A follower's replica: never; following it again after an unfollow
+  // continues it without force (it has a journal).
+  q(c, follow_sql(replica_file, "rep"));
+  expect_refused(q_error(c, restore_sql(replica_file, ", force := true")), "replica of follower 'rep'");
+  expect_refused(q_error(c, follow_sql(replica_file, "rep2", ", force := true")), "replica of follower 'rep'");
+  q(c, "CALL duckblock_unfollow('rep')");
+  q(c, follow_sql(replica_file, "rep"));
+  EXPECT_EQ(q(c, "SELECT count(*) FROM rep.t")->GetValue(0, 0).GetValue<int64_t>(), 100);
+  q(c, "CALL duckblock_unfollow('rep')");
+
+  // A stale WAL beside the target: only with force, which removes it.
+  std::string fresh = dir + "/fresh.duckdb";
+  { std::ofstream(fresh + ".wal") << "not ours"; }
+  expect_refused(q_error(c, restore_sql(fresh)), ".wal exists");
+  EXPECT_FALSE(fs::exists(fresh));
+  q(c, restore_sql(fresh, ", force := true"));
+  EXPECT_FALSE(fs::exists(fresh + ".wal"));
+  EXPECT_TRUE(fs::exists(fresh));
+}
+
+// A name in the store belongs to one file: a second, different file that
+// would replicate under it is refused at ATTACH (before it ships anything),
+// and the message names both files. duckblock_name gives it another name;
+// duckblock_take_over lets a file replace the recorded one.
+TEST_F(ExtensionHost, ASecondFileClaimingAReplicatedNameIsRefused) {
+  auto leader = open_leader();
+  q(*leader->con, "CREATE TABLE lead.t AS SELECT range AS id FROM range(10)");
+  uint64_t seq = ship(*leader);
+  std::string canon_a = fs::weakly_canonical(leader_file).string();
+  EXPECT_NE(read_all(dir + "/store/sales/origin.json").find(canon_a), std::string::npos);
+
+  fs::create_directories(dir + "/other");
+  std::string other = dir + "/other/sales.duckdb";
+  Host h;
+  auto& c = *h.con;
+  q(c, "SET duckblock_store = '" + store + "'");
+  auto e = q_error(c, "ATTACH 'duckblock://" + other + "' AS b");
+  EXPECT_NE(e.find("already-exists"), std::string::npos) << e;
+  EXPECT_NE(e.find(canon_a), std::string::npos) << e;
+  EXPECT_NE(e.find(fs::weakly_canonical(other).string()), std::string::npos) << e;
+  EXPECT_NE(e.find("duckblock_name"), std::string::npos) << e;
+  EXPECT_EQ(q(c, "SELECT count(*) FROM duckdb_databases() WHERE database_name = 'b'")->GetValue(0, 0)
+                .GetValue<int64_t>(), 0);
+  EXPECT_EQ(q(c, "SELECT count(*) FROM duckblock_status()")->GetValue(0, 0).GetValue<int64_t>(), 0);
+  // The first file's chain is untouched and goes on.
+  q(*leader->con, "INSERT INTO lead.t VALUES (10)");
+  EXPECT_GT(ship(*leader), seq);
+
+  // Under a name of its own it replicates.
+  q(c, "SET duckblock_name = 'sales_eu'");
+  q(c, "ATTACH 'duckblock://" + other + "' AS b");
+  q(c, "CREATE TABLE b.t AS SELECT range AS id FROM range(3)");
+  q(c, "CHECKPOINT b");
+  auto st = q(c, "SELECT name, last_error FROM duckblock_sync('b')");
+  EXPECT_EQ(st->GetValue(0, 0).ToString(), "sales_eu");
+  EXPECT_TRUE(st->GetValue(1, 0).IsNull());
+  Host f;
+  q(*f.con, "CALL duckblock_follow('sales_eu', '" + store + "', '" + dir + "/replica/eu.duckdb', poll_interval_ms := 0)");
+  EXPECT_EQ(q(*f.con, "SELECT count(*) FROM sales_eu.t")->GetValue(0, 0).GetValue<int64_t>(), 3);
+
+  // A file that replaces the recorded one says so.
+  Host t;
+  q(*t.con, "SET duckblock_store = '" + store + "'");
+  q(*t.con, "SET duckblock_name = 'sales_eu'");
+  std::string third = dir + "/other/third.duckdb";
+  EXPECT_NE(q_error(*t.con, "ATTACH 'duckblock://" + third + "' AS c"), "");
+  q(*t.con, "SET duckblock_take_over = true");
+  q(*t.con, "ATTACH 'duckblock://" + third + "' AS c");
+  EXPECT_NE(read_all(dir + "/store/sales_eu/origin.json").find(fs::weakly_canonical(third).string()),
+            std::string::npos);
 }
 
 // The same leader-to-follower path through an S3 store (the s3rver the
