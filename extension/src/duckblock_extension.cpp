@@ -168,6 +168,7 @@ struct StatusFn {
       if (registered) rs = l->replicator->status(l->db);
       auto cs = l->capture->stats();
       std::optional<std::string> err = cs.last_error ? cs.last_error : rs.last_error;
+      if (!registered && !err) err = l->wait->error();  // offline at ATTACH (store_wait.h)
       uint64_t pending = rs.pending_segments;
       // Lag: how long the store has not advanced while something waits to
       // be uploaded (0 when everything spooled is in the store).

@@ -499,6 +499,17 @@ std::string ReplicatingFileSystem::strip(const std::string& path) {
   return path.substr(p.size());
 }
 
+void ReplicatingFileSystem::wait_for_store(Leader& leader, const std::string& canon, const Settings& settings,
+                                           const std::string& why) {
+  // The probe claims the name and lists the chain: what the ATTACH could not.
+  leader.wait->begin(
+      [canon, settings, db = leader.db]() {
+        claim_file(canon, settings);
+        list_chain(*open_store_for(settings.store, settings), settings.prefix, db);
+      },
+      why);
+}
+
 bool ReplicatingFileSystem::CanHandleFile(const duckdb::string& fpath) { return strip(fpath) != fpath; }
 
 duckdb::unique_ptr<duckdb::FileHandle> ReplicatingFileSystem::OpenFile(const duckdb::string& path,
@@ -515,8 +526,15 @@ duckdb::unique_ptr<duckdb::FileHandle> ReplicatingFileSystem::OpenFile(const duc
       !state_->is_side_file(canon)) {
     try {
       auto settings = Settings::read(db_);
-      claim_file(canon, settings);
+      std::optional<std::string> unreachable;
+      try {
+        claim_file(canon, settings);
+      } catch (const Error& e) {
+        if (e.kind() != ErrorKind::kRetryable) throw;
+        unreachable = e.what();  // offline: the database opens anyway (store_wait.h)
+      }
       leader = state_->open_leader(canon, settings);
+      if (unreachable) wait_for_store(*leader, canon, settings, *unreachable);
     } catch (const Error& e) {
       throw duckdb::IOException("duckblock: cannot replicate '%s': %s (%s)", local, e.what(),
                                 std::string(to_string(e.kind())));
@@ -534,9 +552,16 @@ duckdb::unique_ptr<duckdb::FileHandle> ReplicatingFileSystem::OpenFile(const duc
   // An existing database is registered with its replicator now (its first
   // segment, or whatever differs from the chain, ships before DuckDB
   // changes anything); a new one at its first commit point (FileSync).
-  if (existing) {
+  if (existing && !leader->wait->waiting()) {
     try {
       leader->capture->start();
+    } catch (const Error& e) {
+      // No spool to start from and no store: open, and start once it answers.
+      if (e.kind() != ErrorKind::kRetryable) {
+        throw duckdb::IOException("duckblock: cannot replicate '%s' to %s: %s (%s)", local, leader->store_url, e.what(),
+                                  std::string(to_string(e.kind())));
+      }
+      wait_for_store(*leader, canon, Settings::read(db_), e.what());
     } catch (const std::exception& e) {
       throw duckdb::IOException("duckblock: cannot replicate '%s' to %s: %s", local, leader->store_url, e.what());
     }
@@ -551,6 +576,8 @@ void ReplicatingFileSystem::FileSync(duckdb::FileHandle& handle) {
   // it then, which ships the whole new file as the chain's start.
   dbi::Capture* capture = capture_of(handle);
   if (capture && !capture->started() && capture->stats().commits > 0) {
+    // Still waiting for the store (store_wait.h): a later commit point starts.
+    if (auto l = state_->leader_of(*capture); l && l->wait->waiting()) return;
     try {
       capture->start();
     } catch (const std::exception& e) {

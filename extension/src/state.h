@@ -36,6 +36,7 @@
 #include "duckblock/replicator.h"
 #include "duckblock/restore.h"
 #include "duckblock/store.h"
+#include "store_wait.h"
 
 namespace duckblock::extension {
 
@@ -73,6 +74,8 @@ struct Leader {
   std::string spool_dir;
   std::shared_ptr<Replicator> replicator;
   std::shared_ptr<dbi::Capture> capture;
+  // Waiting for an unreachable store before replication can start.
+  std::shared_ptr<StoreWait> wait = std::make_shared<StoreWait>();
 };
 
 struct FollowerStatus {
@@ -212,6 +215,9 @@ class ReplicatingFileSystem final : public dbi::CaptureFileSystem {
   bool SupportsListFilesExtended() const override { return false; }
 
  private:
+  // The store was unreachable at ATTACH: start once it answers.
+  static void wait_for_store(Leader& leader, const std::string& canon, const Settings& settings, const std::string& why);
+
   duckdb::DatabaseInstance& db_;
   std::shared_ptr<State> state_;
   // Opens the local files: their own handles (inside ours) and the path

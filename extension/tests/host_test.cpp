@@ -21,63 +21,14 @@
 #include <vector>
 
 #include "duckdb.hpp"
+#include "host_util.h"
 
-#ifndef DUCKBLOCK_EXTENSION_FILE
-#error "DUCKBLOCK_EXTENSION_FILE must name the built duckblock.duckdb_extension"
-#endif
 
 namespace fs = std::filesystem;
 
 namespace {
 
-duckdb::unique_ptr<duckdb::MaterializedQueryResult> q(duckdb::Connection& con, const std::string& sql) {
-  auto r = con.Query(sql);
-  if (r->HasError()) throw std::runtime_error("SQL failed: " + sql + "\n  " + r->GetError());
-  return r;
-}
-
-std::string q_error(duckdb::Connection& con, const std::string& sql) {
-  auto r = con.Query(sql);
-  return r->HasError() ? r->GetError() : std::string();
-}
-
-// What a query can see of database `db`: every table's name, row count and
-// an order-independent hash of its rows.
-std::string fingerprint(duckdb::Connection& con, const std::string& db) {
-  auto tables = q(con, "SELECT table_name FROM duckdb_tables() WHERE database_name = '" + db +
-                           "' ORDER BY table_name");
-  std::string out;
-  for (size_t i = 0; i < tables->RowCount(); ++i) {
-    std::string t = tables->GetValue(0, i).ToString();
-    auto r = q(con, "SELECT count(*), coalesce(sum(hash(x)::HUGEINT), 0) FROM \"" + db + "\".\"" + t + "\" AS x");
-    out += t + ":" + r->GetValue(0, 0).ToString() + ":" + r->GetValue(1, 0).ToString() + ";";
-  }
-  return out;
-}
-
-std::string read_all(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(f), {});
-}
-
-// A DuckDB instance as any host makes one: in memory, unsigned extensions
-// allowed (the setting must be given before the database opens), and
-// duckblock loaded from the build tree.
-struct Host {
-  std::unique_ptr<duckdb::DuckDB> db;
-  std::unique_ptr<duckdb::Connection> con;
-  Host() {
-    duckdb::DBConfig config;
-    config.SetOptionByName("allow_unsigned_extensions", duckdb::Value::BOOLEAN(true));
-    db = std::make_unique<duckdb::DuckDB>(nullptr, &config);
-    con = std::make_unique<duckdb::Connection>(*db);
-    q(*con, std::string("LOAD '") + DUCKBLOCK_EXTENSION_FILE + "'");
-  }
-  ~Host() {
-    con.reset();
-    db.reset();
-  }
-};
+using namespace duckblock::ext_test;
 
 class ExtensionHost : public ::testing::Test {
  protected:
@@ -460,16 +411,9 @@ TEST_F(ExtensionHost, ASecondFileClaimingAReplicatedNameIsRefused) {
 // The same leader-to-follower path through an S3 store (the s3rver the
 // ctest fixture starts; credentials from the environment, as in production).
 TEST(ExtensionHostS3, LeaderToFollowerThroughS3) {
-  const char* server_file = std::getenv("DUCKBLOCK_TEST_S3RVER_FILE");
-  if (!server_file || !*server_file) GTEST_SKIP() << "needs the s3rver ctest fixture (ctest -L extension)";
-  std::ifstream sf(server_file);
-  int port = 0;
-  sf >> port;
-  ASSERT_GT(port, 0) << "no port in " << server_file;
-  ::setenv("AWS_ACCESS_KEY_ID", "S3RVER", 1);
-  ::setenv("AWS_SECRET_ACCESS_KEY", "S3RVER", 1);
-  ::unsetenv("AWS_SESSION_TOKEN");
-  ::unsetenv("AWS_PROFILE");
+  int port = s3rver_port();
+  if (port == 0) GTEST_SKIP() << "needs the s3rver ctest fixture (ctest -L extension)";
+  use_s3rver_credentials();
   char tmpl[] = "/tmp/duckblock-ext-s3-XXXXXX";
   ASSERT_NE(mkdtemp(tmpl), nullptr);
   std::string dir = tmpl;
