@@ -21,6 +21,7 @@
 #include "duckdb/main/database_manager.hpp"
 #include "duckdb/main/extension/extension_loader.hpp"
 #include "guards.h"
+#include "secrets.h"
 #include "state.h"
 
 #ifndef DUCKBLOCK_EXTENSION_VERSION
@@ -244,6 +245,7 @@ struct FollowFn {
     auto path = a.str(2, "the replica path");
     auto alias = a.opt("alias") ? a.opt("alias")->ToString() : db;
     auto settings = Settings::read(*context.db);
+    settings.store_options = with_secret(*context.db, url, settings.store_options);
     std::string prefix = a.opt("prefix") ? a.opt("prefix")->ToString() : settings.prefix;
     if (!prefix.empty() && prefix.back() != '/') prefix += '/';
     uint64_t interval = a.opt("poll_interval_ms") ? a.opt("poll_interval_ms")->GetValue<uint64_t>()
@@ -349,6 +351,7 @@ struct RestoreFn {
     auto url = a.str(1, "the store URL");
     auto path = a.str(2, "the output path");
     auto settings = Settings::read(*context.db);
+    settings.store_options = with_secret(*context.db, url, settings.store_options);
     bool force = a.opt("force") && a.opt("force")->GetValue<bool>();
     RestoreTarget target;
     if (auto s = a.opt("seq")) target.seq = s->GetValue<uint64_t>();
@@ -384,6 +387,7 @@ struct RestoreFn {
 void load(duckdb::ExtensionLoader& loader) {
   auto& db = loader.GetDatabaseInstance();
   register_settings(duckdb::DBConfig::GetConfig(db));
+  register_secret_type(loader);
   auto state = std::make_shared<State>();
   State::install(db, state);
   // The file system for duckblock:// paths, owned by DuckDB's virtual file

@@ -11,6 +11,7 @@
 #include "duckblock/error.h"
 #include "guards.h"
 #include "origin.h"
+#include "secrets.h"
 #include "duckdb/main/database_manager.hpp"
 #include "duckdb/main/attached_database.hpp"
 
@@ -526,6 +527,7 @@ duckdb::unique_ptr<duckdb::FileHandle> ReplicatingFileSystem::OpenFile(const duc
       !state_->is_side_file(canon)) {
     try {
       auto settings = Settings::read(db_);
+      settings.store_options = with_secret(db_, settings.store, settings.store_options);
       std::optional<std::string> unreachable;
       try {
         claim_file(canon, settings);

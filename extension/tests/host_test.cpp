@@ -21,6 +21,8 @@
 #include <vector>
 
 #include "duckdb.hpp"
+#include "duckdb/main/secret/secret.hpp"
+#include "duckdb/main/secret/secret_manager.hpp"
 #include "host_util.h"
 
 
@@ -444,6 +446,92 @@ TEST(ExtensionHostS3, LeaderToFollowerThroughS3) {
   q(*follower.con, "CALL duckblock_refresh('rep')");
   EXPECT_EQ(fingerprint(*follower.con, "rep"), fingerprint(*leader.con, "lead"));
   EXPECT_EQ(q(*follower.con, "SELECT count(*) FROM rep.t")->GetValue(0, 0).GetValue<int64_t>(), 50000);
+  if (!::testing::Test::HasFailure()) fs::remove_all(dir);
+}
+
+// What DuckDB's httpfs extension does for TYPE s3 (which cannot be installed
+// here: it is downloaded on first use): a key-value secret type whose
+// CREATE SECRET stores its parameters under their lower-case names.
+duckdb::unique_ptr<duckdb::BaseSecret> create_kv_secret(duckdb::ClientContext&, duckdb::CreateSecretInput& input) {
+  auto secret = duckdb::make_uniq<duckdb::KeyValueSecret>(input.scope, input.type, input.provider, input.name);
+  for (const auto& [k, v] : input.options) secret->secret_map[duckdb::StringUtil::Lower(k)] = v;
+  secret->redact_keys = {"secret", "session_token"};
+  return secret;
+}
+void register_httpfs_like_s3_secret(duckdb::DuckDB& db) {
+  auto& manager = duckdb::SecretManager::Get(*db.instance);
+  duckdb::SecretType type;
+  type.name = "s3";
+  type.deserializer = duckdb::KeyValueSecret::Deserialize<duckdb::KeyValueSecret>;
+  type.default_provider = "config";
+  manager.RegisterSecretType(type);
+  duckdb::CreateSecretFunction f;
+  f.secret_type = "s3";
+  f.provider = "config";
+  f.function = create_kv_secret;
+  for (const char* p : {"key_id", "secret", "session_token", "region", "endpoint", "url_style"}) {
+    f.named_parameters[p] = duckdb::LogicalType::VARCHAR;
+  }
+  f.named_parameters["use_ssl"] = duckdb::LogicalType::BOOLEAN;
+  manager.RegisterSecretFunction(f, duckdb::OnCreateConflict::ERROR_ON_CONFLICT);
+}
+
+// S3 configured the DuckDB way: credentials, region, endpoint and URL style
+// from a secret whose scope matches the store, with nothing in the
+// environment, the credentials file or the duckblock_s3_* settings.
+TEST(ExtensionHostS3, SettingsFromADuckDBSecret) {
+  int port = s3rver_port();
+  if (port == 0) GTEST_SKIP() << "needs the s3rver ctest fixture (ctest -L extension)";
+  for (const char* v : {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION",
+                        "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"}) {
+    ::unsetenv(v);
+  }
+  ::setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials", 1);
+  ::setenv("AWS_CONFIG_FILE", "/nonexistent/config", 1);
+  char tmpl[] = "/tmp/duckblock-ext-secret-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  std::string dir = tmpl;
+  std::string prefix = "duckblock-test/secret-" + fs::path(dir).filename().string() + "/";
+  std::string store = "s3://" + prefix;
+  auto secret = [&](const std::string& name, const std::string& type, const std::string& key,
+                    const std::string& scope) {
+    return "CREATE SECRET " + name + " (TYPE " + type + ", KEY_ID '" + key + "', SECRET 'S3RVER', REGION "
+           "'us-east-1', ENDPOINT '127.0.0.1:" + std::to_string(port) + "', URL_STYLE 'path', USE_SSL false, SCOPE '" +
+           scope + "')";
+  };
+
+  Host leader;
+  auto& lc = *leader.con;
+  q(lc, "SET duckblock_store = '" + store + "'");
+  // No credentials anywhere: refused, and the message says where they come from.
+  auto e = q_error(lc, "ATTACH 'duckblock://" + dir + "/inv.duckdb' AS lead");
+  EXPECT_NE(e.find("credentials"), std::string::npos) << e;
+  // A secret for another prefix does not apply; the one whose scope matches
+  // does (TYPE duckblock: the extension's own, always there).
+  q(lc, secret("elsewhere", "duckblock", "nobody", "s3://duckblock-test/elsewhere/"));
+  q(lc, secret("mine", "duckblock", "S3RVER", store));
+  q(lc, "ATTACH 'duckblock://" + dir + "/inv.duckdb' AS lead");
+  q(lc, "CREATE TABLE lead.t AS SELECT range AS id FROM range(1000)");
+  q(lc, "CHECKPOINT lead");
+  auto st = q(lc, "SELECT shipped_seq, last_error FROM duckblock_sync('inv')");
+  EXPECT_TRUE(st->GetValue(1, 0).IsNull()) << st->GetValue(1, 0).ToString();
+
+  // TYPE s3, as httpfs defines it, for a follower and a restore.
+  Host follower;
+  register_httpfs_like_s3_secret(*follower.db);
+  auto& fc = *follower.con;
+  q(fc, secret("s3_store", "s3", "S3RVER", "s3://duckblock-test/"));
+  q(fc, "CALL duckblock_follow('inv', '" + store + "', '" + dir + "/replica.duckdb', alias := 'rep', "
+        "poll_interval_ms := 0)");
+  EXPECT_EQ(q(fc, "SELECT count(*) FROM rep.t")->GetValue(0, 0).GetValue<int64_t>(), 1000);
+  q(fc, "CALL duckblock_restore('inv', '" + store + "', '" + dir + "/restored.duckdb')");
+  EXPECT_TRUE(fs::exists(dir + "/restored.duckdb"));
+  // The secret that matches best wins: a longer scope with a wrong key.
+  q(fc, secret("wrong", "s3", "nobody", store));
+  e = q_error(fc, "CALL duckblock_restore('inv', '" + store + "', '" + dir + "/again.duckdb')");
+  EXPECT_NE(e.find("'wrong'"), std::string::npos) << e;
+  ::unsetenv("AWS_SHARED_CREDENTIALS_FILE");
+  ::unsetenv("AWS_CONFIG_FILE");
   if (!::testing::Test::HasFailure()) fs::remove_all(dir);
 }
 
