@@ -21,6 +21,7 @@
 #include "duckdb/main/database_manager.hpp"
 #include "duckdb/main/extension/extension_loader.hpp"
 #include "guards.h"
+#include "log_setting.h"
 #include "secrets.h"
 #include "state.h"
 
@@ -388,6 +389,7 @@ void load(duckdb::ExtensionLoader& loader) {
   auto& db = loader.GetDatabaseInstance();
   register_settings(duckdb::DBConfig::GetConfig(db));
   register_secret_type(loader);
+  register_log_setting(duckdb::DBConfig::GetConfig(db));
   auto state = std::make_shared<State>();
   State::install(db, state);
   // The file system for duckblock:// paths, owned by DuckDB's virtual file

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <iterator>
 #include <string>
@@ -532,6 +533,51 @@ TEST(ExtensionHostS3, SettingsFromADuckDBSecret) {
   EXPECT_NE(e.find("'wrong'"), std::string::npos) << e;
   ::unsetenv("AWS_SHARED_CREDENTIALS_FILE");
   ::unsetenv("AWS_CONFIG_FILE");
+  if (!::testing::Test::HasFailure()) fs::remove_all(dir);
+}
+
+// What the library has to say goes to the host's stderr only when asked
+// (duckblock_log_level; default off). The S3 test server ignores
+// If-None-Match, which the store notes once per store as a warning.
+TEST(ExtensionHostS3, LogsToStderrOnlyWhenAsked) {
+  int port = s3rver_port();
+  if (port == 0) GTEST_SKIP() << "needs the s3rver ctest fixture (ctest -L extension)";
+  use_s3rver_credentials();
+  char tmpl[] = "/tmp/duckblock-ext-log-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  std::string dir = tmpl;
+  // Everything written to fd 2 while `f` runs.
+  auto stderr_of = [&](const std::function<void()>& f) {
+    std::string path = dir + "/stderr.txt";
+    fflush(stderr);
+    int saved = ::dup(2);
+    FILE* out = std::fopen(path.c_str(), "w");
+    ::dup2(::fileno(out), 2);
+    f();
+    fflush(stderr);
+    ::dup2(saved, 2);
+    ::close(saved);
+    std::fclose(out);
+    return read_all(path);
+  };
+  auto attach = [&](Host& h, const std::string& name) {
+    q(*h.con, "SET duckblock_s3_endpoint = 'http://127.0.0.1:" + std::to_string(port) + "'");
+    q(*h.con, "SET duckblock_s3_path_style = true");
+    q(*h.con, "SET duckblock_store = 's3://duckblock-test/" + fs::path(dir).filename().string() + "-" + name + "/'");
+    q(*h.con, "ATTACH 'duckblock://" + dir + "/" + name + ".duckdb' AS " + name);
+    q(*h.con, "CREATE TABLE " + name + ".t AS SELECT 1 AS x");
+    q(*h.con, "CHECKPOINT " + name);
+    q(*h.con, "CALL duckblock_sync('" + name + "')");
+  };
+  Host quiet, loud;
+  EXPECT_EQ(stderr_of([&] { attach(quiet, "quiet"); }), "");
+  q(*loud.con, "SET duckblock_log_level = 'warn'");
+  auto said = stderr_of([&] { attach(loud, "loud"); });
+  EXPECT_NE(said.find("duckblock: the S3 server at http://127.0.0.1:" + std::to_string(port) +
+                      " ignores If-None-Match"), std::string::npos) << said;
+  EXPECT_NE(q_error(*loud.con, "SET duckblock_log_level = 'loud'").find("off, error, warn, info, debug"),
+            std::string::npos);
+  q(*loud.con, "SET duckblock_log_level = 'off'");
   if (!::testing::Test::HasFailure()) fs::remove_all(dir);
 }
 
