@@ -2,6 +2,7 @@
 #include "duckblock/log.h"
 
 #include <atomic>
+#include <cctype>
 #include <cstdio>
 #include <mutex>
 
