@@ -70,6 +70,22 @@ TEST_F(S3Cli, SnapshotPushFollowRestoreVerify) {
   EXPECT_EQ(v.rc, 0) << describe(v);
 }
 
+// The library's warnings reach stderr through its log (duckblock/log.h):
+// shown by default, gone with -q. s3rver ignores If-None-Match, which the
+// store notes once per process when it first needs a conditional PUT.
+TEST_F(S3Cli, LibraryWarningsOnStderrUnlessQuiet) {
+  std::string db = dir / "app.duckdb";
+  bytes.write(db, 8);
+  auto snap = run("snapshot", {db});
+  ASSERT_EQ(snap.rc, 0) << describe(snap);
+  EXPECT_NE(snap.err.find("duckblock: the S3 server at " + endpoint + " ignores If-None-Match"), std::string::npos)
+      << describe(snap);
+  bytes.modify(db);
+  auto push = run("push", {db, "-q"});
+  ASSERT_EQ(push.rc, 0) << describe(push);
+  EXPECT_EQ(push.err.find("If-None-Match"), std::string::npos) << describe(push);
+}
+
 TEST_F(S3Cli, RejectedCredentialsFailClearlyWithoutTouchingFiles) {
   std::string db = dir / "app.duckdb";
   bytes.write(db, 8);

@@ -127,6 +127,23 @@ TEST_F(S3ConfigEnv, EnvironmentVariables) {
   EXPECT_FALSE(c.verify_tls);
 }
 
+// Credentials the program gives (the extension: a DuckDB secret) come
+// before an explicit profile, the environment and the credentials file.
+TEST_F(S3ConfigEnv, GivenCredentialsComeFirst) {
+  write("creds", "[work]\naws_access_key_id=WORKKEY\naws_secret_access_key=worksecret\n");
+  ::setenv("AWS_SHARED_CREDENTIALS_FILE", (dir_ / "creds").c_str(), 1);
+  ::setenv("AWS_ACCESS_KEY_ID", "ENVKEY", 1);
+  ::setenv("AWS_SECRET_ACCESS_KEY", "envsecret", 1);
+  StoreOptions o;
+  o.profile = "work";
+  o.credentials = StoreOptions::Credentials{"GIVENKEY", "givensecret", "giventoken", "the test"};
+  auto c = s3_config_from_url("s3://bucket/", o);
+  EXPECT_EQ(c.credentials.access_key_id, "GIVENKEY");
+  EXPECT_EQ(c.credentials.secret_access_key, "givensecret");
+  EXPECT_EQ(c.credentials.session_token, "giventoken");
+  EXPECT_EQ(c.credentials.source, "the test");
+}
+
 TEST_F(S3ConfigEnv, SharedCredentialsFileAndProfiles) {
   write("creds",
         "[default]\naws_access_key_id = DEFAULTKEY\naws_secret_access_key = defaultsecret\n\n"

@@ -120,10 +120,14 @@ void add_store_flags(CLI::App* cmd, StoreFlags& f, bool with_db, bool with_json)
       ->excludes(ps);
   cmd->add_flag("--no-verify-tls", f.no_verify_tls, "Do not check the S3 endpoint's TLS certificate")->group(s3);
   if (with_json) cmd->add_flag("--json", f.json, "Print JSON on stdout");
-  cmd->add_flag("-q,--quiet", f.quiet, "No progress or notes on stderr (errors still print)");
+  cmd->add_flag("-q,--quiet", f.quiet, "No progress, notes or library warnings on stderr (errors still print)");
+  cmd->add_flag("--verbose", f.verbose, "Also print the library's info and debug messages on stderr");
 }
 
 void resolve(StoreFlags& f, bool need_db) {
+  // The library's log (duckblock/log.h): warnings by default.
+  if (f.verbose) set_log_level(LogLevel::kDebug);
+  if (f.quiet) set_log_level(LogLevel::kError);
   if (f.store.empty()) f.store = env("DUCKBLOCK_STORE").value_or("");
   if (f.store.empty()) f.store = config_string("store");
   if (f.store.empty()) {

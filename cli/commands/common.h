@@ -15,6 +15,7 @@
 #include <string>
 
 #include "duckblock/error.h"
+#include "duckblock/log.h"
 #include "duckblock/store.h"
 
 namespace duckblock::cli {
@@ -28,6 +29,7 @@ struct StoreFlags {
   bool path_style = false, virtual_host = false, no_verify_tls = false;
   bool json = false;
   bool quiet = false;
+  bool verbose = false;  // the library's log at debug level
 };
 
 // Registers --store, --db (if `with_db`), the S3 options, --json (if

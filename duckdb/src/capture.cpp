@@ -12,6 +12,7 @@
 
 #include "duckblock/error.h"
 #include "duckblock/io.h"
+#include "duckblock/log.h"
 #include "duckdb/common/checksum.hpp"
 #include "duckdb/common/virtual_file_system.hpp"
 
@@ -382,7 +383,7 @@ PushResult Capture::push_locked(PushEvent::Reason reason) {
     // of what was shipped did not change either.
     ++stats_.push_failures;
     stats_.last_error = std::string("duckblock: push of '") + db_name_ + "' failed: " + e.what();
-    std::fprintf(stderr, "%s\n", stats_.last_error->c_str());
+    duckblock::log(LogLevel::kError, "push of '" + db_name_ + "' failed: " + e.what());
     if (options_.fail_checkpoint) throw duckdb::IOException(*stats_.last_error);
     return {};
   }

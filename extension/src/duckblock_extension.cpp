@@ -20,6 +20,9 @@
 #include "duckdb/main/attached_database.hpp"
 #include "duckdb/main/database_manager.hpp"
 #include "duckdb/main/extension/extension_loader.hpp"
+#include "guards.h"
+#include "log_setting.h"
+#include "secrets.h"
 #include "state.h"
 
 #ifndef DUCKBLOCK_EXTENSION_VERSION
@@ -170,6 +173,7 @@ struct StatusFn {
       if (registered) rs = l->replicator->status(l->db);
       auto cs = l->capture->stats();
       std::optional<std::string> err = cs.last_error ? cs.last_error : rs.last_error;
+      if (!registered && !err) err = l->wait->error();  // offline at ATTACH (store_wait.h)
       uint64_t pending = rs.pending_segments;
       // Lag: how long the store has not advanced while something waits to
       // be uploaded (0 when everything spooled is in the store).
@@ -249,6 +253,7 @@ struct FollowFn {
     auto path = a.str(2, "the replica path");
     auto alias = a.opt("alias") ? a.opt("alias")->ToString() : db;
     auto settings = Settings::read(*context.db);
+    settings.store_options = with_secret(*context.db, url, settings.store_options);
     std::string prefix = a.opt("prefix") ? a.opt("prefix")->ToString() : settings.prefix;
     if (!prefix.empty() && prefix.back() != '/') prefix += '/';
     uint64_t interval = a.opt("poll_interval_ms") ? a.opt("poll_interval_ms")->GetValue<uint64_t>()
@@ -259,8 +264,10 @@ struct FollowFn {
       throw duckdb::InvalidInputException(
           "duckblock: a database named '%s' is already attached; pick another name with alias := '...'", alias);
     }
+    bool force = a.opt("force") && a.opt("force")->GetValue<bool>();
     std::shared_ptr<Follower> f;
     try {
+      check_target(*context.db, *state, path, TargetUse::kFollow, force);
       auto store = open_store_for(url, settings);
       f = std::make_shared<Follower>(alias, db, url, path, prefix, store,
                                      std::chrono::milliseconds(settings.refresh_wait_ms));
@@ -335,7 +342,7 @@ struct UnfollowFn {
   }
 };
 
-// --- duckblock_restore(db, store_url, path, seq :=, time :=, time_ms :=, prefix :=) ---
+// --- duckblock_restore(db, store_url, path, seq :=, as_of :=, time_ms :=, prefix :=, force :=) ---
 
 struct RestoreFn {
   static std::vector<Column> columns() {
@@ -352,19 +359,22 @@ struct RestoreFn {
     auto url = a.str(1, "the store URL");
     auto path = a.str(2, "the output path");
     auto settings = Settings::read(*context.db);
+    settings.store_options = with_secret(*context.db, url, settings.store_options);
+    bool force = a.opt("force") && a.opt("force")->GetValue<bool>();
     RestoreTarget target;
     if (auto s = a.opt("seq")) target.seq = s->GetValue<uint64_t>();
-    if (auto t = a.opt("time")) {
+    if (auto t = a.opt("as_of")) {
       target.time_ms = duckdb::Timestamp::GetEpochMs(t->GetValue<duckdb::timestamp_t>());
     }
     if (auto t = a.opt("time_ms")) target.time_ms = t->GetValue<int64_t>();
     if (target.seq && target.time_ms) {
-      throw duckdb::InvalidInputException("duckblock: give seq or time, not both");
+      throw duckdb::InvalidInputException("duckblock: give seq or a time (as_of, time_ms), not both");
     }
     RestoreOptions ro;
     ro.prefix = a.opt("prefix") ? a.opt("prefix")->ToString() : settings.prefix;
     if (!ro.prefix.empty() && ro.prefix.back() != '/') ro.prefix += '/';
     try {
+      check_target(*context.db, *State::find(*context.db), path, TargetUse::kRestore, force);
       auto store = open_store_for(url, settings);
       // A .wal beside the restored file belongs to some other state of it:
       // DuckDB would replay it over the restored checkpoint.
@@ -392,6 +402,8 @@ struct RestoreFn {
 void load(duckdb::ExtensionLoader& loader) {
   auto& db = loader.GetDatabaseInstance();
   register_settings(duckdb::DBConfig::GetConfig(db));
+  register_secret_type(loader);
+  register_log_setting(duckdb::DBConfig::GetConfig(db));
   auto state = std::make_shared<State>();
   State::install(db, state);
   // The file system for duckblock:// paths, owned by DuckDB's virtual file
@@ -407,7 +419,10 @@ void load(duckdb::ExtensionLoader& loader) {
   loader.RegisterFunction(sync);
   loader.RegisterFunction(make<FollowFn>(
       "duckblock_follow", {LogicalType::VARCHAR, LogicalType::VARCHAR, LogicalType::VARCHAR},
-      {{"alias", LogicalType::VARCHAR}, {"prefix", LogicalType::VARCHAR}, {"poll_interval_ms", LogicalType::UBIGINT}}));
+      {{"alias", LogicalType::VARCHAR},
+       {"prefix", LogicalType::VARCHAR},
+       {"poll_interval_ms", LogicalType::UBIGINT},
+       {"force", LogicalType::BOOLEAN}}));
   duckdb::TableFunctionSet refresh("duckblock_refresh");
   refresh.AddFunction(make<RefreshFn>("duckblock_refresh", {}));
   refresh.AddFunction(make<RefreshFn>("duckblock_refresh", {LogicalType::VARCHAR}));
@@ -416,9 +431,10 @@ void load(duckdb::ExtensionLoader& loader) {
   loader.RegisterFunction(make<RestoreFn>(
       "duckblock_restore", {LogicalType::VARCHAR, LogicalType::VARCHAR, LogicalType::VARCHAR},
       {{"seq", LogicalType::UBIGINT},
-       {"time", LogicalType::TIMESTAMP},
+       {"as_of", LogicalType::TIMESTAMP},
        {"time_ms", LogicalType::BIGINT},
-       {"prefix", LogicalType::VARCHAR}}));
+       {"prefix", LogicalType::VARCHAR},
+       {"force", LogicalType::BOOLEAN}}));
 }
 
 }  // namespace duckblock::extension

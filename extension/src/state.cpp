@@ -9,6 +9,9 @@
 #include <unistd.h>
 
 #include "duckblock/error.h"
+#include "guards.h"
+#include "origin.h"
+#include "secrets.h"
 #include "duckdb/main/database_manager.hpp"
 #include "duckdb/main/attached_database.hpp"
 
@@ -18,12 +21,7 @@ namespace {
 
 constexpr uint64_t kHeadersEnd = 12288;  // DuckDB's three 4 KiB headers
 
-std::string canonical(const std::string& path) {
-  std::error_code ec;
-  auto p = std::filesystem::weakly_canonical(std::filesystem::absolute(path, ec), ec);
-  if (ec) return std::filesystem::absolute(path).lexically_normal().string();
-  return p.string();
-}
+std::string canonical(const std::string& path) { return canonical_path(path); }
 
 std::string get_string(const duckdb::DatabaseInstance& db, const char* key, const std::string& dflt = "") {
   duckdb::Value v;
@@ -85,6 +83,8 @@ Settings Settings::read(const duckdb::DatabaseInstance& db) {
   s.store = get_string(db, "duckblock_store");
   s.prefix = get_string(db, "duckblock_prefix");
   s.spool_dir = get_string(db, "duckblock_spool_dir");
+  s.name = get_string(db, "duckblock_name");
+  s.take_over = get_bool(db, "duckblock_take_over").value_or(false);
   s.snapshot_every = get_u64(db, "duckblock_snapshot_every", s.snapshot_every);
   s.snapshot_bytes = get_u64(db, "duckblock_snapshot_bytes", s.snapshot_bytes);
   s.poll_interval_ms = get_u64(db, "duckblock_poll_interval_ms", s.poll_interval_ms);
@@ -112,6 +112,13 @@ void register_settings(duckdb::DBConfig& config) {
   add("duckblock_prefix", "Key prefix inside the store", LogicalType::VARCHAR, Value(""));
   add("duckblock_spool_dir", "Directory for segments waiting to upload ('' = <database file>.duckblock-spool)",
       LogicalType::VARCHAR, Value(""));
+  add("duckblock_name",
+      "The name in the store of the next database file ATTACHed through duckblock:// ('' = its file name without "
+      "extension)",
+      LogicalType::VARCHAR, Value(""));
+  add("duckblock_take_over",
+      "Let the next ATTACHed file replicate a name the store records for another file (it replaces that file)",
+      LogicalType::BOOLEAN, Value::BOOLEAN(false));
   add("duckblock_snapshot_every", "A snapshot after this many incremental segments (0 = never by count)",
       LogicalType::UBIGINT, Value::UBIGINT(100));
   add("duckblock_snapshot_bytes", "A snapshot after this many incremental bytes (0 = never by size)",
@@ -198,14 +205,12 @@ std::shared_ptr<Leader> State::open_leader(const std::string& path, const Settin
   }
   auto leader = std::make_shared<Leader>();
   leader->path = path;
-  // The name in the store is the file's name without its extension.
-  leader->db = std::filesystem::path(path).stem().string();
-  if (leader->db.empty()) throw Error(ErrorKind::kInvalidArgument, "cannot name a database after '" + path + "'");
+  leader->db = name_in_store(path, s.name);
   leader->store_url = s.store;
   leader->prefix = s.prefix;
-  leader->spool_dir = s.spool_dir.empty() ? path + ".duckblock-spool" : s.spool_dir;
+  leader->spool_dir = s.spool_for(path);
   if (previous && previous->store_url == leader->store_url && previous->prefix == leader->prefix &&
-      previous->spool_dir == leader->spool_dir) {
+      previous->spool_dir == leader->spool_dir && previous->db == leader->db) {
     // Attached again (after a DETACH) to the same store: keep its
     // replicator, which may still be uploading the spool. Two replicators
     // on one spool would upload the same segments twice.
@@ -537,6 +542,17 @@ std::string ReplicatingFileSystem::strip(const std::string& path) {
   return path.substr(p.size());
 }
 
+void ReplicatingFileSystem::wait_for_store(Leader& leader, const std::string& canon, const Settings& settings,
+                                           const std::string& why) {
+  // The probe claims the name and lists the chain: what the ATTACH could not.
+  leader.wait->begin(
+      [canon, settings, db = leader.db]() {
+        claim_file(canon, settings);
+        list_chain(*open_store_for(settings.store, settings), settings.prefix, db);
+      },
+      why);
+}
+
 bool ReplicatingFileSystem::CanHandleFile(const duckdb::string& fpath) { return strip(fpath) != fpath; }
 
 duckdb::unique_ptr<duckdb::FileHandle> ReplicatingFileSystem::OpenFile(const duckdb::string& path,
@@ -552,7 +568,20 @@ duckdb::unique_ptr<duckdb::FileHandle> ReplicatingFileSystem::OpenFile(const duc
   if (flags.OpenForReading() && flags.OpenForWriting() && flags.Lock() == duckdb::FileLockType::WRITE_LOCK &&
       !state_->is_side_file(canon)) {
     try {
-      leader = state_->open_leader(canon, Settings::read(db_));
+      auto settings = Settings::read(db_);
+      settings.store_options = with_secret(db_, settings.store, settings.store_options);
+      std::optional<std::string> unreachable;
+      try {
+        claim_file(canon, settings);
+      } catch (const Error& e) {
+        if (e.kind() != ErrorKind::kRetryable) throw;
+        unreachable = e.what();  // offline: the database opens anyway (store_wait.h)
+      }
+      leader = state_->open_leader(canon, settings);
+      if (unreachable) wait_for_store(*leader, canon, settings, *unreachable);
+    } catch (const Error& e) {
+      throw duckdb::IOException("duckblock: cannot replicate '%s': %s (%s)", local, e.what(),
+                                std::string(to_string(e.kind())));
     } catch (const std::exception& e) {
       throw duckdb::IOException("duckblock: cannot replicate '%s': %s", local, e.what());
     }
@@ -577,9 +606,16 @@ duckdb::unique_ptr<duckdb::FileHandle> ReplicatingFileSystem::OpenFile(const duc
   // An existing database is registered with its replicator now (its first
   // segment, or whatever differs from the chain, ships before DuckDB
   // changes anything); a new one at its first commit point (FileSync).
-  if (existing) {
+  if (existing && !leader->wait->waiting()) {
     try {
       leader->capture->start();
+    } catch (const Error& e) {
+      // No spool to start from and no store: open, and start once it answers.
+      if (e.kind() != ErrorKind::kRetryable) {
+        throw duckdb::IOException("duckblock: cannot replicate '%s' to %s: %s (%s)", local, leader->store_url, e.what(),
+                                  std::string(to_string(e.kind())));
+      }
+      wait_for_store(*leader, canon, Settings::read(db_), e.what());
     } catch (const std::exception& e) {
       throw duckdb::IOException("duckblock: cannot replicate '%s' to %s: %s", local, leader->store_url, e.what());
     }
@@ -594,6 +630,8 @@ void ReplicatingFileSystem::FileSync(duckdb::FileHandle& handle) {
   // it then, which ships the whole new file as the chain's start.
   dbi::Capture* capture = capture_of(handle);
   if (capture && !capture->started() && capture->stats().commits > 0) {
+    // Still waiting for the store (store_wait.h): a later commit point starts.
+    if (auto l = state_->leader_of(*capture); l && l->wait->waiting()) return;
     try {
       capture->start();
     } catch (const std::exception& e) {

@@ -40,6 +40,7 @@
 #include "duckblock/restore.h"
 #include "duckblock/store.h"
 #include "duckblock/wal.h"
+#include "store_wait.h"
 
 namespace duckblock::extension {
 
@@ -50,6 +51,8 @@ struct Settings {
   std::string store;                       // duckblock_store
   std::string prefix;                      // duckblock_prefix
   std::string spool_dir;                   // duckblock_spool_dir ("" = beside the database file)
+  std::string name;                        // duckblock_name ("" = the file's name without extension)
+  bool take_over = false;                  // duckblock_take_over
   uint64_t snapshot_every = 100;           // duckblock_snapshot_every
   uint64_t snapshot_bytes = 256ull << 20;  // duckblock_snapshot_bytes
   uint64_t poll_interval_ms = 1000;        // duckblock_poll_interval_ms (0 = on demand only)
@@ -58,6 +61,8 @@ struct Settings {
   std::string sync_mode = "interval";      // duckblock_sync_mode: interval | commit
   StoreOptions store_options;              // duckblock_s3_*; credentials: environment or profile
   static Settings read(const duckdb::DatabaseInstance& db);
+  // The spool directory of the database file at `path`.
+  std::string spool_for(const std::string& path) const { return spool_dir.empty() ? path + ".duckblock-spool" : spool_dir; }
 };
 
 // Registers the settings above. They are global: the file system reads them
@@ -75,6 +80,8 @@ struct Leader {
   std::string spool_dir;
   std::shared_ptr<Replicator> replicator;
   std::shared_ptr<dbi::Capture> capture;
+  // Waiting for an unreachable store before replication can start.
+  std::shared_ptr<StoreWait> wait = std::make_shared<StoreWait>();
 };
 
 struct FollowerStatus {
@@ -233,6 +240,9 @@ class ReplicatingFileSystem final : public dbi::CaptureFileSystem {
   bool SupportsListFilesExtended() const override { return false; }
 
  private:
+  // The store was unreachable at ATTACH: start once it answers.
+  static void wait_for_store(Leader& leader, const std::string& canon, const Settings& settings, const std::string& why);
+
   duckdb::DatabaseInstance& db_;
   std::shared_ptr<State> state_;
   // Opens the local files: their own handles (inside ours) and the path

@@ -16,6 +16,7 @@
 #include <mutex>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <iterator>
 #include <string>
@@ -23,63 +24,16 @@
 #include <vector>
 
 #include "duckdb.hpp"
+#include "duckdb/main/secret/secret.hpp"
+#include "duckdb/main/secret/secret_manager.hpp"
+#include "host_util.h"
 
-#ifndef DUCKBLOCK_EXTENSION_FILE
-#error "DUCKBLOCK_EXTENSION_FILE must name the built duckblock.duckdb_extension"
-#endif
 
 namespace fs = std::filesystem;
 
 namespace {
 
-duckdb::unique_ptr<duckdb::MaterializedQueryResult> q(duckdb::Connection& con, const std::string& sql) {
-  auto r = con.Query(sql);
-  if (r->HasError()) throw std::runtime_error("SQL failed: " + sql + "\n  " + r->GetError());
-  return r;
-}
-
-std::string q_error(duckdb::Connection& con, const std::string& sql) {
-  auto r = con.Query(sql);
-  return r->HasError() ? r->GetError() : std::string();
-}
-
-// What a query can see of database `db`: every table's name, row count and
-// an order-independent hash of its rows.
-std::string fingerprint(duckdb::Connection& con, const std::string& db) {
-  auto tables = q(con, "SELECT table_name FROM duckdb_tables() WHERE database_name = '" + db +
-                           "' ORDER BY table_name");
-  std::string out;
-  for (size_t i = 0; i < tables->RowCount(); ++i) {
-    std::string t = tables->GetValue(0, i).ToString();
-    auto r = q(con, "SELECT count(*), coalesce(sum(hash(x)::HUGEINT), 0) FROM \"" + db + "\".\"" + t + "\" AS x");
-    out += t + ":" + r->GetValue(0, 0).ToString() + ":" + r->GetValue(1, 0).ToString() + ";";
-  }
-  return out;
-}
-
-std::string read_all(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(f), {});
-}
-
-// A DuckDB instance as any host makes one: in memory, unsigned extensions
-// allowed (the setting must be given before the database opens), and
-// duckblock loaded from the build tree.
-struct Host {
-  std::unique_ptr<duckdb::DuckDB> db;
-  std::unique_ptr<duckdb::Connection> con;
-  Host() {
-    duckdb::DBConfig config;
-    config.SetOptionByName("allow_unsigned_extensions", duckdb::Value::BOOLEAN(true));
-    db = std::make_unique<duckdb::DuckDB>(nullptr, &config);
-    con = std::make_unique<duckdb::Connection>(*db);
-    q(*con, std::string("LOAD '") + DUCKBLOCK_EXTENSION_FILE + "'");
-  }
-  ~Host() {
-    con.reset();
-    db.reset();
-  }
-};
+using namespace duckblock::ext_test;
 
 class ExtensionHost : public ::testing::Test {
  protected:
@@ -186,18 +140,29 @@ TEST_F(ExtensionHost, LeaderToFollowerWithRestoreBySeqAndTime) {
   // Restore to an earlier point by sequence number.
   const auto& [seq2, fp2] = history[1];
   std::string out = dir + "/restored.duckdb";
-  auto rr = q(fc, "SELECT seq, path FROM duckblock_restore('sales', '" + store + "', '" + out + "', seq := " +
-                      std::to_string(seq2) + ")");
+  auto rr = q(fc, "SELECT seq, path, created FROM duckblock_restore('sales', '" + store + "', '" + out +
+                      "', seq := " + std::to_string(seq2) + ")");
   EXPECT_EQ(rr->GetValue(0, 0).GetValue<uint64_t>(), seq2);
   q(fc, "ATTACH '" + out + "' AS old (READ_ONLY)");
   EXPECT_EQ(fingerprint(fc, "old"), fp2);
   q(fc, "DETACH old");
 
+  // The same point by time, as the docs write it: as_of := TIMESTAMP '...'
+  // (UTC), the time that point was created (the next one came later).
+  std::string created = rr->GetValue(2, 0).ToString();
+  std::string out_t = dir + "/restored-as-of.duckdb";
+  rr = q(fc, "SELECT seq FROM duckblock_restore('sales', '" + store + "', '" + out_t + "', as_of := TIMESTAMP '" +
+                 created + "')");
+  EXPECT_EQ(rr->GetValue(0, 0).GetValue<uint64_t>(), seq2) << created;
+  q(fc, "ATTACH '" + out_t + "' AS old_t (READ_ONLY)");
+  EXPECT_EQ(fingerprint(fc, "old_t"), fp2);
+  q(fc, "DETACH old_t");
+
   // Restore by time: now is after every segment, so the latest state.
   auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                     std::chrono::system_clock::now().time_since_epoch()).count();
   rr = q(fc, "SELECT seq FROM duckblock_restore('sales', '" + store + "', '" + out + "', time_ms := " +
-                 std::to_string(now_ms) + ")");
+                 std::to_string(now_ms) + ", force := true)");
   EXPECT_EQ(rr->GetValue(0, 0).GetValue<uint64_t>(), history.back().first);
   q(fc, "ATTACH '" + out + "' AS latest (READ_ONLY)");
   EXPECT_EQ(fingerprint(fc, "latest"), history.back().second);
@@ -397,19 +362,140 @@ TEST_F(ExtensionHost, CommitsReachAFollowerAndNoReaderQueryFailsAcrossRefreshes)
   EXPECT_GT(st->GetValue(1, 0).GetValue<uint64_t>(), 0u) << "the last commits came from the log";
 }
 
+// restore and follow never replace a file unasked: an existing file, a
+// stale WAL or a file attached here needs force := true; a file DuckDB has
+// attached for writing, a leader's file or another follower's replica is
+// never replaced.
+TEST_F(ExtensionHost, RestoreAndFollowRefuseToOverwrite) {
+  auto leader = open_leader();
+  auto& lc = *leader->con;
+  q(lc, "CREATE TABLE lead.t AS SELECT range AS id FROM range(100)");
+  ship(*leader);
+  Host other;
+  auto& c = *other.con;
+  auto restore_sql = [&](const std::string& to, const std::string& extra = "") {
+    return "CALL duckblock_restore('sales', '" + store + "', '" + to + "'" + extra + ")";
+  };
+  auto follow_sql = [&](const std::string& to, const std::string& alias, const std::string& extra = "") {
+    return "CALL duckblock_follow('sales', '" + store + "', '" + to + "', alias := '" + alias +
+           "', poll_interval_ms := 0" + extra + ")";
+  };
+  auto expect_refused = [](const std::string& e, const std::string& why) {
+    EXPECT_NE(e.find("will not"), std::string::npos) << e;
+    EXPECT_NE(e.find("already-exists"), std::string::npos) << e;
+    EXPECT_NE(e.find(why), std::string::npos) << e;
+  };
+
+  // An existing file: refused, left as it was; replaced with force.
+  std::string existing = dir + "/existing.duckdb";
+  { std::ofstream(existing) << "keep me"; }
+  expect_refused(q_error(c, restore_sql(existing)), "force := true");
+  EXPECT_EQ(read_all(existing), "keep me");
+  expect_refused(q_error(c, follow_sql(existing, "f1")), "not a duckblock replica");
+  EXPECT_EQ(read_all(existing), "keep me");
+  EXPECT_EQ(q(c, "SELECT count(*) FROM duckdb_databases() WHERE database_name = 'f1'")->GetValue(0, 0)
+                .GetValue<int64_t>(), 0);
+  q(c, restore_sql(existing, ", force := true"));
+  q(c, "ATTACH '" + existing + "' AS ro (READ_ONLY)");
+  EXPECT_EQ(q(c, "SELECT count(*) FROM ro.t")->GetValue(0, 0).GetValue<int64_t>(), 100);
+
+  // Attached READ_ONLY here: only with force.
+  expect_refused(q_error(c, restore_sql(existing, "")), "attached here as 'ro'");
+  q(c, restore_sql(existing, ", force := true"));
+  q(c, "DETACH ro");
+
+  // Attached for writing here: never, even with force; its data survives.
+  std::string mine = dir + "/mine.duckdb";
+  q(c, "ATTACH '" + mine + "' AS mine");
+  q(c, "CREATE TABLE mine.keep AS SELECT 42 AS answer");
+  expect_refused(q_error(c, restore_sql(mine, ", force := true")), "attached for writing here as 'mine'");
+  expect_refused(q_error(c, follow_sql(mine, "f2", ", force := true")), "attached for writing here as 'mine'");
+  EXPECT_EQ(q(c, "SELECT answer FROM mine.keep")->GetValue(0, 0).GetValue<int32_t>(), 42);
+
+  // A leader's file: never, even with force (and even once detached: its
+  // replicator goes on with the file).
+  expect_refused(q_error(lc, restore_sql(leader_file, ", force := true")), "replicates it as 'sales'");
+  expect_refused(q_error(lc, follow_sql(leader_file, "f3", ", force := true")), "replicates it as 'sales'");
+  EXPECT_EQ(q(lc, "SELECT count(*) FROM lead.t")->GetValue(0, 0).GetValue<int64_t>(), 100);
+
+  // A follower's replica: never; following it again after an unfollow
+  // continues it without force (it has a journal).
+  q(c, follow_sql(replica_file, "rep"));
+  expect_refused(q_error(c, restore_sql(replica_file, ", force := true")), "replica of follower 'rep'");
+  expect_refused(q_error(c, follow_sql(replica_file, "rep2", ", force := true")), "replica of follower 'rep'");
+  q(c, "CALL duckblock_unfollow('rep')");
+  q(c, follow_sql(replica_file, "rep"));
+  EXPECT_EQ(q(c, "SELECT count(*) FROM rep.t")->GetValue(0, 0).GetValue<int64_t>(), 100);
+  q(c, "CALL duckblock_unfollow('rep')");
+
+  // A stale WAL beside the target: only with force, which removes it.
+  std::string fresh = dir + "/fresh.duckdb";
+  { std::ofstream(fresh + ".wal") << "not ours"; }
+  expect_refused(q_error(c, restore_sql(fresh)), ".wal exists");
+  EXPECT_FALSE(fs::exists(fresh));
+  q(c, restore_sql(fresh, ", force := true"));
+  EXPECT_FALSE(fs::exists(fresh + ".wal"));
+  EXPECT_TRUE(fs::exists(fresh));
+}
+
+// A name in the store belongs to one file: a second, different file that
+// would replicate under it is refused at ATTACH (before it ships anything),
+// and the message names both files. duckblock_name gives it another name;
+// duckblock_take_over lets a file replace the recorded one.
+TEST_F(ExtensionHost, ASecondFileClaimingAReplicatedNameIsRefused) {
+  auto leader = open_leader();
+  q(*leader->con, "CREATE TABLE lead.t AS SELECT range AS id FROM range(10)");
+  uint64_t seq = ship(*leader);
+  std::string canon_a = fs::weakly_canonical(leader_file).string();
+  EXPECT_NE(read_all(dir + "/store/sales/origin.json").find(canon_a), std::string::npos);
+
+  fs::create_directories(dir + "/other");
+  std::string other = dir + "/other/sales.duckdb";
+  Host h;
+  auto& c = *h.con;
+  q(c, "SET duckblock_store = '" + store + "'");
+  auto e = q_error(c, "ATTACH 'duckblock://" + other + "' AS b");
+  EXPECT_NE(e.find("already-exists"), std::string::npos) << e;
+  EXPECT_NE(e.find(canon_a), std::string::npos) << e;
+  EXPECT_NE(e.find(fs::weakly_canonical(other).string()), std::string::npos) << e;
+  EXPECT_NE(e.find("duckblock_name"), std::string::npos) << e;
+  EXPECT_EQ(q(c, "SELECT count(*) FROM duckdb_databases() WHERE database_name = 'b'")->GetValue(0, 0)
+                .GetValue<int64_t>(), 0);
+  EXPECT_EQ(q(c, "SELECT count(*) FROM duckblock_status()")->GetValue(0, 0).GetValue<int64_t>(), 0);
+  // The first file's chain is untouched and goes on.
+  q(*leader->con, "INSERT INTO lead.t VALUES (10)");
+  EXPECT_GT(ship(*leader), seq);
+
+  // Under a name of its own it replicates.
+  q(c, "SET duckblock_name = 'sales_eu'");
+  q(c, "ATTACH 'duckblock://" + other + "' AS b");
+  q(c, "CREATE TABLE b.t AS SELECT range AS id FROM range(3)");
+  q(c, "CHECKPOINT b");
+  auto st = q(c, "SELECT name, last_error FROM duckblock_sync('b')");
+  EXPECT_EQ(st->GetValue(0, 0).ToString(), "sales_eu");
+  EXPECT_TRUE(st->GetValue(1, 0).IsNull());
+  Host f;
+  q(*f.con, "CALL duckblock_follow('sales_eu', '" + store + "', '" + dir + "/replica/eu.duckdb', poll_interval_ms := 0)");
+  EXPECT_EQ(q(*f.con, "SELECT count(*) FROM sales_eu.t")->GetValue(0, 0).GetValue<int64_t>(), 3);
+
+  // A file that replaces the recorded one says so.
+  Host t;
+  q(*t.con, "SET duckblock_store = '" + store + "'");
+  q(*t.con, "SET duckblock_name = 'sales_eu'");
+  std::string third = dir + "/other/third.duckdb";
+  EXPECT_NE(q_error(*t.con, "ATTACH 'duckblock://" + third + "' AS c"), "");
+  q(*t.con, "SET duckblock_take_over = true");
+  q(*t.con, "ATTACH 'duckblock://" + third + "' AS c");
+  EXPECT_NE(read_all(dir + "/store/sales_eu/origin.json").find(fs::weakly_canonical(third).string()),
+            std::string::npos);
+}
+
 // The same leader-to-follower path through an S3 store (the s3rver the
 // ctest fixture starts; credentials from the environment, as in production).
 TEST(ExtensionHostS3, LeaderToFollowerThroughS3) {
-  const char* server_file = std::getenv("DUCKBLOCK_TEST_S3RVER_FILE");
-  if (!server_file || !*server_file) GTEST_SKIP() << "needs the s3rver ctest fixture (ctest -L extension)";
-  std::ifstream sf(server_file);
-  int port = 0;
-  sf >> port;
-  ASSERT_GT(port, 0) << "no port in " << server_file;
-  ::setenv("AWS_ACCESS_KEY_ID", "S3RVER", 1);
-  ::setenv("AWS_SECRET_ACCESS_KEY", "S3RVER", 1);
-  ::unsetenv("AWS_SESSION_TOKEN");
-  ::unsetenv("AWS_PROFILE");
+  int port = s3rver_port();
+  if (port == 0) GTEST_SKIP() << "needs the s3rver ctest fixture (ctest -L extension)";
+  use_s3rver_credentials();
   char tmpl[] = "/tmp/duckblock-ext-s3-XXXXXX";
   ASSERT_NE(mkdtemp(tmpl), nullptr);
   std::string dir = tmpl;
@@ -440,6 +526,137 @@ TEST(ExtensionHostS3, LeaderToFollowerThroughS3) {
   q(*follower.con, "CALL duckblock_refresh('rep')");
   EXPECT_EQ(fingerprint(*follower.con, "rep"), fingerprint(*leader.con, "lead"));
   EXPECT_EQ(q(*follower.con, "SELECT count(*) FROM rep.t")->GetValue(0, 0).GetValue<int64_t>(), 50000);
+  if (!::testing::Test::HasFailure()) fs::remove_all(dir);
+}
+
+// What DuckDB's httpfs extension does for TYPE s3 (which cannot be installed
+// here: it is downloaded on first use): a key-value secret type whose
+// CREATE SECRET stores its parameters under their lower-case names.
+duckdb::unique_ptr<duckdb::BaseSecret> create_kv_secret(duckdb::ClientContext&, duckdb::CreateSecretInput& input) {
+  auto secret = duckdb::make_uniq<duckdb::KeyValueSecret>(input.scope, input.type, input.provider, input.name);
+  for (const auto& [k, v] : input.options) secret->secret_map[duckdb::StringUtil::Lower(k)] = v;
+  secret->redact_keys = {"secret", "session_token"};
+  return secret;
+}
+void register_httpfs_like_s3_secret(duckdb::DuckDB& db) {
+  auto& manager = duckdb::SecretManager::Get(*db.instance);
+  duckdb::SecretType type;
+  type.name = "s3";
+  type.deserializer = duckdb::KeyValueSecret::Deserialize<duckdb::KeyValueSecret>;
+  type.default_provider = "config";
+  manager.RegisterSecretType(type);
+  duckdb::CreateSecretFunction f;
+  f.secret_type = "s3";
+  f.provider = "config";
+  f.function = create_kv_secret;
+  for (const char* p : {"key_id", "secret", "session_token", "region", "endpoint", "url_style"}) {
+    f.named_parameters[p] = duckdb::LogicalType::VARCHAR;
+  }
+  f.named_parameters["use_ssl"] = duckdb::LogicalType::BOOLEAN;
+  manager.RegisterSecretFunction(f, duckdb::OnCreateConflict::ERROR_ON_CONFLICT);
+}
+
+// S3 configured the DuckDB way: credentials, region, endpoint and URL style
+// from a secret whose scope matches the store, with nothing in the
+// environment, the credentials file or the duckblock_s3_* settings.
+TEST(ExtensionHostS3, SettingsFromADuckDBSecret) {
+  int port = s3rver_port();
+  if (port == 0) GTEST_SKIP() << "needs the s3rver ctest fixture (ctest -L extension)";
+  for (const char* v : {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION",
+                        "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"}) {
+    ::unsetenv(v);
+  }
+  ::setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials", 1);
+  ::setenv("AWS_CONFIG_FILE", "/nonexistent/config", 1);
+  char tmpl[] = "/tmp/duckblock-ext-secret-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  std::string dir = tmpl;
+  std::string prefix = "duckblock-test/secret-" + fs::path(dir).filename().string() + "/";
+  std::string store = "s3://" + prefix;
+  auto secret = [&](const std::string& name, const std::string& type, const std::string& key,
+                    const std::string& scope) {
+    return "CREATE SECRET " + name + " (TYPE " + type + ", KEY_ID '" + key + "', SECRET 'S3RVER', REGION "
+           "'us-east-1', ENDPOINT '127.0.0.1:" + std::to_string(port) + "', URL_STYLE 'path', USE_SSL false, SCOPE '" +
+           scope + "')";
+  };
+
+  Host leader;
+  auto& lc = *leader.con;
+  q(lc, "SET duckblock_store = '" + store + "'");
+  // No credentials anywhere: refused, and the message says where they come from.
+  auto e = q_error(lc, "ATTACH 'duckblock://" + dir + "/inv.duckdb' AS lead");
+  EXPECT_NE(e.find("credentials"), std::string::npos) << e;
+  // A secret for another prefix does not apply; the one whose scope matches
+  // does (TYPE duckblock: the extension's own, always there).
+  q(lc, secret("elsewhere", "duckblock", "nobody", "s3://duckblock-test/elsewhere/"));
+  q(lc, secret("mine", "duckblock", "S3RVER", store));
+  q(lc, "ATTACH 'duckblock://" + dir + "/inv.duckdb' AS lead");
+  q(lc, "CREATE TABLE lead.t AS SELECT range AS id FROM range(1000)");
+  q(lc, "CHECKPOINT lead");
+  auto st = q(lc, "SELECT shipped_seq, last_error FROM duckblock_sync('inv')");
+  EXPECT_TRUE(st->GetValue(1, 0).IsNull()) << st->GetValue(1, 0).ToString();
+
+  // TYPE s3, as httpfs defines it, for a follower and a restore.
+  Host follower;
+  register_httpfs_like_s3_secret(*follower.db);
+  auto& fc = *follower.con;
+  q(fc, secret("s3_store", "s3", "S3RVER", "s3://duckblock-test/"));
+  q(fc, "CALL duckblock_follow('inv', '" + store + "', '" + dir + "/replica.duckdb', alias := 'rep', "
+        "poll_interval_ms := 0)");
+  EXPECT_EQ(q(fc, "SELECT count(*) FROM rep.t")->GetValue(0, 0).GetValue<int64_t>(), 1000);
+  q(fc, "CALL duckblock_restore('inv', '" + store + "', '" + dir + "/restored.duckdb')");
+  EXPECT_TRUE(fs::exists(dir + "/restored.duckdb"));
+  // The secret that matches best wins: a longer scope with a wrong key.
+  q(fc, secret("wrong", "s3", "nobody", store));
+  e = q_error(fc, "CALL duckblock_restore('inv', '" + store + "', '" + dir + "/again.duckdb')");
+  EXPECT_NE(e.find("'wrong'"), std::string::npos) << e;
+  ::unsetenv("AWS_SHARED_CREDENTIALS_FILE");
+  ::unsetenv("AWS_CONFIG_FILE");
+  if (!::testing::Test::HasFailure()) fs::remove_all(dir);
+}
+
+// What the library has to say goes to the host's stderr only when asked
+// (duckblock_log_level; default off). The S3 test server ignores
+// If-None-Match, which the store notes once per store as a warning.
+TEST(ExtensionHostS3, LogsToStderrOnlyWhenAsked) {
+  int port = s3rver_port();
+  if (port == 0) GTEST_SKIP() << "needs the s3rver ctest fixture (ctest -L extension)";
+  use_s3rver_credentials();
+  char tmpl[] = "/tmp/duckblock-ext-log-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  std::string dir = tmpl;
+  // Everything written to fd 2 while `f` runs.
+  auto stderr_of = [&](const std::function<void()>& f) {
+    std::string path = dir + "/stderr.txt";
+    fflush(stderr);
+    int saved = ::dup(2);
+    FILE* out = std::fopen(path.c_str(), "w");
+    ::dup2(::fileno(out), 2);
+    f();
+    fflush(stderr);
+    ::dup2(saved, 2);
+    ::close(saved);
+    std::fclose(out);
+    return read_all(path);
+  };
+  auto attach = [&](Host& h, const std::string& name) {
+    q(*h.con, "SET duckblock_s3_endpoint = 'http://127.0.0.1:" + std::to_string(port) + "'");
+    q(*h.con, "SET duckblock_s3_path_style = true");
+    q(*h.con, "SET duckblock_store = 's3://duckblock-test/" + fs::path(dir).filename().string() + "-" + name + "/'");
+    q(*h.con, "ATTACH 'duckblock://" + dir + "/" + name + ".duckdb' AS " + name);
+    q(*h.con, "CREATE TABLE " + name + ".t AS SELECT 1 AS x");
+    q(*h.con, "CHECKPOINT " + name);
+    q(*h.con, "CALL duckblock_sync('" + name + "')");
+  };
+  Host quiet, loud;
+  EXPECT_EQ(stderr_of([&] { attach(quiet, "quiet"); }), "");
+  q(*loud.con, "SET duckblock_log_level = 'warn'");
+  auto said = stderr_of([&] { attach(loud, "loud"); });
+  EXPECT_NE(said.find("duckblock: the S3 server at http://127.0.0.1:" + std::to_string(port) +
+                      " ignores If-None-Match"), std::string::npos) << said;
+  EXPECT_NE(q_error(*loud.con, "SET duckblock_log_level = 'loud'").find("off, error, warn, info, debug"),
+            std::string::npos);
+  q(*loud.con, "SET duckblock_log_level = 'off'");
   if (!::testing::Test::HasFailure()) fs::remove_all(dir);
 }
 

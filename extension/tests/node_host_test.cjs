@@ -119,6 +119,19 @@ async function main() {
     h.con.closeSync();
     h.instance.closeSync();
   }
+  // Without the RTLD_GLOBAL line, LOAD fails with the error docs/EXTENSION.md
+  // ("Node") quotes, so that a reader can recognise it.
+  const plain = require('node:child_process').spawnSync(process.execPath, ['-e', `
+    const { DuckDBInstance } = require(${JSON.stringify(path.join(hostDir, 'node_modules', '@duckdb', 'node-api'))});
+    (async () => {
+      const db = await DuckDBInstance.create(':memory:', { allow_unsigned_extensions: 'true' });
+      const con = await db.connect();
+      try { await con.run(${JSON.stringify(`LOAD ${sqlString(extension)}`)}); console.log('loaded'); }
+      catch (e) { console.log(e.message); }
+    })();`], { encoding: 'utf8' });
+  assert.match(plain.stdout, /IO Error: Extension ".*duckblock\.duckdb_extension" could not be loaded: .*undefined symbol: _ZTIN6duckdb/,
+               plain.stdout + plain.stderr);
+
   fs.rmSync(dir, { recursive: true, force: true });
   console.log(`node host: ${steps.length} checkpoints replicated leader -> follower, restore by seq, files identical`);
 }

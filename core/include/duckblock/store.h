@@ -70,6 +70,12 @@ struct StoreOptions {
   std::optional<bool> path_style;
   bool verify_tls = true;
   std::optional<std::string> profile;  // shared credentials file profile
+  // s3: credentials given by the program (e.g. a DuckDB secret), used before
+  // the environment and any profile. `source` names them in messages.
+  struct Credentials {
+    std::string access_key_id, secret_access_key, session_token, source;
+  };
+  std::optional<Credentials> credentials;
 };
 
 // Opens "file:///abs/dir", "memory://name" or "s3://bucket/prefix/".

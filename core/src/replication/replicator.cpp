@@ -615,7 +615,9 @@ struct Replicator::Impl {
           sink.close();
         } catch (const Error& e) {
           ::unlink(tmp.c_str());
-          if (e.kind() == ErrorKind::kNotFound) return PageIndex(ps);
+          // Pruned, or the store unreachable (add() offline): no index, so
+          // the next push compares the whole file.
+          if (e.kind() == ErrorKind::kNotFound || e.kind() == ErrorKind::kRetryable) return PageIndex(ps);
           throw;
         }
         path = tmp;
@@ -861,19 +863,31 @@ void Replicator::add(const std::string& db_name, PageReader& reader) {
     if (impl_->dbs.count(db_name)) throw Error(ErrorKind::kInvalidArgument, "database '" + db_name + "' is already added");
   }
   make_dirs(db->dir);
-  ChainListing chain = list_chain(*store_, options_.prefix, db_name);
   auto st = impl_->load_state(db->dir);
+  ChainListing chain;
+  bool listed = true;
+  try {
+    chain = list_chain(*store_, options_.prefix, db_name);
+  } catch (const Error& e) {
+    // With a spool, the state to continue from is local: an unreachable
+    // store (retries exhausted) must not keep the database from opening. Its
+    // segments spool and upload once the store answers (an upload still
+    // fences if another leader has written since); the two checks against
+    // the store's head below wait for the next add().
+    if (!st || e.kind() != ErrorKind::kRetryable) throw;
+    listed = false;
+  }
   if (st) {
     db->st = *st;
     impl_->adopt_spool(*db);
     impl_->check_state_against_spool(*db);
     uint64_t head = chain.head_seq();
-    if (!chain.empty() && head > db->st.seq) {
+    if (listed && !chain.empty() && head > db->st.seq) {
       throw Error(ErrorKind::kFenced, "the store's chain for '" + db_name + "' has reached seq " + std::to_string(head) +
                                           " but this leader's spool is at " + std::to_string(db->st.seq) +
                                           ": another leader has written it; use add_continuing after catching up");
     }
-    if (db->st.uploaded_any && (chain.empty() || head < db->st.uploaded_seq)) {
+    if (listed && db->st.uploaded_any && (chain.empty() || head < db->st.uploaded_seq)) {
       throw Error(ErrorKind::kCorruption, "the store has lost segments of '" + db_name + "': it ends at seq " +
                                               std::to_string(head) + " but seq " + std::to_string(db->st.uploaded_seq) +
                                               " was uploaded");

@@ -57,7 +57,7 @@ struct PushEvent {
 
 struct CaptureOptions {
   // What a failed push (spool full, fenced, ...) does. By default the error
-  // is recorded (CaptureStats::last_error, and on stderr) and the pages stay
+  // is recorded (CaptureStats::last_error, and logged: duckblock/log.h) and the pages stay
   // pending, so the next checkpoint ships them: DuckDB keeps running. With
   // fail_checkpoint set the error is thrown into DuckDB instead, which makes
   // the checkpoint fail (DuckDB then treats the database as invalidated).

@@ -134,11 +134,16 @@ S3Config s3_config_from_url(const std::string& url, const StoreOptions& options)
   }
   std::string profile_name = profile.value_or("default");
 
-  // Credentials: an explicitly chosen profile wins; then the environment;
-  // then the profile from the shared credentials file.
+  // Credentials: those the program gives; then an explicitly chosen profile;
+  // then the environment; then the profile from the shared credentials file.
   auto key = env("AWS_ACCESS_KEY_ID");
   auto secret = env("AWS_SECRET_ACCESS_KEY");
-  if (options.profile) {
+  if (options.credentials) {
+    c.credentials.access_key_id = options.credentials->access_key_id;
+    c.credentials.secret_access_key = options.credentials->secret_access_key;
+    c.credentials.session_token = options.credentials->session_token;
+    c.credentials.source = options.credentials->source;
+  } else if (options.profile) {
     c.credentials = credentials_from_profile(profile_name, true);
   } else if (key || secret) {
     if (!key) throw Error(ErrorKind::kAuth, "S3 credentials: AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not");

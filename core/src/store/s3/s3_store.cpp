@@ -31,6 +31,7 @@
 #include <thread>
 
 #include "duckblock/error.h"
+#include "duckblock/log.h"
 #include "http.h"
 
 namespace duckblock {
@@ -658,9 +659,9 @@ class S3Store final : public ObjectStore {
       // A probe left behind is harmless; the next probe uses another name.
     }
     if (cond_state_ == 0) {
-      std::cerr << "duckblock: the S3 server at " << c_.endpoint
-                << " ignores If-None-Match on PUT; put_if_absent falls back to a HEAD check, which is atomic only "
-                   "within this process\n";
+      duckblock::log(LogLevel::kWarn, "the S3 server at " + c_.endpoint +
+                               " ignores If-None-Match on PUT; put_if_absent falls back to a HEAD check, which is "
+                               "atomic only within this process");
     }
     return cond_state_ == 1;
   }
