@@ -2,10 +2,14 @@
 // the ctest fixture or on first use): the same user flows as cli_test.cpp
 // over s3:// URLs, with credentials and endpoint from the environment and
 // flags, and rejected credentials.
+#include <signal.h>
+
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "cli_util.h"
 #include "duckblock/io.h"
+#include "s3_fault_proxy.h"
 #include "s3_test_server.h"
 #include "test_util.h"
 
@@ -83,6 +87,57 @@ TEST_F(S3Cli, RejectedCredentialsFailClearlyWithoutTouchingFiles) {
   EXPECT_EQ(file_digest(existing), before);
   auto ls = run("ls", {}, {{"AWS_SECRET_ACCESS_KEY", "wrong"}});
   EXPECT_EQ(ls.rc, 6) << describe(ls);
+}
+
+// Overlapping cron jobs: while one push holds the spool, a second push or
+// snapshot on it fails at once (exit 9) naming the spool and the holder's
+// pid, and changes nothing. The first is held inside Replicator::add (after
+// it took the lock): the proxy answers the command's own two LISTs and
+// stalls the next, and the test then stops the process, so it holds the
+// lock for as long as the test needs. Killed with -9, it leaves no lock
+// behind: the kernel drops the flock.
+TEST_F(S3Cli, ASecondPushOnTheSameSpoolFailsAtOnceNamingTheHolder) {
+  if (!test::s3_test_server().launched) GTEST_SKIP() << "needs the launched s3rver";
+  std::string db = dir / "app.duckdb";
+  bytes.write(db, 8);
+  test::FaultProxy proxy(test::s3_test_server().port, [](const test::RecordedRequest& r, uint64_t i) {
+    bool list = r.method == "GET" && r.target.find("list-type=2") != std::string::npos;
+    return list && i >= 2 ? test::Fault::kStall : test::Fault::kNone;
+  });
+  std::string spool = dir / "spool";
+  auto env_proxy = env;
+  env_proxy["AWS_ENDPOINT_URL_S3"] = proxy.endpoint();
+  pid_t holder = test::cli_spawn(test::cli_args("push", {db, "--spool", spool}, {"--store", url, "--db", "app"}),
+                                 dir.path(), env_proxy, dir / "holder.out", dir / "holder.err");
+  std::string lock = spool + "/app/lock";
+  std::string holder_says = "pid " + std::to_string(holder) + " on ";
+  for (;;) {  // until it holds the lock (or ends, which fails below)
+    if (std::filesystem::exists(lock) && test::slurp(lock).find(holder_says) != std::string::npos) break;
+    siginfo_t info{};
+    if (::waitid(P_PID, holder, &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == holder) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(::kill(holder, SIGSTOP), 0);
+  siginfo_t info{};
+  ASSERT_EQ(::waitid(P_PID, holder, &info, WEXITED | WNOHANG | WNOWAIT), 0);
+  ASSERT_EQ(info.si_pid, 0) << "the first push ended before the test could hold it:\n"
+                            << test::slurp(dir / "holder.err");
+
+  for (const char* verb : {"push", "snapshot"}) {
+    auto second = run(verb, {db, "--spool", spool});
+    EXPECT_EQ(second.rc, 9) << verb << describe(second);
+    EXPECT_NE(second.err.find(spool + "/app"), std::string::npos) << describe(second);
+    EXPECT_NE(second.err.find(holder_says), std::string::npos) << describe(second);
+    EXPECT_EQ(second.out, "");
+  }
+  EXPECT_FALSE(std::filesystem::exists(spool + "/app/state.json")) << "a refused push wrote spool state";
+  auto ls = run("ls", {"--json"});
+  EXPECT_EQ(ls.rc, 4) << "a refused push wrote to the store: " << describe(ls);
+
+  ::kill(holder, SIGKILL);
+  EXPECT_EQ(test::cli_wait(holder), 128 + SIGKILL);
+  auto after = run("push", {db, "--spool", spool});
+  EXPECT_EQ(after.rc, 0) << describe(after);
 }
 
 }  // namespace

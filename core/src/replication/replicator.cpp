@@ -30,6 +30,7 @@
 #include "duckblock/error.h"
 #include "duckblock/key.h"
 #include "duckblock/restore.h"
+#include "spool_lock.h"
 
 namespace duckblock {
 
@@ -100,6 +101,7 @@ struct Replicator::Impl {
     bool resync_needed = false;   // a queued segment failed: see push_locked
     bool uploading = false;       // the uploader is working on one of its segments
     std::mutex push_mu;  // one push at a time per database; guards index
+    std::unique_ptr<SpoolLock> lock;  // one writer process per spool directory
     std::string incr_dir() const { return dir + "/0000"; }
     std::string snap_dir() const { return dir + "/0001"; }
   };
@@ -740,6 +742,7 @@ void Replicator::add(const std::string& db_name, PageReader& reader) {
     if (impl_->dbs.count(db_name)) throw Error(ErrorKind::kInvalidArgument, "database '" + db_name + "' is already added");
   }
   make_dirs(db->dir);
+  db->lock = std::make_unique<SpoolLock>(db->dir, "the spool of '" + db_name + "'");
   ChainListing chain = list_chain(*store_, options_.prefix, db_name);
   auto st = impl_->load_state(db->dir);
   if (st) {
@@ -820,6 +823,7 @@ void Replicator::add_continuing(const std::string& db_name, PageReader& reader, 
   }
   // A spool left from an earlier term as leader is stale: the chain moved on.
   make_dirs(db->dir);
+  db->lock = std::make_unique<SpoolLock>(db->dir, "the spool of '" + db_name + "'");
   for (auto& [seq, path] : spool_files(db->incr_dir())) ::unlink(path.c_str());
   for (auto& [seq, path] : spool_files(db->snap_dir())) ::unlink(path.c_str());
   db->st.seq = db->st.uploaded_seq = db->assigned_seq = position.seq;
@@ -909,6 +913,7 @@ void Replicator::remove(const std::string& db_name) {
     impl_->done_cv.wait(l, [&] { return !db->uploading; });
   }
   impl_->save_index_quietly(*db);
+  db->lock.reset();  // a later add(), here or in another process, may take it
 }
 
 ChainPosition Replicator::pull(const std::string& db_name, const std::string& path) {
