@@ -333,6 +333,9 @@ TEST_F(Cli, BadInputFailsClearlyAndLeavesLocalFilesUntouched) {
        "past the chain's head"},
       {{"prune", "--store", store_url(), "--db", "db", "--keep", "forever"}, 2, "bad duration"},
       {{"restore", "--store", store_url(), "--db", "../etc", "--to", existing, "--force"}, 2, ""},
+      {{"restore", "--store", "s3://some-bucket/../other/", "--db", "db", "--to", existing, "--force"}, 2,
+       "'..' is not allowed as a path segment"},
+      {{"push", db, "--store", "file://" + dir / "x/../store", "--db", "db"}, 2, "'..' path segment"},
       // S3 without credentials (HOME has no ~/.aws, the environment no keys).
       {{"restore", "--store", "s3://some-bucket/x/", "--db", "db", "--to", existing, "--force"}, 6,
        "AWS_ACCESS_KEY_ID"},
@@ -363,6 +366,16 @@ TEST_F(Cli, BadInputFailsClearlyAndLeavesLocalFilesUntouched) {
                {{"AWS_ACCESS_KEY_ID", "k"}, {"AWS_SECRET_ACCESS_KEY", "s"}});
   EXPECT_EQ(r.rc, 7) << describe(r);
   EXPECT_NE(r.err.find("reachable"), std::string::npos) << describe(r);
+  EXPECT_EQ(snapshot_of_dir(), before);
+  // A line break in a credential would inject a request header: refused
+  // before any request, and the value is not printed.
+  auto inject = run({"restore", "--store", "s3://some-bucket/x/", "--db", "db", "--to", existing, "--force",
+                     "--endpoint", "http://127.0.0.1:1"},
+                    {{"AWS_ACCESS_KEY_ID", "k"}, {"AWS_SECRET_ACCESS_KEY", "s"},
+                     {"AWS_SESSION_TOKEN", "TokenValue\r\nX-Injected: yes"}});
+  EXPECT_EQ(inject.rc, 2) << describe(inject);
+  EXPECT_NE(inject.err.find("AWS_SESSION_TOKEN contains a control character"), std::string::npos) << describe(inject);
+  EXPECT_EQ(inject.err.find("TokenValue"), std::string::npos) << describe(inject);
   EXPECT_EQ(snapshot_of_dir(), before);
 }
 
