@@ -89,6 +89,29 @@ TEST_F(S3Cli, RejectedCredentialsFailClearlyWithoutTouchingFiles) {
   EXPECT_EQ(ls.rc, 6) << describe(ls);
 }
 
+// An endpoint that answers with a web page instead of S3 XML: restore and
+// push fail naming the endpoint; neither takes the page for "no database".
+TEST_F(S3Cli, AnHtmlAnswerIsAnErrorNotAMissingDatabase) {
+  if (!test::s3_test_server().launched) GTEST_SKIP() << "needs the launched s3rver";
+  std::string db = dir / "app.duckdb";
+  bytes.write(db, 8);
+  ASSERT_EQ(run("snapshot", {db}).rc, 0);
+  test::FaultProxy proxy(test::s3_test_server().port,
+                         [](const test::RecordedRequest&, uint64_t) { return test::Fault::kHtml; });
+  for (auto args : std::vector<std::vector<std::string>>{{"restore", "--to", dir / "r.duckdb"},
+                                                         {"push", db, "--spool", dir / "spool"},
+                                                         {"ls", "--json"}}) {
+    std::string cmd = args[0];
+    args.erase(args.begin());
+    auto r = run(cmd, args, {{"AWS_ENDPOINT_URL_S3", proxy.endpoint()}});
+    EXPECT_EQ(r.rc, 1) << cmd << describe(r);
+    EXPECT_NE(r.err.find(proxy.endpoint() + " answered with"), std::string::npos) << cmd << describe(r);
+    EXPECT_EQ(r.err.find("has no database"), std::string::npos) << cmd << describe(r);
+    EXPECT_EQ(r.out, "") << cmd;
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir / "r.duckdb"));
+}
+
 // Overlapping cron jobs: while one push holds the spool, a second push or
 // snapshot on it fails at once (exit 9) naming the spool and the holder's
 // pid, and changes nothing. The first is held inside Replicator::add (after

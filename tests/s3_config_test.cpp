@@ -6,6 +6,7 @@
 
 #include "duckblock/error.h"
 #include "http.h"
+#include "xml.h"
 #include "s3_store.h"
 #include "test_util.h"
 
@@ -250,6 +251,46 @@ TEST(S3Url, PathAndVirtualHostAddressing) {
   EXPECT_EQ(t.host, "my-bucket.s3.eu-west-1.amazonaws.com");
   EXPECT_EQ(t.canonical_uri, "/a/b");
   EXPECT_EQ(s3_target(c, "").canonical_uri, "/");
+}
+
+TEST(S3Xml, ParsesS3DocumentsAndRefusesWhatIsNotOne) {
+  auto doc = parse_xml(
+      "  \n<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+      "<ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>b</Name>"
+      "<Contents><Key>a&amp;b&#x3c;&#233;</Key><Size>12</Size></Contents><Contents><Key>c</Key></Contents>"
+      "<IsTruncated>false</IsTruncated></ListBucketResult>");
+  ASSERT_TRUE(doc);
+  EXPECT_EQ(doc->name, "ListBucketResult");
+  auto contents = doc->all("Contents");
+  ASSERT_EQ(contents.size(), 2u);
+  EXPECT_EQ(contents[0]->child_text("Key"), "a&b<\xc3\xa9");
+  EXPECT_EQ(contents[0]->child_text("Size"), "12");
+  EXPECT_EQ(contents[1]->child_text("Size"), std::nullopt);
+  // A <Key> inside <Contents> is not the document's: no substring confusion.
+  EXPECT_EQ(doc->child_text("Key"), std::nullopt);
+
+  std::string why;
+  EXPECT_FALSE(parse_xml("<html><body>It works!</p></html>", &why));
+  EXPECT_NE(why.find("not well-formed"), std::string::npos) << why;
+  EXPECT_FALSE(parse_xml("", &why));
+  EXPECT_FALSE(parse_xml("<a>unterminated", &why));
+  // No DOCTYPE: S3 never sends one, and entity definitions could expand.
+  EXPECT_FALSE(parse_xml("<!DOCTYPE a [<!ENTITY x \"xxxxxxxx\">]><a>&x;</a>", &why));
+  EXPECT_NE(why.find("DOCTYPE"), std::string::npos) << why;
+  std::string deep;
+  for (int i = 0; i < 100; ++i) deep += "<a>";
+  for (int i = 0; i < 100; ++i) deep += "</a>";
+  EXPECT_FALSE(parse_xml(deep, &why));
+
+  try {
+    parse_s3_answer("<html><body>hi</body></html>", "ListBucketResult", "LIST s3://b/p/", "http://host:1");
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kRemote);
+    EXPECT_NE(std::string(e.what()).find("LIST s3://b/p/: http://host:1 answered with an XML document with root <html>"),
+              std::string::npos)
+        << e.what();
+  }
 }
 
 // The HTTP layer refuses to send any header with a control byte, whatever
