@@ -5,6 +5,7 @@
 #include <signal.h>
 
 #include <filesystem>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "cli_util.h"
@@ -110,6 +111,53 @@ TEST_F(S3Cli, AnHtmlAnswerIsAnErrorNotAMissingDatabase) {
     EXPECT_EQ(r.out, "") << cmd;
   }
   EXPECT_FALSE(std::filesystem::exists(dir / "r.duckdb"));
+}
+
+// kill -9 in the middle of a restore's download leaves its temp file beside
+// the target; the next restore there removes it (its process is gone).
+TEST_F(S3Cli, ARestoreKilledMidDownloadLeavesNothingAfterTheNextRun) {
+  if (!test::s3_test_server().launched) GTEST_SKIP() << "needs the launched s3rver";
+  std::string db = dir / "app.duckdb";
+  bytes.write(db, 16);
+  ASSERT_EQ(run("snapshot", {db}).rc, 0);
+  bytes.modify(db);
+  ASSERT_EQ(run("push", {db}).rc, 0);
+  // Incrementals (generation 0000) stall: the restore hangs inside one.
+  test::FaultProxy proxy(test::s3_test_server().port, [](const test::RecordedRequest& r, uint64_t) {
+    return r.method == "GET" && r.target.find("/0000/") != std::string::npos ? test::Fault::kStall
+                                                                             : test::Fault::kNone;
+  });
+  std::filesystem::create_directories(dir / "out");
+  auto env_proxy = env;
+  env_proxy["AWS_ENDPOINT_URL_S3"] = proxy.endpoint();
+  pid_t pid = test::cli_spawn(test::cli_args("restore", {"--to", dir / "out/r.duckdb"}, {"--store", url, "--db", "app"}),
+                              dir.path(), env_proxy, dir / "k.out", dir / "k.err");
+  auto temp_files = [&] {
+    std::vector<std::string> out;
+    for (const auto& e : std::filesystem::directory_iterator(dir / "out")) {
+      if (e.path().filename().string().rfind(".duckblock-dl-", 0) == 0) out.push_back(e.path().string());
+    }
+    return out;
+  };
+  for (;;) {  // until the incremental's GET is held (its temp file exists by then)
+    bool stalled = false;
+    for (const auto& r : proxy.requests()) stalled |= r.fault == test::Fault::kStall;
+    siginfo_t info{};
+    if (stalled || (::waitid(P_PID, pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == pid)) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ::kill(pid, SIGKILL);
+  ASSERT_EQ(test::cli_wait(pid), 128 + SIGKILL) << test::slurp(dir / "k.err");
+  ASSERT_EQ(temp_files().size(), 1u) << "the killed restore should have left its download";
+  EXPECT_FALSE(std::filesystem::exists(dir / "out/r.duckdb"));
+
+  auto again = run("restore", {"--to", dir / "out/r.duckdb"});
+  ASSERT_EQ(again.rc, 0) << describe(again);
+  EXPECT_EQ(file_digest(dir / "out/r.duckdb"), bytes.digest());
+  EXPECT_TRUE(temp_files().empty());
+  std::set<std::string> left;
+  for (const auto& e : std::filesystem::directory_iterator(dir / "out")) left.insert(e.path().filename().string());
+  EXPECT_EQ(left, (std::set<std::string>{"r.duckdb", "r.duckdb.duckblock"}));
 }
 
 // Overlapping cron jobs: while one push holds the spool, a second push or

@@ -2,12 +2,15 @@
 // separate process on real files with a file:// store, checked by exit
 // status, output and the bytes it leaves behind. (S3 flows: cli_s3_test.cpp.)
 #include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/wait.h>
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "cli_util.h"
 #include "duckblock/io.h"
+#include "duckblock/temp_files.h"
 #include "test_util.h"
 
 namespace duckblock {
@@ -449,6 +452,79 @@ TEST_F(Cli, PushFromAnotherMachineContinuesTheChain) {
   auto res = run_store("restore", {"--to", dir / "r.duckdb"});
   ASSERT_EQ(res.rc, 0) << describe(res);
   EXPECT_EQ(file_digest(dir / "r.duckdb"), bytes.digest());
+}
+
+// Temp files of runs killed with -9 (planted here; cli_s3_test.cpp kills a
+// real restore) are removed by the next run in that directory: beside
+// restore and follow targets, in verify's temp directory and in a local
+// store (by the next write there, and by prune). Files of a live process,
+// and recent ones from another host, stay.
+TEST_F(Cli, StaleTempFilesOfKilledRunsAreRemovedByTheNextRun) {
+  pid_t dead = ::fork();
+  if (dead == 0) ::_exit(0);
+  ASSERT_GT(dead, 0);
+  ::waitpid(dead, nullptr, 0);
+  std::string host = temp_file_name("", "x").substr(0, 8);
+  std::string other_host = host == "00000000" ? "00000001" : "00000000";
+  auto plant = [](const std::string& path, bool old) {
+    test::write_text(path, "partial download");
+    if (old) {
+      timeval tv[2] = {{::time(nullptr) - 2 * 86400, 0}, {::time(nullptr) - 2 * 86400, 0}};
+      ::utimes(path.c_str(), tv);
+    }
+    return path;
+  };
+  std::string db = dir / "app.duckdb";
+  bytes.write(db, 8);
+  ASSERT_EQ(run_store("snapshot", {db}).rc, 0);
+  bytes.modify(db);
+
+  fs::create_directories(dir / "t");
+  std::string t = dir / "t";
+  std::string killed = plant(t + "/.duckblock-dl-" + host + "-" + std::to_string(dead) + "-0-snapshot", false);
+  std::string live = plant(t + "/.duckblock-dl-" + host + "-" + std::to_string(::getpid()) + "-0-1", false);
+  std::string elsewhere = plant(t + "/.duckblock-dl-" + other_host + "-" + std::to_string(dead) + "-0-1", false);
+  std::string elsewhere_old = plant(t + "/.duckblock-dl-" + other_host + "-7-0-1", true);
+  std::string old_naming = plant(t + "/.duckblock-dl-1234-0-snapshot", true);
+  std::string unrelated = plant(t + "/notes.txt", true);
+  auto r = run_store("restore", {"--to", t + "/r.duckdb"});
+  ASSERT_EQ(r.rc, 0) << describe(r);
+  EXPECT_FALSE(fs::exists(killed));
+  EXPECT_FALSE(fs::exists(elsewhere_old));
+  EXPECT_FALSE(fs::exists(old_naming));
+  EXPECT_TRUE(fs::exists(live));
+  EXPECT_TRUE(fs::exists(elsewhere));
+  EXPECT_TRUE(fs::exists(unrelated));
+
+  fs::create_directories(dir / "f");
+  std::string f_killed = plant(dir / "f" + "/.duckblock-dl-" + host + "-" + std::to_string(dead) + "-3-2", false);
+  auto fo = run_store("follow", {"--to", dir / "f/f.duckdb", "--once"});
+  ASSERT_EQ(fo.rc, 0) << describe(fo);
+  EXPECT_FALSE(fs::exists(f_killed));
+
+  fs::create_directories(dir / "v");
+  std::string v_killed = plant(dir / "v" + "/.duckblock-dl-" + host + "-" + std::to_string(dead) + "-0-verify", false);
+  auto v = run_store("verify", {"--temp-dir", dir / "v"});
+  ASSERT_EQ(v.rc, 0) << describe(v);
+  EXPECT_FALSE(fs::exists(v_killed));
+  EXPECT_TRUE(fs::is_empty(dir / "v"));
+
+  // The local store: a push writing into db/0000 clears that directory...
+  fs::create_directories(dir / "store/db/0000");
+  std::string s_incr = plant(dir / "store/db/0000/.duckblock-tmp-" + host + "-" + std::to_string(dead) + "-0-1", false);
+  ASSERT_EQ(run_store("push", {db}).rc, 0);
+  EXPECT_FALSE(fs::exists(s_incr));
+  // ...and prune sweeps the whole store (not in a dry run).
+  std::string s_snap = plant(dir / "store/db/0001/.duckblock-tmp-" + host + "-" + std::to_string(dead) + "-5-9", false);
+  std::string s_live = plant(dir / "store/db/0001/.duckblock-tmp-" + host + "-" + std::to_string(::getpid()) + "-5-9", false);
+  auto dry = run_store("prune", {"--keep", "1000d", "--dry-run"});
+  ASSERT_EQ(dry.rc, 0) << describe(dry);
+  EXPECT_TRUE(fs::exists(s_snap));
+  auto pr = run_store("prune", {"--keep", "1000d", "--json"});
+  ASSERT_EQ(pr.rc, 0) << describe(pr);
+  EXPECT_EQ(json_of(pr).at("temp_files_removed"), 1);
+  EXPECT_FALSE(fs::exists(s_snap));
+  EXPECT_TRUE(fs::exists(s_live));
 }
 
 }  // namespace

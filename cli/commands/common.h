@@ -105,6 +105,7 @@ class CountingStore final : public ObjectStore {
   }
   void remove(const std::vector<std::string>& keys) override { inner_->remove(keys); }
   std::string url() const override { return inner_->url(); }
+  uint64_t remove_stale_temp_files() override { return inner_->remove_stale_temp_files(); }
   uint64_t bytes_up() const { return up_; }
   uint64_t bytes_down() const { return down_; }
 

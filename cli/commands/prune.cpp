@@ -48,6 +48,8 @@ Runner add_prune(CLI::App& app) {
     uint64_t bytes = 0;
     for (const auto& e : plan.remove) bytes += e.size;
     if (!f->dry_run && !plan.remove.empty()) execute_prune(*store, plan);
+    // Half-written objects of killed writers (local stores; see temp_files.h).
+    uint64_t temp_removed = f->dry_run ? 0 : store->remove_stale_temp_files();
     if (f->store.json) {
       nlohmann::json rm = nlohmann::json::array();
       for (const auto& e : plan.remove) {
@@ -56,7 +58,8 @@ Runner add_prune(CLI::App& app) {
       }
       nlohmann::json j = {{"db", f->store.db},        {"dry_run", f->dry_run},
                           {"removed", rm},            {"bytes", bytes},
-                          {"oldest_restorable_seq", plan.oldest_restorable_seq}};
+                          {"oldest_restorable_seq", plan.oldest_restorable_seq},
+                          {"temp_files_removed", temp_removed}};
       std::cout << j.dump(2) << "\n";
       return 0;
     }
@@ -68,6 +71,7 @@ Runner add_prune(CLI::App& app) {
     std::cout << (f->dry_run ? "dry run: " : "") << verb << " " << plan.remove.size() << " object"
               << (plan.remove.size() == 1 ? "" : "s") << " (" << human_bytes(bytes) << "); oldest restorable seq "
               << plan.oldest_restorable_seq << "\n";
+    if (temp_removed) std::cout << "removed " << temp_removed << " stale temp file" << (temp_removed == 1 ? "" : "s") << "\n";
     return 0;
   };
 }

@@ -60,6 +60,12 @@ class ObjectStore {
 
   // The URL this store was opened with, without any secret.
   virtual std::string url() const = 0;
+
+  // Removes temp files that killed writers left in the store (a local
+  // directory's half-written objects; see temp_files.h) and returns how
+  // many. Stores without such files (S3 discards unfinished uploads) do
+  // nothing.
+  virtual uint64_t remove_stale_temp_files() { return 0; }
 };
 
 // Options shared by URL-opened stores (backends read what applies to them).

@@ -8,6 +8,7 @@
 
 #include "duckblock/error.h"
 #include "duckblock/key.h"
+#include "duckblock/temp_files.h"
 
 namespace duckblock {
 
@@ -59,9 +60,10 @@ SegmentSummary download_segment(ObjectStore& store, const ChainEntry& entry, con
 
 namespace {
 
+constexpr const char* kDownloadPrefix = ".duckblock-dl-";
+
 std::string temp_name(const std::string& dir, const std::string& what) {
-  static std::atomic<uint64_t> n{0};
-  return dir + "/.duckblock-dl-" + std::to_string(::getpid()) + "-" + std::to_string(n++) + "-" + what;
+  return dir + "/" + temp_file_name(kDownloadPrefix, what);
 }
 
 int64_t header_time(ObjectStore& store, const ChainEntry& e) {
@@ -242,6 +244,7 @@ RestoreResult restore(ObjectStore& store, const std::string& db, const std::stri
   auto incs = incrementals_between(chain, snap->seq, want);
 
   std::string dir = options.temp_dir.empty() ? dirname_of(target_path) : options.temp_dir;
+  remove_stale_temp_files(dir, kDownloadPrefix);  // left by a run that was killed
   std::string work = target_path + ".duckblock-restoring";
   for (const auto& p : {work, work + ".duckblock", work + ".duckblock-pending"}) ::unlink(p.c_str());
   RestoreResult result;
@@ -293,6 +296,7 @@ uint64_t catch_up(ObjectStore& store, const std::string& prefix, const std::stri
   if (chain.empty()) throw Error(ErrorKind::kNotFound, "the store " + store.url() + " has no database '" + db + "'");
   uint64_t head = up_to_seq ? std::min(*up_to_seq, chain.head_seq()) : chain.head_seq();
   std::string dir = dirname_of(replica.path());
+  remove_stale_temp_files_once(dir, kDownloadPrefix);  // left by a run that was killed
   bool fresh = ::access(replica.journal_path().c_str(), F_OK) != 0;
   uint64_t pos = replica.position().seq;
   // Start over from a snapshot when the replica has no position yet, or the

@@ -15,6 +15,7 @@
 
 #include "duckblock/error.h"
 #include "duckblock/store.h"
+#include "duckblock/temp_files.h"
 
 namespace duckblock {
 
@@ -52,10 +53,8 @@ void mkdirs(const std::string& dir) {
 }
 
 std::string random_suffix() {
-  static std::atomic<uint64_t> counter{0};
   thread_local std::mt19937_64 rng{std::random_device{}()};
-  return std::to_string(::getpid()) + "-" + std::to_string(counter++) + "-" +
-         std::to_string(rng() % 1000000);
+  return std::to_string(rng() % 1000000);
 }
 
 class LocalStore final : public ObjectStore {
@@ -139,6 +138,8 @@ class LocalStore final : public ObjectStore {
 
   std::string url() const override { return "file://" + root_; }
 
+  uint64_t remove_stale_temp_files() override { return sweep(root_); }
+
  private:
   static int64_t mtime_ms(const struct stat& st) {
     return int64_t{st.st_mtim.tv_sec} * 1000 + st.st_mtim.tv_nsec / 1000000;
@@ -152,7 +153,9 @@ class LocalStore final : public ObjectStore {
   std::string write_temp(const std::string& path, ByteSource& data) {
     std::string dir = dirname_of(path);
     mkdirs(dir);
-    std::string tmp = dir + "/" + kTempPrefix + random_suffix();
+    // A killed writer's temp files are removed by the next one to write here.
+    remove_stale_temp_files_once(dir, kTempPrefix);
+    std::string tmp = dir + "/" + temp_file_name(kTempPrefix, random_suffix());
     try {
       FileSink sink(tmp);
       copy_stream(data, sink);
@@ -163,6 +166,23 @@ class LocalStore final : public ObjectStore {
       throw;
     }
     return tmp;
+  }
+
+  // Stale temp files in `dir` and below.
+  uint64_t sweep(const std::string& dir) {
+    uint64_t n = duckblock::remove_stale_temp_files(dir, kTempPrefix);
+    DIR* d = ::opendir(dir.c_str());
+    if (!d) return n;
+    std::vector<std::string> subdirs;
+    while (dirent* e = ::readdir(d)) {
+      std::string name = e->d_name;
+      if (name == "." || name == "..") continue;
+      struct stat st {};
+      if (::lstat((dir + "/" + name).c_str(), &st) == 0 && S_ISDIR(st.st_mode)) subdirs.push_back(dir + "/" + name);
+    }
+    ::closedir(d);
+    for (const auto& sub : subdirs) n += sweep(sub);
+    return n;
   }
 
   void walk(const std::string& rel_dir, const std::string& prefix, const std::string& start_after,
