@@ -527,5 +527,49 @@ TEST_F(Cli, StaleTempFilesOfKilledRunsAreRemovedByTheNextRun) {
   EXPECT_TRUE(fs::exists(s_live));
 }
 
+// A 0600 database must not leak through its copies: spool files, local
+// store objects, restored and followed files take the database file's mode
+// (0640 gives 0640 the same way). From a store that keeps no modes (S3) a
+// new restored file is 0600.
+TEST_F(Cli, CopiesTakeTheDatabaseFilesMode) {
+  mode_t old_umask = ::umask(022);
+  auto mode_of = [](const std::string& path) { return int(fs::status(path).permissions() & fs::perms::mask); };
+  for (int mode : {0600, 0640}) {
+    std::string name = "m" + std::to_string(mode);
+    std::string db = dir / (name + ".duckdb");
+    bytes.write(db, 8);
+    ASSERT_EQ(::chmod(db.c_str(), mode_t(mode)), 0);
+    ASSERT_EQ(run_store("snapshot", {db}, name).rc, 0);
+    bytes.modify(db);
+    ASSERT_EQ(::chmod(db.c_str(), mode_t(mode)), 0);
+    ASSERT_EQ(run_store("push", {db}, name).rc, 0);
+    std::string spool = dir / ".duckblock-spool/" + name;
+    EXPECT_EQ(mode_of(spool), mode == 0600 ? 0700 : 0750) << spool;
+    int files = 0;
+    for (const auto& e : fs::recursive_directory_iterator(spool)) {
+      // The lock file holds only the holder's pid: always 0600.
+      if (!e.is_regular_file() || e.path().filename() == "lock") continue;
+      EXPECT_EQ(mode_of(e.path()), mode) << e.path();
+      ++files;
+    }
+    EXPECT_GE(files, 3) << "state.json, pages.idx, origin.json";
+    int objects = 0;
+    for (const auto& e : fs::recursive_directory_iterator(dir / ("store/" + name))) {
+      if (!e.is_regular_file()) continue;
+      EXPECT_EQ(mode_of(e.path()), mode) << e.path();
+      ++objects;
+    }
+    EXPECT_EQ(objects, 2);  // the snapshot and incremental 1
+    std::string restored = dir / (name + "-restored.duckdb");
+    ASSERT_EQ(run_store("restore", {"--to", restored}, name).rc, 0);
+    EXPECT_EQ(mode_of(restored), mode);
+    std::string followed = dir / (name + "-followed.duckdb");
+    ASSERT_EQ(run_store("follow", {"--to", followed, "--once"}, name).rc, 0);
+    EXPECT_EQ(mode_of(followed), mode);
+    EXPECT_EQ(file_digest(restored), bytes.digest());
+  }
+  ::umask(old_umask);
+}
+
 }  // namespace
 }  // namespace duckblock

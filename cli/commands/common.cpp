@@ -386,6 +386,7 @@ class CountingSource final : public ByteSource {
     return got;
   }
   std::optional<uint64_t> remaining() const override { return in_.remaining(); }
+  std::optional<uint32_t> file_mode() const override { return in_.file_mode(); }
 
  private:
   ByteSource& in_;

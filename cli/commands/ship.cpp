@@ -67,11 +67,12 @@ void check_origin(const std::string& db_dir, const std::string& spool, const std
   }
 }
 
-void write_origin(const std::string& db_dir, const std::string& url, const std::string& file) {
+void write_origin(const std::string& db_dir, const std::string& url, const std::string& file, uint32_t mode) {
   nlohmann::json j = {{"store", url}, {"file", file}};
   std::string text = j.dump(1) + "\n";
   write_file_atomic(db_dir + "/origin.json",
-                    std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+                    std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()), true,
+                    mode);
 }
 
 void add_ship_flags(CLI::App* cmd, ShipFlags& f) {
@@ -136,7 +137,7 @@ int run_ship(ShipFlags& f, bool force_snapshot) {
     }
     throw;
   }
-  write_origin(db_dir, store->url(), file);
+  write_origin(db_dir, store->url(), file, st.st_mode & 0666);
   SnapshotResult snap;
   bool snapshot_created = before.empty();  // add() shipped the seq-0 snapshot
   if (force_snapshot && !before.empty()) {

@@ -18,6 +18,9 @@ struct ObjectInfo {
   std::string key;
   uint64_t size = 0;
   int64_t modified_ms = 0;  // last modification, milliseconds since the epoch
+  // Permission bits, where the store keeps them (a local directory): a
+  // restore from it gives the restored file the same.
+  std::optional<uint32_t> mode;
   bool operator==(const ObjectInfo&) const = default;
 };
 

@@ -238,6 +238,12 @@ ApplyResult Replica::reset_from_snapshot(const std::string& snapshot_path) {
   ApplyOptions opt = options_;
   opt.write_last_below = 0;  // nobody reads the temp file
   try {
+    // The new file takes the snapshot file's mode (see download_segment).
+    struct stat st {};
+    mode_t mode = ::stat(snapshot_path.c_str(), &st) == 0 ? (st.st_mode & 0666) : 0600;
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+    if (fd < 0) throw_errno("cannot create " + tmp);
+    ::close(fd);
     write_pages(tmp, snapshot_path, result.summary, opt, result);
   } catch (...) {
     ::unlink(tmp.c_str());

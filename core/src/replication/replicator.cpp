@@ -47,6 +47,17 @@ void make_dirs(const std::string& dir) {
   if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) throw_errno("cannot create directory " + dir);
 }
 
+// Spool files copy the database's pages, so they take its file's mode (0600
+// when it is unknown), and the database's spool directory the matching
+// directory mode (0600 -> 0700, 0640 -> 0750).
+template <typename DbT>
+uint32_t spool_file_mode(const DbT& db, PageReader& reader) {
+  uint32_t mode = reader.file_mode().value_or(0600) & 0666;
+  uint32_t dir_mode = 0700 | ((mode & 0040) ? 0050 : 0) | ((mode & 0004) ? 0005 : 0);
+  ::chmod(db.dir.c_str(), dir_mode);
+  return mode;
+}
+
 std::string seq_name(uint64_t seq) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%016llx.hadbp", static_cast<unsigned long long>(seq));
@@ -102,6 +113,7 @@ struct Replicator::Impl {
     bool uploading = false;       // the uploader is working on one of its segments
     std::mutex push_mu;  // one push at a time per database; guards index
     std::unique_ptr<SpoolLock> lock;  // one writer process per spool directory
+    uint32_t file_mode = 0600;        // the source file's: spool files hold its pages
     std::string incr_dir() const { return dir + "/0000"; }
     std::string snap_dir() const { return dir + "/0001"; }
   };
@@ -145,7 +157,8 @@ struct Replicator::Impl {
                         {"page_size", self->options_.page_size}};
     std::string text = j.dump(1) + "\n";
     write_file_atomic(db.dir + "/state.json",
-                      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+                      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()), true,
+                      db.file_mode);
   }
 
   std::optional<State> load_state(const std::string& dir) {
@@ -203,7 +216,8 @@ struct Replicator::Impl {
   // Writes a segment of `page_count` pages from `source` (plus the file
   // length record if asked) durably into `dir`/<seq>.hadbp: data fsync,
   // rename, directory fsync. Returns checksum and size.
-  std::pair<uint64_t, uint64_t> write_segment(const std::string& dir, uint64_t seq, uint64_t prev, int64_t created_ms,
+  std::pair<uint64_t, uint64_t> write_segment(const std::string& dir, uint32_t mode, uint64_t seq, uint64_t prev,
+                                              int64_t created_ms,
                                               size_t page_count, const PageSource& source, uint64_t length,
                                               bool with_length) {
     make_dirs(dir);
@@ -211,7 +225,7 @@ struct Replicator::Impl {
     std::string final_path = dir + "/" + seq_name(seq);
     uint64_t checksum = 0, size = 0;
     try {
-      FileSink sink(tmp);
+      FileSink sink(tmp, mode);
       SegmentHeader h;
       h.page_size = self->options_.page_size;
       h.seq = seq;
@@ -249,7 +263,7 @@ struct Replicator::Impl {
   void spool_snapshot(Db& db, PageReader& reader) {
     uint64_t length = reader.file_size();
     auto ids = all_ids(length, self->options_.page_size);
-    write_segment(db.snap_dir(), db.st.seq, db.st.checksum, now(), ids.size(),
+    write_segment(db.snap_dir(), db.file_mode, db.st.seq, db.st.checksum, now(), ids.size(),
                   pages_from_file(reader, self->options_.page_size, length, ids), length, true);
     db.st.last_snapshot_seq = db.st.seq;
     db.st.segments_since_snapshot = 0;
@@ -276,7 +290,7 @@ struct Replicator::Impl {
     l.unlock();
     uint64_t length = reader.file_size();
     auto ids = all_ids(length, self->options_.page_size);
-    uint64_t size = write_segment(db.snap_dir(), r.seq, prev, now(), ids.size(),
+    uint64_t size = write_segment(db.snap_dir(), db.file_mode, r.seq, prev, now(), ids.size(),
                                   pages_from_file(reader, self->options_.page_size, length, ids), length, true)
                         .second;
     l.lock();
@@ -348,7 +362,7 @@ struct Replicator::Impl {
     const uint64_t prev = db.st.checksum;
     l.unlock();
     auto [checksum, size] =
-        write_segment(db.incr_dir(), seq, prev, now(), diff.changed.size(),
+        write_segment(db.incr_dir(), db.file_mode, seq, prev, now(), diff.changed.size(),
                       pages_from_file(reader, ps, diff.file_length, diff.changed), diff.file_length,
                       diff.length_changed);
     if (snapshot_due) {
@@ -356,8 +370,8 @@ struct Replicator::Impl {
       // holds the checkpoint), so this is the snapshot at `seq`.
       uint64_t length = reader.file_size();
       auto ids = all_ids(length, ps);
-      write_segment(db.snap_dir(), seq, checksum, now(), ids.size(), pages_from_file(reader, ps, length, ids), length,
-                    true);
+      write_segment(db.snap_dir(), db.file_mode, seq, checksum, now(), ids.size(),
+                    pages_from_file(reader, ps, length, ids), length, true);
       result.snapshot = true;
     }
     l.lock();
@@ -427,7 +441,7 @@ struct Replicator::Impl {
         std::optional<std::string> error;
         uint64_t checksum = 0;
         try {
-          checksum = write_segment(db.incr_dir(), job.seq, prev, job.created_ms, job.ids.size(),
+          checksum = write_segment(db.incr_dir(), db.file_mode, job.seq, prev, job.created_ms, job.ids.size(),
                                    pages_from_memory(self->options_.page_size, job.ids, job.data), job.length,
                                    job.with_length)
                          .first;
@@ -476,7 +490,7 @@ struct Replicator::Impl {
       if (db.queued != 0 || db.resync_needed || db.assigned_seq != db.st.seq) return;
       db.index.set_position(db.st.seq, db.st.checksum);
     }
-    db.index.save(db.dir + "/pages.idx", durable);
+    db.index.save(db.dir + "/pages.idx", durable, db.file_mode);
     db.pushes_since_index_save = 0;
   }
 
@@ -743,6 +757,7 @@ void Replicator::add(const std::string& db_name, PageReader& reader) {
   }
   make_dirs(db->dir);
   db->lock = std::make_unique<SpoolLock>(db->dir, "the spool of '" + db_name + "'");
+  db->file_mode = spool_file_mode(*db, reader);
   ChainListing chain = list_chain(*store_, options_.prefix, db_name);
   auto st = impl_->load_state(db->dir);
   if (st) {
@@ -824,6 +839,7 @@ void Replicator::add_continuing(const std::string& db_name, PageReader& reader, 
   // A spool left from an earlier term as leader is stale: the chain moved on.
   make_dirs(db->dir);
   db->lock = std::make_unique<SpoolLock>(db->dir, "the spool of '" + db_name + "'");
+  db->file_mode = spool_file_mode(*db, reader);
   for (auto& [seq, path] : spool_files(db->incr_dir())) ::unlink(path.c_str());
   for (auto& [seq, path] : spool_files(db->snap_dir())) ::unlink(path.c_str());
   db->st.seq = db->st.uploaded_seq = db->assigned_seq = position.seq;

@@ -25,7 +25,7 @@ ChainListing list_chain(ObjectStore& store, const std::string& prefix, const std
     for (const auto& info : store.list(generation_prefix(prefix, db, gen))) {
       auto key = parse_key(prefix, info.key);
       if (!key || key->db != db || key->generation != gen) continue;  // not ours: ignore
-      ChainEntry e{key->seq, gen == kSnapshotGeneration, info.key, info.size, info.modified_ms};
+      ChainEntry e{key->seq, gen == kSnapshotGeneration, info.key, info.size, info.modified_ms, info.mode};
       (e.snapshot ? out.snapshots : out.incrementals).push_back(e);
     }
   }
@@ -35,7 +35,9 @@ ChainListing list_chain(ObjectStore& store, const std::string& prefix, const std
 SegmentSummary download_segment(ObjectStore& store, const ChainEntry& entry, const std::string& path) {
   try {
     {
-      FileSink sink(path);
+      // The object's mode where the store keeps it (the leader file's), else
+      // owner-only: a snapshot download becomes the restored file.
+      FileSink sink(path, entry.mode.value_or(0600));
       store.get(entry.key, sink);
       sink.sync();
       sink.close();

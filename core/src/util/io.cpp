@@ -59,6 +59,7 @@ FileSource::FileSource(const std::string& path) : path_(path) {
     throw_errno("cannot stat " + path, e);
   }
   end_ = static_cast<uint64_t>(st.st_size);
+  mode_ = static_cast<uint32_t>(st.st_mode & 07777);
 #ifdef POSIX_FADV_SEQUENTIAL
   ::posix_fadvise(fd_, 0, 0, POSIX_FADV_SEQUENTIAL);
 #endif
@@ -111,8 +112,8 @@ size_t FileSource::read_direct(uint8_t* buf, size_t n) {
   return got;
 }
 
-FileSink::FileSink(const std::string& path) : path_(path) {
-  fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+FileSink::FileSink(const std::string& path, uint32_t mode) : path_(path) {
+  fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, static_cast<mode_t>(mode & 0777));
   if (fd_ < 0) throw_errno("cannot create " + path);
   buf_.reserve(kIoBuffer);
 }
@@ -301,10 +302,11 @@ void fsync_dir(const std::string& dir) {
   if (rc != 0) throw_errno("cannot sync directory " + dir, e);
 }
 
-void write_file_atomic(const std::string& path, std::span<const uint8_t> data, bool durable) {
+void write_file_atomic(const std::string& path, std::span<const uint8_t> data, bool durable, uint32_t mode) {
   std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  ::unlink(tmp.c_str());  // a leftover would keep its old mode
   try {
-    FileSink sink(tmp);
+    FileSink sink(tmp, mode);
     sink.write(data.data(), data.size());
     if (durable) sink.sync();
     sink.close();

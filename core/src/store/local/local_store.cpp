@@ -110,7 +110,7 @@ class LocalStore final : public ObjectStore {
       throw_errno("cannot stat " + path);
     }
     if (!S_ISREG(st.st_mode)) return std::nullopt;
-    return ObjectInfo{key, static_cast<uint64_t>(st.st_size), mtime_ms(st)};
+    return ObjectInfo{key, static_cast<uint64_t>(st.st_size), mtime_ms(st), uint32_t(st.st_mode & 0777)};
   }
 
   std::vector<ObjectInfo> list(const std::string& prefix, const std::string& start_after) override {
@@ -157,7 +157,9 @@ class LocalStore final : public ObjectStore {
     remove_stale_temp_files_once(dir, kTempPrefix);
     std::string tmp = dir + "/" + temp_file_name(kTempPrefix, random_suffix());
     try {
-      FileSink sink(tmp);
+      // An object copied from a file (a spooled segment) keeps its mode,
+      // which is the database file's: see README "Permissions".
+      FileSink sink(tmp, data.file_mode().value_or(0644));
       copy_stream(data, sink);
       sink.sync();
       sink.close();
@@ -213,7 +215,7 @@ class LocalStore final : public ObjectStore {
         }
       } else if (S_ISREG(st.st_mode) && key.compare(0, prefix.size(), prefix) == 0 &&
                  key > start_after) {
-        out.push_back({key, static_cast<uint64_t>(st.st_size), mtime_ms(st)});
+        out.push_back({key, static_cast<uint64_t>(st.st_size), mtime_ms(st), uint32_t(st.st_mode & 0777)});
       }
     }
   }
