@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli_util.h"
+#include "duckblock/format.h"
 #include "duckblock/io.h"
 #include "duckblock/temp_files.h"
 #include "test_util.h"
@@ -569,6 +570,121 @@ TEST_F(Cli, CopiesTakeTheDatabaseFilesMode) {
     EXPECT_EQ(file_digest(restored), bytes.digest());
   }
   ::umask(old_umask);
+}
+
+// `apply` and `inspect` on segment files as a user copies them out of a
+// store: store order works as is, an unrelated file is not overwritten, a
+// refused apply leaves nothing that breaks the next one, and a segment apply
+// rejects is not called valid by inspect.
+TEST_F(Cli, ApplyAndInspectTakeStoreOrderAndRefuseWhatApplyCannotUse) {
+  std::string db = dir / "app.duckdb";
+  bytes.write(db, 8);
+  ASSERT_EQ(run_store("snapshot", {db}).rc, 0);
+  bytes.modify(db);
+  ASSERT_EQ(run_store("push", {db}).rc, 0);
+  std::string v1 = bytes.digest();
+  bytes.modify(db);
+  ASSERT_EQ(run_store("push", {db}).rc, 0);
+  std::string snap = dir / "store/db/0001/0000000000000000.hadbp";
+  std::string inc1 = dir / "store/db/0000/0000000000000001.hadbp";
+  std::string inc2 = dir / "store/db/0000/0000000000000002.hadbp";
+
+  // Store order, no --prev-checksum.
+  std::string a = dir / "a.duckdb";
+  auto r = run({"apply", a, snap, inc1});
+  ASSERT_EQ(r.rc, 0) << describe(r);
+  EXPECT_EQ(file_digest(a), v1);
+  // A wrong --prev-checksum is refused and leaves the journal as it was.
+  auto wrong = run({"apply", a, inc2, "--prev-checksum", "0123456789abcdef"});
+  EXPECT_EQ(wrong.rc, 3) << describe(wrong);
+  EXPECT_EQ(file_digest(a), v1);
+  auto next = run({"apply", a, inc2});
+  ASSERT_EQ(next.rc, 0) << describe(next);
+  EXPECT_EQ(file_digest(a), bytes.digest());
+  // The same on a new file: no journal is left behind by the refusal.
+  std::string b = dir / "b.duckdb";
+  EXPECT_EQ(run({"apply", b, inc1, "--prev-checksum", "0123456789abcdef"}).rc, 3);
+  EXPECT_FALSE(fs::exists(b + ".duckblock"));
+  auto fresh = run({"apply", b, snap, inc1, inc2});
+  ASSERT_EQ(fresh.rc, 0) << describe(fresh);
+  EXPECT_EQ(file_digest(b), bytes.digest());
+  auto bad_hex = run({"apply", dir / "c.duckdb", snap, "--prev-checksum", "xyz"});
+  EXPECT_EQ(bad_hex.rc, 2) << describe(bad_hex);
+
+  // An unrelated existing file is not overwritten without --force.
+  std::string mine = dir / "mine.duckdb";
+  test::write_text(mine, "my own data, not a replica");
+  std::string before = file_digest(mine);
+  auto refused = run({"apply", mine, snap});
+  EXPECT_EQ(refused.rc, 5) << describe(refused);
+  EXPECT_NE(refused.err.find("--force"), std::string::npos) << describe(refused);
+  EXPECT_EQ(file_digest(mine), before);
+  EXPECT_FALSE(fs::exists(mine + ".duckblock"));
+  EXPECT_EQ(run({"apply", mine, snap, "--force"}).rc, 0);
+
+  // A file-length record of 3 bytes after a real page: inspect calls it
+  // corrupt (exit 3), and apply refuses it before writing the page.
+  SegmentHeader h;
+  h.page_size = 4096;
+  h.seq = 1;
+  std::vector<Page> pages = {{2, std::vector<uint8_t>(4096, 0xee)}, {kFileLengthPageId, {0, 0, 1}}};
+  uint64_t sum = 0;
+  auto seg = encode_segment(h, pages, &sum);
+  std::string bad = dir / "short-length.hadbp";
+  write_file_atomic(bad, seg);
+  auto ins = run({"inspect", bad});
+  EXPECT_EQ(ins.rc, 3) << describe(ins);
+  EXPECT_NE(ins.err.find("8 bytes"), std::string::npos) << describe(ins);
+  std::string target = dir / "t.duckdb";
+  ASSERT_EQ(run({"apply", target, snap}).rc, 0);
+  std::string t_before = file_digest(target);
+  auto ap = run({"apply", target, bad, "--prev-checksum", checksum_hex(0)});
+  EXPECT_EQ(ap.rc, 3) << describe(ap);
+  EXPECT_EQ(file_digest(target), t_before) << "apply wrote pages of a segment it then refused";
+}
+
+// Values a script might pass by mistake fail with exit 2 and say why,
+// instead of wrapping, rolling over or reaching the file system.
+TEST_F(Cli, OutOfRangeAndEmptyValuesAreUsageErrors) {
+  std::string db = dir / "app.duckdb";
+  bytes.write(db, 8);
+  ASSERT_EQ(run_store("snapshot", {db}).rc, 0);
+  fs::create_directories(dir / "adir");
+  struct Case {
+    std::vector<std::string> args;
+    std::string says;
+  };
+  std::vector<Case> cases = {
+      {{"restore", "--to", dir / "r.duckdb", "--seq", "-1"}, "not a whole number"},
+      {{"restore", "--to", dir / "r.duckdb", "--seq", "99999999999999999999999"}, ""},
+      {{"restore", "--to", dir / "r.duckdb", "--time", "2026-02-30"}, "has no day 30"},
+      {{"restore", "--to", dir / "r.duckdb", "--time", "2025-02-29T10:00:00Z"}, "has no day 29"},
+      {{"restore", "--to", dir / "r.duckdb", "--time", "2026-11-25T10:00:00+25:00"}, "zone offset"},
+      {{"restore", "--to", ""}, "--to is empty"},
+      {{"restore", "--to", dir / "adir", "--force"}, "is a directory"},
+      {{"restore", "--to", dir / "adir/"}, "is a directory"},
+      {{"follow", "--to", "", "--once"}, "--to is empty"},
+      {{"follow", "--to", dir / "adir", "--once", "--force"}, "is a directory"},
+      {{"push", db, "--snapshot-every", "-5"}, "not a whole number"},
+      {{"push", db, "--retries", "-1"}, "not a whole number"},
+      {{"prune", "--keep", "99999999999w"}, "bad duration"},
+      {{"prune", "--keep", "7d", "--min-snapshots", "-2"}, "not a whole number"},
+  };
+  for (const auto& c : cases) {
+    auto r = run_store(c.args[0], std::vector<std::string>(c.args.begin() + 1, c.args.end()));
+    std::string cmd;
+    for (const auto& a : c.args) cmd += a + " ";
+    EXPECT_EQ(r.rc, 2) << cmd << describe(r);
+    EXPECT_NE(r.err.find(c.says), std::string::npos) << cmd << describe(r);
+    EXPECT_EQ(r.out, "") << cmd;
+  }
+  EXPECT_FALSE(fs::exists(dir / "r.duckdb"));
+  EXPECT_TRUE(fs::is_empty(dir / "adir"));
+  auto ins = run({"inspect", dir / "x.hadbp", "--max-pages", "-1"});
+  EXPECT_EQ(ins.rc, 2) << describe(ins);
+  // A leap day stays valid (a time after the head restores the head).
+  auto leap = run_store("restore", {"--to", dir / "leap.duckdb", "--time", "2028-02-29T12:00:00Z"});
+  EXPECT_EQ(leap.rc, 0) << describe(leap);
 }
 
 }  // namespace

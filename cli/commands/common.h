@@ -135,4 +135,13 @@ class ReadLock {
 bool path_exists(const std::string& path);
 std::string absolute_path(const std::string& path);
 
+// The absolute path of a file the command writes (`flag` names the option
+// in messages): refuses an empty path and a directory with
+// Error(kInvalidArgument) saying what to give instead.
+std::string output_file_path(const std::string& path, const std::string& flag);
+
+// CLI11 check for an unsigned option: digits only, so "-1" is refused
+// instead of wrapping to 2^64-1.
+CLI::Validator whole_number();
+
 }  // namespace duckblock::cli

@@ -24,7 +24,9 @@ Runner add_prune(CLI::App& app) {
   add_store_flags(cmd, f->store, true, true);
   cmd->add_option("--keep", f->keep, "Retention window: 36h, 7d, 2w, ... (every point inside stays restorable)")
       ->required();
-  cmd->add_option("--min-snapshots", f->min_snapshots, "Keep at least this many snapshots")->capture_default_str();
+  cmd->add_option("--min-snapshots", f->min_snapshots, "Keep at least this many snapshots")
+      ->check(whole_number())
+      ->capture_default_str();
   cmd->add_flag("--dry-run", f->dry_run, "Show what would be deleted; delete nothing");
   cmd->footer(
       "Examples:\n"

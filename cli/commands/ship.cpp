@@ -83,10 +83,13 @@ void add_ship_flags(CLI::App* cmd, ShipFlags& f) {
                   "config file's \"spool\", else .duckblock-spool/ beside FILE)");
   cmd->add_option("--snapshot-every", f.snapshot_every,
                   "Also ship a snapshot after this many incrementals since the last one (0: never)")
+      ->check(whole_number())
       ->capture_default_str();
   cmd->add_option("--timeout", f.timeout, "Give up waiting for the upload after this long (the spool keeps it)")
       ->capture_default_str();
-  cmd->add_option("--retries", f.retries, "Give up after this many failed upload attempts")->capture_default_str();
+  cmd->add_option("--retries", f.retries, "Give up after this many failed upload attempts")
+      ->check(whole_number())
+      ->capture_default_str();
 }
 
 int run_ship(ShipFlags& f, bool force_snapshot) {

@@ -53,6 +53,31 @@ bool offset_ok(uint64_t id, uint32_t page_size, uint64_t len) {
   return true;
 }
 
+// verify_segment, plus what only applying needs, in the same pass and so
+// before a byte of the target is written: every page lies at a possible
+// file offset, and a file-length record is 8 bytes (a short one used to be
+// skipped by verification and then stop write_pages half way).
+SegmentSummary verify_for_apply(const std::string& path) {
+  FileSource src(path);
+  SegmentReader r(src);
+  SegmentSummary s;
+  s.header = r.header();
+  PageView p;
+  while (r.next(p)) {
+    if (p.id == kFileLengthPageId) {
+      s.file_length = decode_file_length(p.data);  // throws kCorruption unless 8 bytes
+      continue;
+    }
+    if (!offset_ok(p.id, s.header.page_size, p.data.size())) {
+      throw Error(ErrorKind::kCorruption, "segment " + path + ": page " + std::to_string(p.id) +
+                                              " lies beyond any possible file offset");
+    }
+  }
+  s.checksum = r.checksum();
+  s.encoded_size = r.bytes_read();
+  return s;
+}
+
 // Second pass over an already verified segment: write its pages.
 void write_pages(const std::string& target, const std::string& segment_path,
                  const SegmentSummary& verified, const ApplyOptions& opt, ApplyResult& result) {
@@ -66,7 +91,7 @@ void write_pages(const std::string& target, const std::string& segment_path,
   std::vector<Page> deferred;  // header pages: at most write_last_below bytes
   PageView page;
   while (reader.next(page)) {
-    if (page.id == kFileLengthPageId && page.data.size() == 8) continue;
+    if (page.id == kFileLengthPageId) continue;  // 8 bytes: verify_for_apply checked
     if (!offset_ok(page.id, ps, page.data.size())) {
       throw Error(ErrorKind::kCorruption,
                   "page " + std::to_string(page.id) + " lies beyond any possible file offset");
@@ -118,10 +143,7 @@ void check_continues(const SegmentSummary& s, const ChainPosition& at, const App
 ApplyResult apply_segment(const std::string& target, const std::string& segment_path,
                           const ChainPosition& at, const ApplyOptions& opt) {
   ApplyResult result;
-  {
-    FileSource src(segment_path);
-    result.summary = verify_segment(src);
-  }
+  result.summary = verify_for_apply(segment_path);
   check_continues(result.summary, at, opt);
   write_pages(target, segment_path, result.summary, opt, result);
   result.position = {result.summary.header.seq, result.summary.checksum};
@@ -191,10 +213,7 @@ ApplyResult Replica::apply(const std::string& segment_path, bool consume) {
   ApplyOptions opt = options_;
   opt.page_size = page_size_;
   ApplyResult result;
-  {
-    FileSource src(segment_path);
-    result.summary = verify_segment(src);
-  }
+  result.summary = verify_for_apply(segment_path);
   check_continues(result.summary, position_, opt);
   // Journal first: the pending copy is durable before the target changes.
   if (consume) {
@@ -212,8 +231,7 @@ ApplyResult Replica::apply(const std::string& segment_path, bool consume) {
   save_journal(true, result.summary.header.seq);
   // Re-verify from the journal's copy: that is what we write from.
   {
-    FileSource src(pending_path());
-    SegmentSummary again = verify_segment(src);
+    SegmentSummary again = verify_for_apply(pending_path());
     if (again.checksum != result.summary.checksum) {
       throw Error(ErrorKind::kCorruption, "pending segment changed on disk: " + pending_path());
     }
@@ -229,10 +247,7 @@ ApplyResult Replica::apply(const std::string& segment_path, bool consume) {
 
 ApplyResult Replica::reset_from_snapshot(const std::string& snapshot_path) {
   ApplyResult result;
-  {
-    FileSource src(snapshot_path);
-    result.summary = verify_segment(src);
-  }
+  result.summary = verify_for_apply(snapshot_path);
   std::string tmp = restore_path();
   ::unlink(tmp.c_str());
   ApplyOptions opt = options_;
