@@ -11,6 +11,8 @@
 
 namespace duckblock {
 
+class Env;
+
 // A readable stream. read() returns how many bytes it put in `buf` (at most
 // `n`), and 0 only at the end of the stream. Errors throw duckblock::Error.
 class ByteSource {
@@ -100,7 +102,8 @@ class FileSource final : public ByteSource {
 class FileSink final : public ByteSink {
  public:
   // Creates or truncates `path`; a new file gets `mode` (less the umask).
-  explicit FileSink(const std::string& path, uint32_t mode = 0644);
+  // Writes go through `env` (default: Env::posix(); see env.h).
+  explicit FileSink(const std::string& path, uint32_t mode = 0644, Env* env = nullptr);
   ~FileSink() override;
   FileSink(const FileSink&) = delete;
   FileSink& operator=(const FileSink&) = delete;
@@ -114,6 +117,7 @@ class FileSink final : public ByteSink {
   void write_out(const uint8_t* p, size_t n);
 
   std::string path_;
+  Env* env_;
   int fd_ = -1;
   std::vector<uint8_t> buf_;
   uint64_t written_ = 0;

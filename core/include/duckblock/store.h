@@ -14,6 +14,8 @@
 
 namespace duckblock {
 
+class Env;
+
 struct ObjectInfo {
   std::string key;
   uint64_t size = 0;
@@ -89,7 +91,9 @@ std::unique_ptr<ObjectStore> open_store(const std::string& url,
 
 // Backends (each in core/src/store/<name>/).
 std::unique_ptr<ObjectStore> make_memory_store(const std::string& name = "");
-std::unique_ptr<ObjectStore> make_local_store(const std::string& directory);
+// `env`: the file system its writes go through (default Env::posix(); tests
+// pass a FaultyEnv, see env.h).
+std::unique_ptr<ObjectStore> make_local_store(const std::string& directory, Env* env = nullptr);
 
 // Helpers over any store.
 std::vector<uint8_t> get_bytes(ObjectStore& store, const std::string& key,

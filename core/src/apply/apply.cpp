@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <nlohmann/json.hpp>
 
+#include "duckblock/env.h"
 #include "duckblock/error.h"
 
 namespace duckblock {
@@ -15,17 +16,17 @@ namespace {
 
 class Fd {
  public:
-  Fd(const std::string& path, int flags) : path_(path) {
-    fd_ = ::open(path.c_str(), flags | O_CLOEXEC, 0644);
+  Fd(const std::string& path, int flags, Env* env) : path_(path), env_(env ? *env : Env::posix()) {
+    fd_ = env_.open(path, flags | O_CLOEXEC, 0644);
     if (fd_ < 0) throw_errno("cannot open " + path);
   }
   ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
+    if (fd_ >= 0) env_.close(fd_);
   }
   int get() const { return fd_; }
   void pwrite_all(const uint8_t* p, size_t n, uint64_t off) {
     while (n > 0) {
-      ssize_t w = ::pwrite(fd_, p, n, static_cast<off_t>(off));
+      ssize_t w = env_.pwrite(fd_, p, n, static_cast<int64_t>(off));
       if (w < 0) {
         if (errno == EINTR) continue;
         throw_errno("cannot write " + path_);
@@ -36,14 +37,15 @@ class Fd {
     }
   }
   void sync() {
-    if (::fdatasync(fd_) != 0) throw_errno("cannot sync " + path_);
+    if (env_.fdatasync(fd_) != 0) throw_errno("cannot sync " + path_);
   }
   void truncate(uint64_t len) {
-    if (::ftruncate(fd_, static_cast<off_t>(len)) != 0) throw_errno("cannot set length of " + path_);
+    if (env_.ftruncate(fd_, static_cast<int64_t>(len)) != 0) throw_errno("cannot set length of " + path_);
   }
 
  private:
   std::string path_;
+  Env& env_;
   int fd_ = -1;
 };
 
@@ -86,7 +88,7 @@ void write_pages(const std::string& target, const std::string& segment_path,
   if (!(reader.header() == verified.header)) {
     throw Error(ErrorKind::kCorruption, "segment " + segment_path + " changed while being applied");
   }
-  Fd fd(target, O_WRONLY | O_CREAT);
+  Fd fd(target, O_WRONLY | O_CREAT, opt.env);
   uint32_t ps = verified.header.page_size;
   std::vector<Page> deferred;  // header pages: at most write_last_below bytes
   PageView page;
@@ -222,7 +224,7 @@ ApplyResult Replica::apply(const std::string& segment_path, bool consume) {
     }
   } else {
     FileSource src(segment_path);
-    FileSink sink(pending_path());
+    FileSink sink(pending_path(), 0600, options_.env);
     copy_stream(src, sink);
     sink.sync();
     sink.close();

@@ -1,5 +1,7 @@
 #include "duckblock/io.h"
 
+#include "duckblock/env.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -112,19 +114,20 @@ size_t FileSource::read_direct(uint8_t* buf, size_t n) {
   return got;
 }
 
-FileSink::FileSink(const std::string& path, uint32_t mode) : path_(path) {
-  fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, static_cast<mode_t>(mode & 0777));
+FileSink::FileSink(const std::string& path, uint32_t mode, Env* env)
+    : path_(path), env_(env ? env : &Env::posix()) {
+  fd_ = env_->open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode & 0777);
   if (fd_ < 0) throw_errno("cannot create " + path);
   buf_.reserve(kIoBuffer);
 }
 
 FileSink::~FileSink() {
-  if (fd_ >= 0) ::close(fd_);  // unflushed data is dropped: close() reports errors
+  if (fd_ >= 0) env_->close(fd_);  // unflushed data is dropped: close() reports errors
 }
 
-static void write_all(int fd, const uint8_t* p, size_t n, const std::string& path) {
+static void write_all(Env& env, int fd, const uint8_t* p, size_t n, const std::string& path) {
   while (n > 0) {
-    ssize_t w = ::write(fd, p, n);
+    ssize_t w = env.write(fd, p, n);
     if (w < 0) {
       if (errno == EINTR) continue;
       throw_errno("cannot write " + path);
@@ -135,7 +138,7 @@ static void write_all(int fd, const uint8_t* p, size_t n, const std::string& pat
 }
 
 void FileSink::write_out(const uint8_t* p, size_t n) {
-  write_all(fd_, p, n, path_);
+  write_all(*env_, fd_, p, n, path_);
   on_file_ += n;
 #ifdef SYNC_FILE_RANGE_WRITE
   // Start (not wait for) writeback of what accumulated: a large file then
@@ -171,7 +174,7 @@ void FileSink::flush() {
 
 void FileSink::sync() {
   flush();
-  if (::fdatasync(fd_) != 0) throw_errno("cannot sync " + path_);
+  if (env_->fdatasync(fd_) != 0) throw_errno("cannot sync " + path_);
 }
 
 void FileSink::close() {
@@ -179,7 +182,7 @@ void FileSink::close() {
   flush();
   int fd = fd_;
   fd_ = -1;
-  if (::close(fd) != 0) throw_errno("cannot close " + path_);
+  if (env_->close(fd) != 0) throw_errno("cannot close " + path_);
 }
 
 namespace {

@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <random>
 
+#include "duckblock/env.h"
 #include "duckblock/error.h"
 #include "duckblock/store.h"
 #include "duckblock/temp_files.h"
@@ -59,7 +60,7 @@ std::string random_suffix() {
 
 class LocalStore final : public ObjectStore {
  public:
-  explicit LocalStore(std::string root) : root_(std::move(root)) {
+  LocalStore(std::string root, Env* env) : root_(std::move(root)), env_(env ? env : &Env::posix()) {
     while (root_.size() > 1 && root_.back() == '/') root_.pop_back();
     mkdirs(root_);
   }
@@ -67,7 +68,7 @@ class LocalStore final : public ObjectStore {
   void put(const std::string& key, ByteSource& data) override {
     std::string path = path_of(key);
     std::string tmp = write_temp(path, data);
-    if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    if (env_->rename(tmp, path) != 0) {
       int e = errno;
       ::unlink(tmp.c_str());
       throw_errno("cannot rename into " + path, e);
@@ -81,7 +82,7 @@ class LocalStore final : public ObjectStore {
       throw Error(ErrorKind::kAlreadyExists, "object already exists: " + key);
     }
     std::string tmp = write_temp(path, data);
-    int rc = ::link(tmp.c_str(), path.c_str());
+    int rc = env_->link(tmp, path);
     int e = errno;
     ::unlink(tmp.c_str());
     if (rc != 0) {
@@ -159,7 +160,7 @@ class LocalStore final : public ObjectStore {
     try {
       // An object copied from a file (a spooled segment) keeps its mode,
       // which is the database file's: see README "Permissions".
-      FileSink sink(tmp, data.file_mode().value_or(0644));
+      FileSink sink(tmp, data.file_mode().value_or(0644), env_);
       copy_stream(data, sink);
       sink.sync();
       sink.close();
@@ -221,12 +222,13 @@ class LocalStore final : public ObjectStore {
   }
 
   std::string root_;
+  Env* env_;
 };
 
 }  // namespace
 
-std::unique_ptr<ObjectStore> make_local_store(const std::string& directory) {
-  return std::make_unique<LocalStore>(directory);
+std::unique_ptr<ObjectStore> make_local_store(const std::string& directory, Env* env) {
+  return std::make_unique<LocalStore>(directory, env);
 }
 
 }  // namespace duckblock
