@@ -32,6 +32,7 @@ int exit_code(ErrorKind kind) {
     case ErrorKind::kAuth: return cli::kExitAuth;
     case ErrorKind::kRetryable: return cli::kExitUnreachable;
     case ErrorKind::kFenced: return cli::kExitFenced;
+    case ErrorKind::kLocked: return cli::kExitLocked;
     default: return cli::kExitError;
   }
 }
@@ -59,7 +60,8 @@ int main(int argc, char** argv) {
       "  duckblock push app.duckdb --store file:///backups/duckblock --db app\n"
       "  duckblock restore --store file:///backups/duckblock --db app --to /tmp/app.duckdb --seq 3\n"
       "Exit status: 0 ok, 1 failed, 2 bad usage, 3 corrupt or broken chain, 4 not found,\n"
-      "5 would replace a local file (--force), 6 credentials, 7 store unreachable, 8 fenced.");
+      "5 would replace a local file (--force), 6 credentials, 7 store unreachable, 8 fenced,\n"
+      "9 the spool is in use by another push or snapshot.");
   std::map<CLI::App*, cli::Runner> runners;
   auto reg = [&](cli::Runner (*add)(CLI::App&)) {
     size_t before = app.get_subcommands({}).size();

@@ -2,10 +2,15 @@
 // the ctest fixture or on first use): the same user flows as cli_test.cpp
 // over s3:// URLs, with credentials and endpoint from the environment and
 // flags, and rejected credentials.
+#include <signal.h>
+
+#include <filesystem>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "cli_util.h"
 #include "duckblock/io.h"
+#include "s3_fault_proxy.h"
 #include "s3_test_server.h"
 #include "test_util.h"
 
@@ -99,6 +104,127 @@ TEST_F(S3Cli, RejectedCredentialsFailClearlyWithoutTouchingFiles) {
   EXPECT_EQ(file_digest(existing), before);
   auto ls = run("ls", {}, {{"AWS_SECRET_ACCESS_KEY", "wrong"}});
   EXPECT_EQ(ls.rc, 6) << describe(ls);
+}
+
+// An endpoint that answers with a web page instead of S3 XML: restore and
+// push fail naming the endpoint; neither takes the page for "no database".
+TEST_F(S3Cli, AnHtmlAnswerIsAnErrorNotAMissingDatabase) {
+  if (!test::s3_test_server().launched) GTEST_SKIP() << "needs the launched s3rver";
+  std::string db = dir / "app.duckdb";
+  bytes.write(db, 8);
+  ASSERT_EQ(run("snapshot", {db}).rc, 0);
+  test::FaultProxy proxy(test::s3_test_server().port,
+                         [](const test::RecordedRequest&, uint64_t) { return test::Fault::kHtml; });
+  for (auto args : std::vector<std::vector<std::string>>{{"restore", "--to", dir / "r.duckdb"},
+                                                         {"push", db, "--spool", dir / "spool"},
+                                                         {"ls", "--json"}}) {
+    std::string cmd = args[0];
+    args.erase(args.begin());
+    auto r = run(cmd, args, {{"AWS_ENDPOINT_URL_S3", proxy.endpoint()}});
+    EXPECT_EQ(r.rc, 1) << cmd << describe(r);
+    EXPECT_NE(r.err.find(proxy.endpoint() + " answered with"), std::string::npos) << cmd << describe(r);
+    EXPECT_EQ(r.err.find("has no database"), std::string::npos) << cmd << describe(r);
+    EXPECT_EQ(r.out, "") << cmd;
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir / "r.duckdb"));
+}
+
+// kill -9 in the middle of a restore's download leaves its temp file beside
+// the target; the next restore there removes it (its process is gone).
+TEST_F(S3Cli, ARestoreKilledMidDownloadLeavesNothingAfterTheNextRun) {
+  if (!test::s3_test_server().launched) GTEST_SKIP() << "needs the launched s3rver";
+  std::string db = dir / "app.duckdb";
+  bytes.write(db, 16);
+  ASSERT_EQ(run("snapshot", {db}).rc, 0);
+  bytes.modify(db);
+  ASSERT_EQ(run("push", {db}).rc, 0);
+  // Incrementals (generation 0000) stall: the restore hangs inside one.
+  test::FaultProxy proxy(test::s3_test_server().port, [](const test::RecordedRequest& r, uint64_t) {
+    return r.method == "GET" && r.target.find("/0000/") != std::string::npos ? test::Fault::kStall
+                                                                             : test::Fault::kNone;
+  });
+  std::filesystem::create_directories(dir / "out");
+  auto env_proxy = env;
+  env_proxy["AWS_ENDPOINT_URL_S3"] = proxy.endpoint();
+  pid_t pid = test::cli_spawn(test::cli_args("restore", {"--to", dir / "out/r.duckdb"}, {"--store", url, "--db", "app"}),
+                              dir.path(), env_proxy, dir / "k.out", dir / "k.err");
+  auto temp_files = [&] {
+    std::vector<std::string> out;
+    for (const auto& e : std::filesystem::directory_iterator(dir / "out")) {
+      if (e.path().filename().string().rfind(".duckblock-dl-", 0) == 0) out.push_back(e.path().string());
+    }
+    return out;
+  };
+  for (;;) {  // until the incremental's GET is held (its temp file exists by then)
+    bool stalled = false;
+    for (const auto& r : proxy.requests()) stalled |= r.fault == test::Fault::kStall;
+    siginfo_t info{};
+    if (stalled || (::waitid(P_PID, pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == pid)) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ::kill(pid, SIGKILL);
+  ASSERT_EQ(test::cli_wait(pid), 128 + SIGKILL) << test::slurp(dir / "k.err");
+  ASSERT_EQ(temp_files().size(), 1u) << "the killed restore should have left its download";
+  EXPECT_FALSE(std::filesystem::exists(dir / "out/r.duckdb"));
+
+  auto again = run("restore", {"--to", dir / "out/r.duckdb"});
+  ASSERT_EQ(again.rc, 0) << describe(again);
+  EXPECT_EQ(file_digest(dir / "out/r.duckdb"), bytes.digest());
+  EXPECT_TRUE(temp_files().empty());
+  std::set<std::string> left;
+  for (const auto& e : std::filesystem::directory_iterator(dir / "out")) left.insert(e.path().filename().string());
+  EXPECT_EQ(left, (std::set<std::string>{"r.duckdb", "r.duckdb.duckblock"}));
+}
+
+// Overlapping cron jobs: while one push holds the spool, a second push or
+// snapshot on it fails at once (exit 9) naming the spool and the holder's
+// pid, and changes nothing. The first is held inside Replicator::add (after
+// it took the lock): the proxy answers the command's own two LISTs and
+// stalls the next, and the test then stops the process, so it holds the
+// lock for as long as the test needs. Killed with -9, it leaves no lock
+// behind: the kernel drops the flock.
+TEST_F(S3Cli, ASecondPushOnTheSameSpoolFailsAtOnceNamingTheHolder) {
+  if (!test::s3_test_server().launched) GTEST_SKIP() << "needs the launched s3rver";
+  std::string db = dir / "app.duckdb";
+  bytes.write(db, 8);
+  test::FaultProxy proxy(test::s3_test_server().port, [](const test::RecordedRequest& r, uint64_t i) {
+    bool list = r.method == "GET" && r.target.find("list-type=2") != std::string::npos;
+    return list && i >= 2 ? test::Fault::kStall : test::Fault::kNone;
+  });
+  std::string spool = dir / "spool";
+  auto env_proxy = env;
+  env_proxy["AWS_ENDPOINT_URL_S3"] = proxy.endpoint();
+  pid_t holder = test::cli_spawn(test::cli_args("push", {db, "--spool", spool}, {"--store", url, "--db", "app"}),
+                                 dir.path(), env_proxy, dir / "holder.out", dir / "holder.err");
+  std::string lock = spool + "/app/lock";
+  std::string holder_says = "pid " + std::to_string(holder) + " on ";
+  for (;;) {  // until it holds the lock (or ends, which fails below)
+    if (std::filesystem::exists(lock) && test::slurp(lock).find(holder_says) != std::string::npos) break;
+    siginfo_t info{};
+    if (::waitid(P_PID, holder, &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == holder) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(::kill(holder, SIGSTOP), 0);
+  siginfo_t info{};
+  ASSERT_EQ(::waitid(P_PID, holder, &info, WEXITED | WNOHANG | WNOWAIT), 0);
+  ASSERT_EQ(info.si_pid, 0) << "the first push ended before the test could hold it:\n"
+                            << test::slurp(dir / "holder.err");
+
+  for (const char* verb : {"push", "snapshot"}) {
+    auto second = run(verb, {db, "--spool", spool});
+    EXPECT_EQ(second.rc, 9) << verb << describe(second);
+    EXPECT_NE(second.err.find(spool + "/app"), std::string::npos) << describe(second);
+    EXPECT_NE(second.err.find(holder_says), std::string::npos) << describe(second);
+    EXPECT_EQ(second.out, "");
+  }
+  EXPECT_FALSE(std::filesystem::exists(spool + "/app/state.json")) << "a refused push wrote spool state";
+  auto ls = run("ls", {"--json"});
+  EXPECT_EQ(ls.rc, 4) << "a refused push wrote to the store: " << describe(ls);
+
+  ::kill(holder, SIGKILL);
+  EXPECT_EQ(test::cli_wait(holder), 128 + SIGKILL);
+  auto after = run("push", {db, "--spool", spool});
+  EXPECT_EQ(after.rc, 0) << describe(after);
 }
 
 }  // namespace

@@ -2,12 +2,16 @@
 // separate process on real files with a file:// store, checked by exit
 // status, output and the bytes it leaves behind. (S3 flows: cli_s3_test.cpp.)
 #include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/wait.h>
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "cli_util.h"
+#include "duckblock/format.h"
 #include "duckblock/io.h"
+#include "duckblock/temp_files.h"
 #include "test_util.h"
 
 namespace duckblock {
@@ -333,6 +337,9 @@ TEST_F(Cli, BadInputFailsClearlyAndLeavesLocalFilesUntouched) {
        "past the chain's head"},
       {{"prune", "--store", store_url(), "--db", "db", "--keep", "forever"}, 2, "bad duration"},
       {{"restore", "--store", store_url(), "--db", "../etc", "--to", existing, "--force"}, 2, ""},
+      {{"restore", "--store", "s3://some-bucket/../other/", "--db", "db", "--to", existing, "--force"}, 2,
+       "'..' is not allowed as a path segment"},
+      {{"push", db, "--store", "file://" + dir / "x/../store", "--db", "db"}, 2, "'..' path segment"},
       // S3 without credentials (HOME has no ~/.aws, the environment no keys).
       {{"restore", "--store", "s3://some-bucket/x/", "--db", "db", "--to", existing, "--force"}, 6,
        "AWS_ACCESS_KEY_ID"},
@@ -363,6 +370,16 @@ TEST_F(Cli, BadInputFailsClearlyAndLeavesLocalFilesUntouched) {
                {{"AWS_ACCESS_KEY_ID", "k"}, {"AWS_SECRET_ACCESS_KEY", "s"}});
   EXPECT_EQ(r.rc, 7) << describe(r);
   EXPECT_NE(r.err.find("reachable"), std::string::npos) << describe(r);
+  EXPECT_EQ(snapshot_of_dir(), before);
+  // A line break in a credential would inject a request header: refused
+  // before any request, and the value is not printed.
+  auto inject = run({"restore", "--store", "s3://some-bucket/x/", "--db", "db", "--to", existing, "--force",
+                     "--endpoint", "http://127.0.0.1:1"},
+                    {{"AWS_ACCESS_KEY_ID", "k"}, {"AWS_SECRET_ACCESS_KEY", "s"},
+                     {"AWS_SESSION_TOKEN", "TokenValue\r\nX-Injected: yes"}});
+  EXPECT_EQ(inject.rc, 2) << describe(inject);
+  EXPECT_NE(inject.err.find("AWS_SESSION_TOKEN contains a control character"), std::string::npos) << describe(inject);
+  EXPECT_EQ(inject.err.find("TokenValue"), std::string::npos) << describe(inject);
   EXPECT_EQ(snapshot_of_dir(), before);
 }
 
@@ -436,6 +453,238 @@ TEST_F(Cli, PushFromAnotherMachineContinuesTheChain) {
   auto res = run_store("restore", {"--to", dir / "r.duckdb"});
   ASSERT_EQ(res.rc, 0) << describe(res);
   EXPECT_EQ(file_digest(dir / "r.duckdb"), bytes.digest());
+}
+
+// Temp files of runs killed with -9 (planted here; cli_s3_test.cpp kills a
+// real restore) are removed by the next run in that directory: beside
+// restore and follow targets, in verify's temp directory and in a local
+// store (by the next write there, and by prune). Files of a live process,
+// and recent ones from another host, stay.
+TEST_F(Cli, StaleTempFilesOfKilledRunsAreRemovedByTheNextRun) {
+  pid_t dead = ::fork();
+  if (dead == 0) ::_exit(0);
+  ASSERT_GT(dead, 0);
+  ::waitpid(dead, nullptr, 0);
+  std::string host = temp_file_name("", "x").substr(0, 8);
+  std::string other_host = host == "00000000" ? "00000001" : "00000000";
+  auto plant = [](const std::string& path, bool old) {
+    test::write_text(path, "partial download");
+    if (old) {
+      timeval tv[2] = {{::time(nullptr) - 2 * 86400, 0}, {::time(nullptr) - 2 * 86400, 0}};
+      ::utimes(path.c_str(), tv);
+    }
+    return path;
+  };
+  std::string db = dir / "app.duckdb";
+  bytes.write(db, 8);
+  ASSERT_EQ(run_store("snapshot", {db}).rc, 0);
+  bytes.modify(db);
+
+  fs::create_directories(dir / "t");
+  std::string t = dir / "t";
+  std::string killed = plant(t + "/.duckblock-dl-" + host + "-" + std::to_string(dead) + "-0-snapshot", false);
+  std::string live = plant(t + "/.duckblock-dl-" + host + "-" + std::to_string(::getpid()) + "-0-1", false);
+  std::string elsewhere = plant(t + "/.duckblock-dl-" + other_host + "-" + std::to_string(dead) + "-0-1", false);
+  std::string elsewhere_old = plant(t + "/.duckblock-dl-" + other_host + "-7-0-1", true);
+  std::string old_naming = plant(t + "/.duckblock-dl-1234-0-snapshot", true);
+  std::string unrelated = plant(t + "/notes.txt", true);
+  auto r = run_store("restore", {"--to", t + "/r.duckdb"});
+  ASSERT_EQ(r.rc, 0) << describe(r);
+  EXPECT_FALSE(fs::exists(killed));
+  EXPECT_FALSE(fs::exists(elsewhere_old));
+  EXPECT_FALSE(fs::exists(old_naming));
+  EXPECT_TRUE(fs::exists(live));
+  EXPECT_TRUE(fs::exists(elsewhere));
+  EXPECT_TRUE(fs::exists(unrelated));
+
+  fs::create_directories(dir / "f");
+  std::string f_killed = plant(dir / "f" + "/.duckblock-dl-" + host + "-" + std::to_string(dead) + "-3-2", false);
+  auto fo = run_store("follow", {"--to", dir / "f/f.duckdb", "--once"});
+  ASSERT_EQ(fo.rc, 0) << describe(fo);
+  EXPECT_FALSE(fs::exists(f_killed));
+
+  fs::create_directories(dir / "v");
+  std::string v_killed = plant(dir / "v" + "/.duckblock-dl-" + host + "-" + std::to_string(dead) + "-0-verify", false);
+  auto v = run_store("verify", {"--temp-dir", dir / "v"});
+  ASSERT_EQ(v.rc, 0) << describe(v);
+  EXPECT_FALSE(fs::exists(v_killed));
+  EXPECT_TRUE(fs::is_empty(dir / "v"));
+
+  // The local store: a push writing into db/0000 clears that directory...
+  fs::create_directories(dir / "store/db/0000");
+  std::string s_incr = plant(dir / "store/db/0000/.duckblock-tmp-" + host + "-" + std::to_string(dead) + "-0-1", false);
+  ASSERT_EQ(run_store("push", {db}).rc, 0);
+  EXPECT_FALSE(fs::exists(s_incr));
+  // ...and prune sweeps the whole store (not in a dry run).
+  std::string s_snap = plant(dir / "store/db/0001/.duckblock-tmp-" + host + "-" + std::to_string(dead) + "-5-9", false);
+  std::string s_live = plant(dir / "store/db/0001/.duckblock-tmp-" + host + "-" + std::to_string(::getpid()) + "-5-9", false);
+  auto dry = run_store("prune", {"--keep", "1000d", "--dry-run"});
+  ASSERT_EQ(dry.rc, 0) << describe(dry);
+  EXPECT_TRUE(fs::exists(s_snap));
+  auto pr = run_store("prune", {"--keep", "1000d", "--json"});
+  ASSERT_EQ(pr.rc, 0) << describe(pr);
+  EXPECT_EQ(json_of(pr).at("temp_files_removed"), 1);
+  EXPECT_FALSE(fs::exists(s_snap));
+  EXPECT_TRUE(fs::exists(s_live));
+}
+
+// A 0600 database must not leak through its copies: spool files, local
+// store objects, restored and followed files take the database file's mode
+// (0640 gives 0640 the same way). From a store that keeps no modes (S3) a
+// new restored file is 0600.
+TEST_F(Cli, CopiesTakeTheDatabaseFilesMode) {
+  mode_t old_umask = ::umask(022);
+  auto mode_of = [](const std::string& path) { return int(fs::status(path).permissions() & fs::perms::mask); };
+  for (int mode : {0600, 0640}) {
+    std::string name = "m" + std::to_string(mode);
+    std::string db = dir / (name + ".duckdb");
+    bytes.write(db, 8);
+    ASSERT_EQ(::chmod(db.c_str(), mode_t(mode)), 0);
+    ASSERT_EQ(run_store("snapshot", {db}, name).rc, 0);
+    bytes.modify(db);
+    ASSERT_EQ(::chmod(db.c_str(), mode_t(mode)), 0);
+    ASSERT_EQ(run_store("push", {db}, name).rc, 0);
+    std::string spool = dir / ".duckblock-spool/" + name;
+    EXPECT_EQ(mode_of(spool), mode == 0600 ? 0700 : 0750) << spool;
+    int files = 0;
+    for (const auto& e : fs::recursive_directory_iterator(spool)) {
+      // The lock file holds only the holder's pid: always 0600.
+      if (!e.is_regular_file() || e.path().filename() == "lock") continue;
+      EXPECT_EQ(mode_of(e.path()), mode) << e.path();
+      ++files;
+    }
+    EXPECT_GE(files, 3) << "state.json, pages.idx, origin.json";
+    int objects = 0;
+    for (const auto& e : fs::recursive_directory_iterator(dir / ("store/" + name))) {
+      if (!e.is_regular_file()) continue;
+      EXPECT_EQ(mode_of(e.path()), mode) << e.path();
+      ++objects;
+    }
+    EXPECT_EQ(objects, 2);  // the snapshot and incremental 1
+    std::string restored = dir / (name + "-restored.duckdb");
+    ASSERT_EQ(run_store("restore", {"--to", restored}, name).rc, 0);
+    EXPECT_EQ(mode_of(restored), mode);
+    std::string followed = dir / (name + "-followed.duckdb");
+    ASSERT_EQ(run_store("follow", {"--to", followed, "--once"}, name).rc, 0);
+    EXPECT_EQ(mode_of(followed), mode);
+    EXPECT_EQ(file_digest(restored), bytes.digest());
+  }
+  ::umask(old_umask);
+}
+
+// `apply` and `inspect` on segment files as a user copies them out of a
+// store: store order works as is, an unrelated file is not overwritten, a
+// refused apply leaves nothing that breaks the next one, and a segment apply
+// rejects is not called valid by inspect.
+TEST_F(Cli, ApplyAndInspectTakeStoreOrderAndRefuseWhatApplyCannotUse) {
+  std::string db = dir / "app.duckdb";
+  bytes.write(db, 8);
+  ASSERT_EQ(run_store("snapshot", {db}).rc, 0);
+  bytes.modify(db);
+  ASSERT_EQ(run_store("push", {db}).rc, 0);
+  std::string v1 = bytes.digest();
+  bytes.modify(db);
+  ASSERT_EQ(run_store("push", {db}).rc, 0);
+  std::string snap = dir / "store/db/0001/0000000000000000.hadbp";
+  std::string inc1 = dir / "store/db/0000/0000000000000001.hadbp";
+  std::string inc2 = dir / "store/db/0000/0000000000000002.hadbp";
+
+  // Store order, no --prev-checksum.
+  std::string a = dir / "a.duckdb";
+  auto r = run({"apply", a, snap, inc1});
+  ASSERT_EQ(r.rc, 0) << describe(r);
+  EXPECT_EQ(file_digest(a), v1);
+  // A wrong --prev-checksum is refused and leaves the journal as it was.
+  auto wrong = run({"apply", a, inc2, "--prev-checksum", "0123456789abcdef"});
+  EXPECT_EQ(wrong.rc, 3) << describe(wrong);
+  EXPECT_EQ(file_digest(a), v1);
+  auto next = run({"apply", a, inc2});
+  ASSERT_EQ(next.rc, 0) << describe(next);
+  EXPECT_EQ(file_digest(a), bytes.digest());
+  // The same on a new file: no journal is left behind by the refusal.
+  std::string b = dir / "b.duckdb";
+  EXPECT_EQ(run({"apply", b, inc1, "--prev-checksum", "0123456789abcdef"}).rc, 3);
+  EXPECT_FALSE(fs::exists(b + ".duckblock"));
+  auto fresh = run({"apply", b, snap, inc1, inc2});
+  ASSERT_EQ(fresh.rc, 0) << describe(fresh);
+  EXPECT_EQ(file_digest(b), bytes.digest());
+  auto bad_hex = run({"apply", dir / "c.duckdb", snap, "--prev-checksum", "xyz"});
+  EXPECT_EQ(bad_hex.rc, 2) << describe(bad_hex);
+
+  // An unrelated existing file is not overwritten without --force.
+  std::string mine = dir / "mine.duckdb";
+  test::write_text(mine, "my own data, not a replica");
+  std::string before = file_digest(mine);
+  auto refused = run({"apply", mine, snap});
+  EXPECT_EQ(refused.rc, 5) << describe(refused);
+  EXPECT_NE(refused.err.find("--force"), std::string::npos) << describe(refused);
+  EXPECT_EQ(file_digest(mine), before);
+  EXPECT_FALSE(fs::exists(mine + ".duckblock"));
+  EXPECT_EQ(run({"apply", mine, snap, "--force"}).rc, 0);
+
+  // A file-length record of 3 bytes after a real page: inspect calls it
+  // corrupt (exit 3), and apply refuses it before writing the page.
+  SegmentHeader h;
+  h.page_size = 4096;
+  h.seq = 1;
+  std::vector<Page> pages = {{2, std::vector<uint8_t>(4096, 0xee)}, {kFileLengthPageId, {0, 0, 1}}};
+  uint64_t sum = 0;
+  auto seg = encode_segment(h, pages, &sum);
+  std::string bad = dir / "short-length.hadbp";
+  write_file_atomic(bad, seg);
+  auto ins = run({"inspect", bad});
+  EXPECT_EQ(ins.rc, 3) << describe(ins);
+  EXPECT_NE(ins.err.find("8 bytes"), std::string::npos) << describe(ins);
+  std::string target = dir / "t.duckdb";
+  ASSERT_EQ(run({"apply", target, snap}).rc, 0);
+  std::string t_before = file_digest(target);
+  auto ap = run({"apply", target, bad, "--prev-checksum", checksum_hex(0)});
+  EXPECT_EQ(ap.rc, 3) << describe(ap);
+  EXPECT_EQ(file_digest(target), t_before) << "apply wrote pages of a segment it then refused";
+}
+
+// Values a script might pass by mistake fail with exit 2 and say why,
+// instead of wrapping, rolling over or reaching the file system.
+TEST_F(Cli, OutOfRangeAndEmptyValuesAreUsageErrors) {
+  std::string db = dir / "app.duckdb";
+  bytes.write(db, 8);
+  ASSERT_EQ(run_store("snapshot", {db}).rc, 0);
+  fs::create_directories(dir / "adir");
+  struct Case {
+    std::vector<std::string> args;
+    std::string says;
+  };
+  std::vector<Case> cases = {
+      {{"restore", "--to", dir / "r.duckdb", "--seq", "-1"}, "not a whole number"},
+      {{"restore", "--to", dir / "r.duckdb", "--seq", "99999999999999999999999"}, ""},
+      {{"restore", "--to", dir / "r.duckdb", "--time", "2026-02-30"}, "has no day 30"},
+      {{"restore", "--to", dir / "r.duckdb", "--time", "2025-02-29T10:00:00Z"}, "has no day 29"},
+      {{"restore", "--to", dir / "r.duckdb", "--time", "2026-11-25T10:00:00+25:00"}, "zone offset"},
+      {{"restore", "--to", ""}, "--to is empty"},
+      {{"restore", "--to", dir / "adir", "--force"}, "is a directory"},
+      {{"restore", "--to", dir / "adir/"}, "is a directory"},
+      {{"follow", "--to", "", "--once"}, "--to is empty"},
+      {{"follow", "--to", dir / "adir", "--once", "--force"}, "is a directory"},
+      {{"push", db, "--snapshot-every", "-5"}, "not a whole number"},
+      {{"push", db, "--retries", "-1"}, "not a whole number"},
+      {{"prune", "--keep", "99999999999w"}, "bad duration"},
+      {{"prune", "--keep", "7d", "--min-snapshots", "-2"}, "not a whole number"},
+  };
+  for (const auto& c : cases) {
+    auto r = run_store(c.args[0], std::vector<std::string>(c.args.begin() + 1, c.args.end()));
+    std::string cmd;
+    for (const auto& a : c.args) cmd += a + " ";
+    EXPECT_EQ(r.rc, 2) << cmd << describe(r);
+    EXPECT_NE(r.err.find(c.says), std::string::npos) << cmd << describe(r);
+    EXPECT_EQ(r.out, "") << cmd;
+  }
+  EXPECT_FALSE(fs::exists(dir / "r.duckdb"));
+  EXPECT_TRUE(fs::is_empty(dir / "adir"));
+  auto ins = run({"inspect", dir / "x.hadbp", "--max-pages", "-1"});
+  EXPECT_EQ(ins.rc, 2) << describe(ins);
+  // A leap day stays valid (a time after the head restores the head).
+  auto leap = run_store("restore", {"--to", dir / "leap.duckdb", "--time", "2028-02-29T12:00:00Z"});
+  EXPECT_EQ(leap.rc, 0) << describe(leap);
 }
 
 }  // namespace

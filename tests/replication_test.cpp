@@ -327,6 +327,52 @@ TEST_P(Replication, RestartWithADamagedIndexShipsEverything) {
   EXPECT_EQ(test::digest_of(read_file(dir / "r.db")), test::digest_of(leader.data()));
 }
 
+// Two writers on one spool (overlapping cron jobs, two leaders started by
+// mistake) would interleave segments and state: the second add() of the
+// same database fails at once, naming the spool and the holder; another
+// database in the same spool directory is not affected.
+TEST_P(Replication, ASecondWriterOnTheSameSpoolIsRefusedAtOnce) {
+  MutatingFile leader(dir / "leader.db", 12);
+  MutatingFile other(dir / "other.db", 13);
+  std::string spool = dir / "spool";
+  Replicator first(store, options(spool));
+  FilePageReader reader(leader.path());
+  first.add("db", reader);
+  first.sync();
+  auto state_before = read_file(spool + "/db/state.json");
+
+  Replicator second(store, options(spool));
+  FilePageReader reader2(leader.path());
+  try {
+    second.add("db", reader2);
+    FAIL() << "a second writer was let in";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kLocked) << e.what();
+    EXPECT_NE(std::string(e.what()).find(spool + "/db"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("pid " + std::to_string(::getpid())), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(read_file(spool + "/db/state.json"), state_before);
+  try {
+    second.add_continuing("db", reader2, ChainPosition{0, 0});
+    FAIL() << "add_continuing took a spool in use";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kLocked) << e.what();  // the head is seq 0: only the lock refuses
+  }
+  FilePageReader other_reader(other.path());
+  second.add("other", other_reader);  // its own database: its own lock
+  second.sync();
+
+  // Once the first lets go, the second may take over the database.
+  first.remove("db");
+  second.add("db", reader2);
+  leader.step();
+  auto d = leader.take_dirty();
+  EXPECT_EQ(second.push_checkpoint("db", reader2, &d).seq, 1u);
+  second.sync();
+  restore(*store, "db", dir / "r.db");
+  EXPECT_EQ(test::digest_of(read_file(dir / "r.db")), test::digest_of(leader.data()));
+}
+
 TEST_P(Replication, NewMachineContinuesAnExistingChain) {
   MutatingFile leader(dir / "leader.db", 5);
   {

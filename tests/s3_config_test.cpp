@@ -5,6 +5,8 @@
 #include <fstream>
 
 #include "duckblock/error.h"
+#include "http.h"
+#include "xml.h"
 #include "s3_store.h"
 #include "test_util.h"
 
@@ -80,6 +82,75 @@ TEST_F(S3ConfigEnv, RejectsBadUrlsAsInvalidArgument) {
   o.endpoint = "localhost:9000";
   EXPECT_EQ(kind_of([&] { s3_config_from_url("s3://bucket/", o); }), ErrorKind::kInvalidArgument);
   EXPECT_EQ(kind_of([&] { open_store("s3://", {}); }), ErrorKind::kInvalidArgument);
+}
+
+// "." and ".." segments are resolved away by servers and proxies that
+// normalise paths (s3://bucket/../other/ would write into bucket "other").
+TEST_F(S3ConfigEnv, RejectsDotSegmentsAndControlBytesInThePrefix) {
+  ::setenv("AWS_ACCESS_KEY_ID", "AKID", 1);
+  ::setenv("AWS_SECRET_ACCESS_KEY", "secret", 1);
+  for (const char* bad : {"s3://bucket/../other/", "s3://bucket/a/./b/", "s3://bucket/a/..", "s3://bucket/.",
+                          "s3://bucket/a/../../x", "s3://bucket/a\nb/", "s3://bucket/a\rb"}) {
+    std::string msg;
+    EXPECT_EQ(kind_of([&] { s3_config_from_url(bad, {}); }, &msg), ErrorKind::kInvalidArgument) << bad;
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+  }
+  // Dots inside a segment are ordinary characters.
+  EXPECT_EQ(s3_config_from_url("s3://bucket/a.b/..c/.d/", {}).prefix, "a.b/..c/.d/");
+}
+
+// A CR/LF in a credential would inject a request header. Refused before any
+// request, with a message that names the setting but never shows the value.
+TEST_F(S3ConfigEnv, ControlBytesInCredentialsAreRefusedWithoutShowingThem) {
+  const std::string secretish = "SeCrEtVaLuE";
+  struct Case {
+    const char* var;
+    std::string value;
+  };
+  for (const auto& c : std::vector<Case>{{"AWS_SESSION_TOKEN", secretish + "\r\nX-Injected: 1"},
+                                         {"AWS_ACCESS_KEY_ID", secretish + "\n"},
+                                         {"AWS_SECRET_ACCESS_KEY", secretish + "\x01" "x"},
+                                         {"AWS_SECRET_ACCESS_KEY", secretish + "\x7f"}}) {
+    ::setenv("AWS_ACCESS_KEY_ID", "AKID", 1);
+    ::setenv("AWS_SECRET_ACCESS_KEY", "secret", 1);
+    ::unsetenv("AWS_SESSION_TOKEN");
+    ::setenv(c.var, c.value.c_str(), 1);
+    std::string msg;
+    EXPECT_EQ(kind_of([&] { s3_config_from_url("s3://bucket/x/", {}); }, &msg), ErrorKind::kInvalidArgument) << c.var;
+    EXPECT_NE(msg.find(c.var), std::string::npos) << msg;
+    EXPECT_EQ(msg.find(secretish), std::string::npos) << "the secret was printed: " << msg;
+    EXPECT_EQ(msg.find("Injected"), std::string::npos) << msg;
+  }
+  // The same from a profile in the shared credentials file (a CR inside a
+  // line survives the line split; a trailing one is trimmed like spaces).
+  ::unsetenv("AWS_ACCESS_KEY_ID");
+  ::unsetenv("AWS_SECRET_ACCESS_KEY");
+  ::unsetenv("AWS_SESSION_TOKEN");
+  write("creds", "[p]\naws_access_key_id = AKID\naws_secret_access_key = " + secretish +
+                     "\raws_session_token = x\n");
+  ::setenv("AWS_SHARED_CREDENTIALS_FILE", (dir_ / "creds").c_str(), 1);
+  StoreOptions o;
+  o.profile = "p";
+  std::string msg;
+  EXPECT_EQ(kind_of([&] { s3_config_from_url("s3://bucket/x/", o); }, &msg), ErrorKind::kInvalidArgument);
+  EXPECT_NE(msg.find("aws_secret_access_key"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find(secretish), std::string::npos) << msg;
+  write("creds2", "[p]\r\naws_access_key_id = AKID\r\naws_secret_access_key = " + secretish + "\r\n");
+  ::setenv("AWS_SHARED_CREDENTIALS_FILE", (dir_ / "creds2").c_str(), 1);
+  EXPECT_EQ(s3_config_from_url("s3://bucket/x/", o).credentials.secret_access_key, secretish);  // CRLF files still work
+  // Region and endpoint become part of the host name and the signature.
+  ::setenv("AWS_ACCESS_KEY_ID", "AKID", 1);
+  ::setenv("AWS_SECRET_ACCESS_KEY", "secret", 1);
+  for (const char* region : {"eu-west-1\r\nX: y", "eu west", "a/b"}) {
+    StoreOptions r;
+    r.region = region;
+    EXPECT_EQ(kind_of([&] { s3_config_from_url("s3://bucket/x/", r); }), ErrorKind::kInvalidArgument) << region;
+  }
+  for (const char* endpoint : {"http://user@127.0.0.1:9000", "http://host\r\n:1", "http://a b"}) {
+    StoreOptions e;
+    e.endpoint = endpoint;
+    EXPECT_EQ(kind_of([&] { s3_config_from_url("s3://bucket/x/", e); }), ErrorKind::kInvalidArgument) << endpoint;
+  }
 }
 
 TEST_F(S3ConfigEnv, MissingCredentialsSayWhich) {
@@ -197,6 +268,71 @@ TEST(S3Url, PathAndVirtualHostAddressing) {
   EXPECT_EQ(t.host, "my-bucket.s3.eu-west-1.amazonaws.com");
   EXPECT_EQ(t.canonical_uri, "/a/b");
   EXPECT_EQ(s3_target(c, "").canonical_uri, "/");
+}
+
+TEST(S3Xml, ParsesS3DocumentsAndRefusesWhatIsNotOne) {
+  auto doc = parse_xml(
+      "  \n<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+      "<ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>b</Name>"
+      "<Contents><Key>a&amp;b&#x3c;&#233;</Key><Size>12</Size></Contents><Contents><Key>c</Key></Contents>"
+      "<IsTruncated>false</IsTruncated></ListBucketResult>");
+  ASSERT_TRUE(doc);
+  EXPECT_EQ(doc->name, "ListBucketResult");
+  auto contents = doc->all("Contents");
+  ASSERT_EQ(contents.size(), 2u);
+  EXPECT_EQ(contents[0]->child_text("Key"), "a&b<\xc3\xa9");
+  EXPECT_EQ(contents[0]->child_text("Size"), "12");
+  EXPECT_EQ(contents[1]->child_text("Size"), std::nullopt);
+  // A <Key> inside <Contents> is not the document's: no substring confusion.
+  EXPECT_EQ(doc->child_text("Key"), std::nullopt);
+
+  std::string why;
+  EXPECT_FALSE(parse_xml("<html><body>It works!</p></html>", &why));
+  EXPECT_NE(why.find("not well-formed"), std::string::npos) << why;
+  EXPECT_FALSE(parse_xml("", &why));
+  EXPECT_FALSE(parse_xml("<a>unterminated", &why));
+  // No DOCTYPE: S3 never sends one, and entity definitions could expand.
+  EXPECT_FALSE(parse_xml("<!DOCTYPE a [<!ENTITY x \"xxxxxxxx\">]><a>&x;</a>", &why));
+  EXPECT_NE(why.find("DOCTYPE"), std::string::npos) << why;
+  std::string deep;
+  for (int i = 0; i < 100; ++i) deep += "<a>";
+  for (int i = 0; i < 100; ++i) deep += "</a>";
+  EXPECT_FALSE(parse_xml(deep, &why));
+
+  try {
+    parse_s3_answer("<html><body>hi</body></html>", "ListBucketResult", "LIST s3://b/p/", "http://host:1");
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kRemote);
+    EXPECT_NE(std::string(e.what()).find("LIST s3://b/p/: http://host:1 answered with an XML document with root <html>"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+// The HTTP layer refuses to send any header with a control byte, whatever
+// produced it: no request leaves (the endpoint is a closed port, so a sent
+// request would fail as a transport error instead).
+TEST(S3Http, HeadersWithControlBytesAreNeverSent) {
+  HttpClient client(HttpOptions{});
+  for (auto header : std::vector<std::pair<std::string, std::string>>{{"x-amz-security-token", "t\r\nX-Evil: 1"},
+                                                                        {"x-amz-meta-a", std::string("a\0b", 3)},
+                                                                        {"X-Evil\r\nA", "b"},
+                                                                        {"a:b", "c"}}) {
+    HttpRequest req;
+    req.method = "GET";
+    req.url = "http://127.0.0.1:1/bucket/key";
+    req.headers = {header};
+    try {
+      client.perform(req);
+      ADD_FAILURE() << "sent";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::kInvalidArgument) << e.what();
+      EXPECT_EQ(std::string(e.what()).find("Evil"), std::string::npos) << e.what();
+    } catch (const TransportError& e) {
+      ADD_FAILURE() << "the request was sent: " << e.what();
+    }
+  }
 }
 
 }  // namespace

@@ -206,6 +206,16 @@ void FaultProxy::serve(int fd) {
       case Fault::kOk:
         if (!write_all(fd, "HTTP/1.1 200 OK\r\nETag: \"proxy\"\r\nContent-Length: 0\r\n\r\n")) return forget(false);
         continue;
+      case Fault::kHtml:
+      case Fault::kHtml502: {
+        std::string page = "<!DOCTYPE html>\n<html><head><title>Welcome</title></head><body>It works!</body></html>\n";
+        std::string status = fault == Fault::kHtml ? "200 OK" : "502 Bad Gateway";
+        if (!write_all(fd, "HTTP/1.1 " + status + "\r\nContent-Type: text/html\r\nContent-Length: " +
+                               std::to_string(page.size()) + "\r\n\r\n" + page)) {
+          return forget(false);
+        }
+        continue;
+      }
       case Fault::kResetBefore:
         return forget(true);
       case Fault::kStall: {

@@ -29,6 +29,8 @@ enum class Fault {
   kPreconditionFailed,  // 412, as a server that honours If-None-Match would answer
   kBadRequest,      // 400 InvalidArgument (not retryable)
   kOk,              // 200 with an empty body, without forwarding
+  kHtml,            // 200 with an HTML page, as a captive portal or a misrouted proxy answers
+  kHtml502,         // 502 with an HTML page, as a load balancer answers
 };
 
 struct RecordedRequest {

@@ -17,6 +17,7 @@ inline constexpr int kExitExists = 5;       // would replace an existing local f
 inline constexpr int kExitAuth = 6;         // credentials missing or rejected
 inline constexpr int kExitUnreachable = 7;  // the store did not answer (retries exhausted)
 inline constexpr int kExitFenced = 8;       // another leader has written the chain
+inline constexpr int kExitLocked = 9;       // another push or snapshot holds the spool
 
 using Runner = std::function<int()>;
 

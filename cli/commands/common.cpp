@@ -185,7 +185,7 @@ std::chrono::milliseconds parse_duration(const std::string& text) {
     size_t start = i;
     while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) ++i;
     if (i == start || i - start > 12) throw bad();
-    int64_t n = std::stoll(text.substr(start, i - start));
+    int64_t n = std::stoll(text.substr(start, i - start));  // < 10^12: no overflow below
     size_t u = i;
     while (i < text.size() && std::isalpha(static_cast<unsigned char>(text[i]))) ++i;
     std::string unit = text.substr(u, i - u);
@@ -197,6 +197,8 @@ std::chrono::milliseconds parse_duration(const std::string& text) {
     else if (unit == "d") mult = 86'400'000;
     else if (unit == "w") mult = 7 * 86'400'000LL;
     else throw bad();
+    // A sum past ~292 million years would overflow: no window is that long.
+    if (n > (INT64_MAX - total) / mult) throw bad();
     total += n * mult;
   }
   return std::chrono::milliseconds(total);
@@ -262,6 +264,7 @@ int64_t parse_time(const std::string& text) {
         num(2, oh);
         if (pos < text.size() && text[pos] == ':') ++pos;
         num(2, om);
+        if (oh > 23 || om > 59) throw bad("the zone offset is out of range");
         offset_min = (oh * 60 + om) * (z == '-' ? -1 : 1);
       } else {
         throw bad("unexpected characters after the time");
@@ -270,6 +273,13 @@ int64_t parse_time(const std::string& text) {
     if (pos != text.size()) throw bad("unexpected characters at the end");
   }
   if (M < 1 || M > 12 || D < 1 || D > 31 || h > 23 || m > 59 || s > 60) throw bad("a field is out of range");
+  // timegm() would quietly roll 2026-02-30 over to March 2nd.
+  static const int kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  bool leap = (Y % 4 == 0 && Y % 100 != 0) || Y % 400 == 0;
+  if (D > kDays[M - 1] + (M == 2 && leap ? 1 : 0)) {
+    throw bad(std::to_string(Y) + "-" + (M < 10 ? "0" : "") + std::to_string(M) + " has no day " + std::to_string(D));
+  }
+  if (s == 60 && !(h == 23 && m == 59)) throw bad("a leap second is only 23:59:60");
   std::tm tm{};
   tm.tm_year = Y - 1900;
   tm.tm_mon = M - 1;
@@ -390,6 +400,7 @@ class CountingSource final : public ByteSource {
     return got;
   }
   std::optional<uint64_t> remaining() const override { return in_.remaining(); }
+  std::optional<uint32_t> file_mode() const override { return in_.file_mode(); }
 
  private:
   ByteSource& in_;
@@ -468,6 +479,36 @@ bool path_exists(const std::string& path) {
 
 std::string absolute_path(const std::string& path) {
   return std::filesystem::absolute(path).lexically_normal().string();
+}
+
+std::string output_file_path(const std::string& path, const std::string& flag) {
+  if (path.empty()) {
+    throw Error(ErrorKind::kInvalidArgument, flag + " is empty: give the path of the database file to write");
+  }
+  for (char ch : path) {
+    if (ch == '\0' || static_cast<unsigned char>(ch) < 0x20) {
+      throw Error(ErrorKind::kInvalidArgument, flag + " has a control character in its path");
+    }
+  }
+  struct stat st {};
+  std::string abs = absolute_path(path);
+  if (path.back() == '/' || (::stat(abs.c_str(), &st) == 0 && S_ISDIR(st.st_mode))) {
+    throw Error(ErrorKind::kInvalidArgument, flag + " " + path +
+                                                 " is a directory: give a file path, like " +
+                                                 (abs.back() == '/' ? abs : abs + "/") + "app.duckdb");
+  }
+  return abs;
+}
+
+CLI::Validator whole_number() {
+  return CLI::Validator(
+      [](std::string& s) -> std::string {
+        if (s.empty() || s.size() > 20 || s.find_first_not_of("0123456789") != std::string::npos) {
+          return "'" + s + "' is not a whole number (0, 1, 2, ...)";
+        }
+        return "";
+      },
+      "UINT");
 }
 
 }  // namespace duckblock::cli

@@ -107,6 +107,7 @@ class CountingStore final : public ObjectStore {
   }
   void remove(const std::vector<std::string>& keys) override { inner_->remove(keys); }
   std::string url() const override { return inner_->url(); }
+  uint64_t remove_stale_temp_files() override { return inner_->remove_stale_temp_files(); }
   uint64_t bytes_up() const { return up_; }
   uint64_t bytes_down() const { return down_; }
 
@@ -135,5 +136,14 @@ class ReadLock {
 
 bool path_exists(const std::string& path);
 std::string absolute_path(const std::string& path);
+
+// The absolute path of a file the command writes (`flag` names the option
+// in messages): refuses an empty path and a directory with
+// Error(kInvalidArgument) saying what to give instead.
+std::string output_file_path(const std::string& path, const std::string& flag);
+
+// CLI11 check for an unsigned option: digits only, so "-1" is refused
+// instead of wrapping to 2^64-1.
+CLI::Validator whole_number();
 
 }  // namespace duckblock::cli

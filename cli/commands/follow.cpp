@@ -53,7 +53,7 @@ Runner add_follow(CLI::App& app) {
     validate_db_name(f->store.db);
     auto interval = parse_duration(f->interval);
     if (interval.count() <= 0) throw Error(ErrorKind::kInvalidArgument, "--interval must be positive");
-    std::string path = absolute_path(f->to);
+    std::string path = output_file_path(f->to, "--to");
     bool has_journal = path_exists(path + ".duckblock");
     if (path_exists(path) && !has_journal && !f->force) {
       throw Error(ErrorKind::kAlreadyExists,

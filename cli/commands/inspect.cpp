@@ -2,6 +2,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "common.h"
 #include "duckblock/format.h"
 
 namespace duckblock::cli {
@@ -13,7 +14,9 @@ Runner add_inspect(CLI::App& app) {
   auto max_pages = std::make_shared<size_t>(50);
   cmd->add_option("SEGMENT", *path, "Segment file (.hadbp)")->required();
   cmd->add_flag("--json", *json, "Print JSON (every page listed)");
-  cmd->add_option("--max-pages", *max_pages, "Pages to list in text output (0: all)")->capture_default_str();
+  cmd->add_option("--max-pages", *max_pages, "Pages to list in text output (0: all)")
+      ->check(whole_number())
+      ->capture_default_str();
   cmd->footer("Exit status: 0 valid, 3 corrupt, 4 not found.");
   return [=]() {
     FileSource src(*path);
@@ -25,7 +28,9 @@ Runner add_inspect(CLI::App& app) {
     std::string text_pages;
     PageView p;
     while (reader.next(p)) {
-      bool is_len = p.id == kFileLengthPageId && p.data.size() == 8;
+      // A file-length record of any other size than 8 is corrupt: apply
+      // refuses it, so inspect must not call the segment valid.
+      bool is_len = p.id == kFileLengthPageId;
       if (is_len) file_length = decode_file_length(p.data);
       data_bytes += p.data.size();
       if (*json) {

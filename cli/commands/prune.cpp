@@ -25,7 +25,9 @@ Runner add_prune(CLI::App& app) {
   add_store_flags(cmd, f->store, true, true);
   cmd->add_option("--keep", f->keep, "Retention window: 36h, 7d, 2w, ... (every point inside stays restorable)")
       ->required();
-  cmd->add_option("--min-snapshots", f->min_snapshots, "Keep at least this many snapshots")->capture_default_str();
+  cmd->add_option("--min-snapshots", f->min_snapshots, "Keep at least this many snapshots")
+      ->check(whole_number())
+      ->capture_default_str();
   cmd->add_flag("--dry-run", f->dry_run, "Show what would be deleted; delete nothing");
   cmd->footer(
       "Examples:\n"
@@ -57,6 +59,8 @@ Runner add_prune(CLI::App& app) {
     uint64_t bytes = 0;
     for (const auto& e : plan.remove) bytes += e.size;
     if (!f->dry_run && !plan.remove.empty()) execute_prune(*store, plan);
+    // Half-written objects of killed writers (local stores; see temp_files.h).
+    uint64_t temp_removed = f->dry_run ? 0 : store->remove_stale_temp_files();
     if (f->store.json) {
       nlohmann::json rm = nlohmann::json::array();
       for (const auto& e : plan.remove) {
@@ -66,7 +70,8 @@ Runner add_prune(CLI::App& app) {
       nlohmann::json j = {{"db", f->store.db},        {"dry_run", f->dry_run},
                           {"removed", rm},            {"bytes", bytes},
                           {"oldest_restorable_seq", plan.oldest_restorable_seq},
-                          {"warnings", notes}};
+                          {"warnings", notes},
+                          {"temp_files_removed", temp_removed}};
       std::cout << j.dump(2) << "\n";
       return 0;
     }
@@ -78,6 +83,7 @@ Runner add_prune(CLI::App& app) {
     std::cout << (f->dry_run ? "dry run: " : "") << verb << " " << plan.remove.size() << " object"
               << (plan.remove.size() == 1 ? "" : "s") << " (" << human_bytes(bytes) << "); oldest restorable seq "
               << plan.oldest_restorable_seq << "\n";
+    if (temp_removed) std::cout << "removed " << temp_removed << " stale temp file" << (temp_removed == 1 ? "" : "s") << "\n";
     return 0;
   };
 }

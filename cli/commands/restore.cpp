@@ -27,7 +27,7 @@ Runner add_restore(CLI::App& app) {
   auto f = std::make_shared<Flags>();
   add_store_flags(cmd, f->store, true, true);
   cmd->add_option("--to", f->to, "Where to write the database file")->required();
-  auto* seq = cmd->add_option("--seq", f->seq, "Restore to this sequence number");
+  auto* seq = cmd->add_option("--seq", f->seq, "Restore to this sequence number")->check(whole_number());
   cmd->add_option("--time", f->time,
                   "Restore to the last point created at or before this time: RFC 3339 (2026-11-25T14:30:00Z, "
                   "+01:00 offsets; no zone = UTC) or milliseconds since the epoch")
@@ -50,7 +50,7 @@ Runner add_restore(CLI::App& app) {
     RestoreTarget target;
     target.seq = f->seq;
     if (!f->time.empty()) target.time_ms = parse_time(f->time);
-    std::string path = absolute_path(f->to);
+    std::string path = output_file_path(f->to, "--to");
     std::string dir = dirname_of(path);
     struct stat st {};
     if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {

@@ -68,11 +68,12 @@ void check_origin(const std::string& db_dir, const std::string& spool, const std
   }
 }
 
-void write_origin(const std::string& db_dir, const std::string& url, const std::string& file) {
+void write_origin(const std::string& db_dir, const std::string& url, const std::string& file, uint32_t mode) {
   nlohmann::json j = {{"store", url}, {"file", file}};
   std::string text = j.dump(1) + "\n";
   write_file_atomic(db_dir + "/origin.json",
-                    std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+                    std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()), true,
+                    mode);
 }
 
 void add_ship_flags(CLI::App* cmd, ShipFlags& f) {
@@ -83,10 +84,13 @@ void add_ship_flags(CLI::App* cmd, ShipFlags& f) {
                   "config file's \"spool\", else .duckblock-spool/ beside FILE)");
   cmd->add_option("--snapshot-every", f.snapshot_every,
                   "Also ship a snapshot after this many incrementals since the last one (0: never)")
+      ->check(whole_number())
       ->capture_default_str();
   cmd->add_option("--timeout", f.timeout, "Give up waiting for the upload after this long (the spool keeps it)")
       ->capture_default_str();
-  cmd->add_option("--retries", f.retries, "Give up after this many failed upload attempts")->capture_default_str();
+  cmd->add_option("--retries", f.retries, "Give up after this many failed upload attempts")
+      ->check(whole_number())
+      ->capture_default_str();
 }
 
 // The log the store holds for `base` (every log segment applied in order),
@@ -152,7 +156,7 @@ int run_ship(ShipFlags& f, bool force_snapshot) {
     }
     throw;
   }
-  write_origin(db_dir, store->url(), file);
+  write_origin(db_dir, store->url(), file, st.st_mode & 0666);
   SnapshotResult snap;
   bool snapshot_created = before.empty();  // add() shipped the seq-0 snapshot
   if (force_snapshot && !before.empty()) {

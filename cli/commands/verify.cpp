@@ -11,6 +11,7 @@
 #include "duckblock/chain.h"
 #include "duckblock/key.h"
 #include "duckblock/restore.h"
+#include "duckblock/temp_files.h"
 
 namespace duckblock::cli {
 
@@ -91,7 +92,10 @@ Runner add_verify(CLI::App& app) {
     uint64_t done = 0;
     Progress progress("verifying", total, f->store.quiet);
     progress.tick_from([counting] { return counting->bytes_down(); });
-    std::string tmp = tmp_dir + "/.duckblock-verify-" + std::to_string(::getpid());
+    // Downloads are named like restore's, so a killed verify's file is
+    // removed by the next run (see temp_files.h).
+    remove_stale_temp_files(tmp_dir, ".duckblock-dl-");
+    std::string tmp = tmp_dir + "/" + temp_file_name(".duckblock-dl-", "verify");
     for (const auto& e : all) {
       SegmentSummary s;
       try {

@@ -23,6 +23,8 @@
 
 namespace duckblock {
 
+class Env;
+
 struct ChainPosition {
   uint64_t seq = 0;       // last applied sequence number (0: nothing yet)
   uint64_t checksum = 0;  // chain checksum after it
@@ -36,6 +38,9 @@ struct ApplyOptions {
   bool check_seq = true;
   // See rule 2 above. DuckDB keeps its three 4 KiB headers below 12288.
   uint64_t write_last_below = 12288;
+  // The file system the target and the pending copy are written through
+  // (null: Env::posix(); tests pass a FaultyEnv, see env.h).
+  Env* env = nullptr;
 };
 
 struct ApplyResult {

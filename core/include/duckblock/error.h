@@ -22,6 +22,7 @@ enum class ErrorKind {
   kRetryable,        // a transient failure that retries did not overcome
   kUnsupported,      // valid input this build cannot handle
   kRemote,           // the store answered with a non-retryable error
+  kLocked,           // another writer holds the spool (a second push on it)
 };
 
 std::string_view to_string(ErrorKind kind);

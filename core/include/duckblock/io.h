@@ -11,6 +11,8 @@
 
 namespace duckblock {
 
+class Env;
+
 // A readable stream. read() returns how many bytes it put in `buf` (at most
 // `n`), and 0 only at the end of the stream. Errors throw duckblock::Error.
 class ByteSource {
@@ -20,6 +22,9 @@ class ByteSource {
   // Bytes left to read, when known. Decoders use it to reject a header that
   // claims more than the stream holds before allocating anything.
   virtual std::optional<uint64_t> remaining() const { return std::nullopt; }
+  // Permission bits of the file behind the stream, if there is one: a copy
+  // written elsewhere (a local store's object) takes them.
+  virtual std::optional<uint32_t> file_mode() const { return std::nullopt; }
   // Reads exactly n bytes or throws Error(kCorruption) naming `what`.
   void read_exact(void* buf, size_t n, const char* what);
 };
@@ -76,12 +81,14 @@ class FileSource final : public ByteSource {
     return end_ - pos_ + (buf_len_ - buf_pos_);
   }
   uint64_t size() const { return end_; }
+  std::optional<uint32_t> file_mode() const override { return mode_; }
 
  private:
   size_t read_direct(uint8_t* buf, size_t n);
 
   std::string path_;
   int fd_ = -1;
+  uint32_t mode_ = 0;
   uint64_t pos_ = 0;  // file offset of the next byte not yet in the buffer
   uint64_t end_ = 0;
   std::vector<uint8_t> buf_;  // allocated on the first small read
@@ -94,8 +101,9 @@ class FileSource final : public ByteSource {
 // disk works while the caller computes and sync() has little left to do.
 class FileSink final : public ByteSink {
  public:
-  // Creates or truncates `path`.
-  explicit FileSink(const std::string& path);
+  // Creates or truncates `path`; a new file gets `mode` (less the umask).
+  // Writes go through `env` (default: Env::posix(); see env.h).
+  explicit FileSink(const std::string& path, uint32_t mode = 0644, Env* env = nullptr);
   ~FileSink() override;
   FileSink(const FileSink&) = delete;
   FileSink& operator=(const FileSink&) = delete;
@@ -109,6 +117,7 @@ class FileSink final : public ByteSink {
   void write_out(const uint8_t* p, size_t n);
 
   std::string path_;
+  Env* env_;
   int fd_ = -1;
   std::vector<uint8_t> buf_;
   uint64_t written_ = 0;
@@ -131,7 +140,9 @@ std::vector<uint8_t> read_file(const std::string& path);
 // the rename are fsynced before it returns; without, a crash may leave the
 // old content, the new, or (on some file systems) an empty or torn file, so
 // only use that for data that carries its own checksum and can be rebuilt.
-void write_file_atomic(const std::string& path, std::span<const uint8_t> data, bool durable = true);
+// `mode`: the new file's permissions (less the umask).
+void write_file_atomic(const std::string& path, std::span<const uint8_t> data, bool durable = true,
+                       uint32_t mode = 0644);
 void fsync_dir(const std::string& dir);
 std::string dirname_of(const std::string& path);
 

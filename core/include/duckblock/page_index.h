@@ -23,6 +23,8 @@ class PageReader {
   // Reads up to n bytes at offset; returns fewer only at the end of the file.
   virtual size_t read_at(uint64_t offset, void* buf, size_t n) = 0;
   virtual uint64_t file_size() = 0;
+  // Permission bits of the file read, if known: the leader's spool takes them.
+  virtual std::optional<uint32_t> file_mode() { return std::nullopt; }
 };
 
 class FilePageReader final : public PageReader {
@@ -33,6 +35,7 @@ class FilePageReader final : public PageReader {
   FilePageReader& operator=(const FilePageReader&) = delete;
   size_t read_at(uint64_t offset, void* buf, size_t n) override;
   uint64_t file_size() override;
+  std::optional<uint32_t> file_mode() override;
 
  private:
   std::string path_;
@@ -90,7 +93,7 @@ class PageIndex {
   // Atomic save (durable unless told otherwise: see write_file_atomic) and
   // load. The file ends in a SHA-256 of its content; load returns nullopt
   // for a missing, torn or damaged file.
-  void save(const std::string& path, bool durable = true) const;
+  void save(const std::string& path, bool durable = true, uint32_t mode = 0644) const;
   static std::optional<PageIndex> load(const std::string& path);
 
  private:

@@ -122,7 +122,10 @@ class Replicator {
   // chain for it, the file is shipped as the snapshot at seq 0. Otherwise the
   // spool's state (or, without one, the chain restored from the store) is
   // compared with the file and whatever differs ships as the next segment,
-  // so the chain continues from exactly this file.
+  // so the chain continues from exactly this file. The database's spool
+  // directory is locked until remove() or destruction: another add() of it,
+  // in this process or another, throws Error(kLocked) naming the holder.
+  // Spool files take reader.file_mode() (0600 if unknown).
   void add(const std::string& db, PageReader& reader);
 
   // A promoted follower continues the chain from the store's head without a

@@ -26,6 +26,7 @@ struct ChainEntry {
   std::string key;
   uint64_t size = 0;
   int64_t modified_ms = 0;
+  std::optional<uint32_t> mode;  // the object's permission bits, where the store keeps them
 };
 
 // Every snapshot and incremental of `db` under `prefix`, by seq (snapshots

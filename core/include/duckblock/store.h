@@ -14,10 +14,15 @@
 
 namespace duckblock {
 
+class Env;
+
 struct ObjectInfo {
   std::string key;
   uint64_t size = 0;
   int64_t modified_ms = 0;  // last modification, milliseconds since the epoch
+  // Permission bits, where the store keeps them (a local directory): a
+  // restore from it gives the restored file the same.
+  std::optional<uint32_t> mode;
   bool operator==(const ObjectInfo&) const = default;
 };
 
@@ -60,6 +65,12 @@ class ObjectStore {
 
   // The URL this store was opened with, without any secret.
   virtual std::string url() const = 0;
+
+  // Removes temp files that killed writers left in the store (a local
+  // directory's half-written objects; see temp_files.h) and returns how
+  // many. Stores without such files (S3 discards unfinished uploads) do
+  // nothing.
+  virtual uint64_t remove_stale_temp_files() { return 0; }
 };
 
 // Options shared by URL-opened stores (backends read what applies to them).
@@ -86,7 +97,9 @@ std::unique_ptr<ObjectStore> open_store(const std::string& url,
 
 // Backends (each in core/src/store/<name>/).
 std::unique_ptr<ObjectStore> make_memory_store(const std::string& name = "");
-std::unique_ptr<ObjectStore> make_local_store(const std::string& directory);
+// `env`: the file system its writes go through (default Env::posix(); tests
+// pass a FaultyEnv, see env.h).
+std::unique_ptr<ObjectStore> make_local_store(const std::string& directory, Env* env = nullptr);
 
 // Helpers over any store.
 std::vector<uint8_t> get_bytes(ObjectStore& store, const std::string& key,

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <nlohmann/json.hpp>
 
+#include "duckblock/env.h"
 #include "duckblock/error.h"
 #include "duckblock/sha256.h"
 
@@ -17,17 +18,17 @@ namespace {
 
 class Fd {
  public:
-  Fd(const std::string& path, int flags) : path_(path) {
-    fd_ = ::open(path.c_str(), flags | O_CLOEXEC, 0644);
+  Fd(const std::string& path, int flags, Env* env) : path_(path), env_(env ? *env : Env::posix()) {
+    fd_ = env_.open(path, flags | O_CLOEXEC, 0644);
     if (fd_ < 0) throw_errno("cannot open " + path);
   }
   ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
+    if (fd_ >= 0) env_.close(fd_);
   }
   int get() const { return fd_; }
   void pwrite_all(const uint8_t* p, size_t n, uint64_t off) {
     while (n > 0) {
-      ssize_t w = ::pwrite(fd_, p, n, static_cast<off_t>(off));
+      ssize_t w = env_.pwrite(fd_, p, n, static_cast<int64_t>(off));
       if (w < 0) {
         if (errno == EINTR) continue;
         throw_errno("cannot write " + path_);
@@ -38,14 +39,15 @@ class Fd {
     }
   }
   void sync() {
-    if (::fdatasync(fd_) != 0) throw_errno("cannot sync " + path_);
+    if (env_.fdatasync(fd_) != 0) throw_errno("cannot sync " + path_);
   }
   void truncate(uint64_t len) {
-    if (::ftruncate(fd_, static_cast<off_t>(len)) != 0) throw_errno("cannot set length of " + path_);
+    if (env_.ftruncate(fd_, static_cast<int64_t>(len)) != 0) throw_errno("cannot set length of " + path_);
   }
 
  private:
   std::string path_;
+  Env& env_;
   int fd_ = -1;
 };
 
@@ -53,6 +55,31 @@ class Fd {
 bool offset_ok(uint64_t id, uint32_t page_size, uint64_t len) {
   if (id > (uint64_t{INT64_MAX} - len) / page_size) return false;
   return true;
+}
+
+// verify_segment, plus what only applying needs, in the same pass and so
+// before a byte of the target is written: every page lies at a possible
+// file offset, and a file-length record is 8 bytes (a short one used to be
+// skipped by verification and then stop write_pages half way).
+SegmentSummary verify_for_apply(const std::string& path) {
+  FileSource src(path);
+  SegmentReader r(src);
+  SegmentSummary s;
+  s.header = r.header();
+  PageView p;
+  while (r.next(p)) {
+    if (p.id == kFileLengthPageId) {
+      s.file_length = decode_file_length(p.data);  // throws kCorruption unless 8 bytes
+      continue;
+    }
+    if (!offset_ok(p.id, s.header.page_size, p.data.size())) {
+      throw Error(ErrorKind::kCorruption, "segment " + path + ": page " + std::to_string(p.id) +
+                                              " lies beyond any possible file offset");
+    }
+  }
+  s.checksum = r.checksum();
+  s.encoded_size = r.bytes_read();
+  return s;
 }
 
 // Second pass over an already verified segment: write its pages.
@@ -63,12 +90,12 @@ void write_pages(const std::string& target, const std::string& segment_path,
   if (!(reader.header() == verified.header)) {
     throw Error(ErrorKind::kCorruption, "segment " + segment_path + " changed while being applied");
   }
-  Fd fd(target, O_WRONLY | O_CREAT);
+  Fd fd(target, O_WRONLY | O_CREAT, opt.env);
   uint32_t ps = verified.header.page_size;
   std::vector<Page> deferred;  // header pages: at most write_last_below bytes
   PageView page;
   while (reader.next(page)) {
-    if (page.id == kFileLengthPageId && page.data.size() == 8) continue;
+    if (page.id == kFileLengthPageId) continue;  // 8 bytes: verify_for_apply checked
     if (!offset_ok(page.id, ps, page.data.size())) {
       throw Error(ErrorKind::kCorruption,
                   "page " + std::to_string(page.id) + " lies beyond any possible file offset");
@@ -120,10 +147,7 @@ void check_continues(const SegmentSummary& s, const ChainPosition& at, const App
 ApplyResult apply_segment(const std::string& target, const std::string& segment_path,
                           const ChainPosition& at, const ApplyOptions& opt) {
   ApplyResult result;
-  {
-    FileSource src(segment_path);
-    result.summary = verify_segment(src);
-  }
+  result.summary = verify_for_apply(segment_path);
   check_continues(result.summary, at, opt);
   write_pages(target, segment_path, result.summary, opt, result);
   result.position = {result.summary.header.seq, result.summary.checksum};
@@ -268,10 +292,7 @@ ApplyResult Replica::apply(const std::string& segment_path, bool consume) {
   ApplyOptions opt = options_;
   opt.page_size = page_size_;
   ApplyResult result;
-  {
-    FileSource src(segment_path);
-    result.summary = verify_segment(src);
-  }
+  result.summary = verify_for_apply(segment_path);
   check_continues(result.summary, position_, opt);
   // Journal first: the pending copy is durable before the target changes.
   if (consume) {
@@ -280,7 +301,7 @@ ApplyResult Replica::apply(const std::string& segment_path, bool consume) {
     }
   } else {
     FileSource src(segment_path);
-    FileSink sink(pending_path());
+    FileSink sink(pending_path(), 0600, options_.env);
     copy_stream(src, sink);
     sink.sync();
     sink.close();
@@ -289,8 +310,7 @@ ApplyResult Replica::apply(const std::string& segment_path, bool consume) {
   save_journal(true, result.summary.header.seq);
   // Re-verify from the journal's copy: that is what we write from.
   {
-    FileSource src(pending_path());
-    SegmentSummary again = verify_segment(src);
+    SegmentSummary again = verify_for_apply(pending_path());
     if (again.checksum != result.summary.checksum) {
       throw Error(ErrorKind::kCorruption, "pending segment changed on disk: " + pending_path());
     }
@@ -306,15 +326,18 @@ ApplyResult Replica::apply(const std::string& segment_path, bool consume) {
 
 ApplyResult Replica::reset_from_snapshot(const std::string& snapshot_path, std::optional<ChainPosition> position) {
   ApplyResult result;
-  {
-    FileSource src(snapshot_path);
-    result.summary = verify_segment(src);
-  }
+  result.summary = verify_for_apply(snapshot_path);
   std::string tmp = restore_path();
   ::unlink(tmp.c_str());
   ApplyOptions opt = options_;
   opt.write_last_below = 0;  // nobody reads the temp file
   try {
+    // The new file takes the snapshot file's mode (see download_segment).
+    struct stat st {};
+    mode_t mode = ::stat(snapshot_path.c_str(), &st) == 0 ? (st.st_mode & 0666) : 0600;
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+    if (fd < 0) throw_errno("cannot create " + tmp);
+    ::close(fd);
     write_pages(tmp, snapshot_path, result.summary, opt, result);
   } catch (...) {
     ::unlink(tmp.c_str());

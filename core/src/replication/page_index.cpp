@@ -25,6 +25,12 @@ FilePageReader::~FilePageReader() {
   if (fd_ >= 0) ::close(fd_);
 }
 
+std::optional<uint32_t> FilePageReader::file_mode() {
+  struct stat st {};
+  if (::fstat(fd_, &st) != 0) return std::nullopt;
+  return static_cast<uint32_t>(st.st_mode & 0777);
+}
+
 size_t FilePageReader::read_at(uint64_t offset, void* buf, size_t n) {
   size_t got = 0;
   while (got < n) {
@@ -173,7 +179,7 @@ void PageIndex::update(PageReader& reader, const std::vector<uint64_t>& pages, u
   set_length(file_length);
 }
 
-void PageIndex::save(const std::string& path, bool durable) const {
+void PageIndex::save(const std::string& path, bool durable, uint32_t mode) const {
   std::vector<uint8_t> out(kIndexFixed + hashes_.size() * 32);
   std::memcpy(out.data(), kIndexMagic, 8);
   std::memcpy(out.data() + 8, &page_size_, 4);
@@ -184,7 +190,7 @@ void PageIndex::save(const std::string& path, bool durable) const {
   // A trailing digest of the whole index detects a torn or damaged file.
   auto digest = sha256(out);
   out.insert(out.end(), digest.begin(), digest.end());
-  write_file_atomic(path, out, durable);
+  write_file_atomic(path, out, durable, mode);
 }
 
 std::optional<PageIndex> PageIndex::load(const std::string& path) {

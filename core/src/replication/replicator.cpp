@@ -33,6 +33,7 @@
 #include "duckblock/restore.h"
 #include "leader_checks.h"
 #include "log_shipper.h"
+#include "spool_lock.h"
 
 namespace duckblock {
 
@@ -47,6 +48,17 @@ void make_dirs(const std::string& dir) {
   if (dir.empty() || ::access(dir.c_str(), F_OK) == 0) return;
   make_dirs(dirname_of(dir));
   if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) throw_errno("cannot create directory " + dir);
+}
+
+// Spool files copy the database's pages, so they take its file's mode (0600
+// when it is unknown), and the database's spool directory the matching
+// directory mode (0600 -> 0700, 0640 -> 0750).
+template <typename DbT>
+uint32_t spool_file_mode(const DbT& db, PageReader& reader) {
+  uint32_t mode = reader.file_mode().value_or(0600) & 0666;
+  uint32_t dir_mode = 0700 | ((mode & 0040) ? 0050 : 0) | ((mode & 0004) ? 0005 : 0);
+  ::chmod(db.dir.c_str(), dir_mode);
+  return mode;
 }
 
 std::string seq_name(uint64_t seq) {
@@ -115,6 +127,8 @@ struct Replicator::Impl {
     // Commits between checkpoints (push_log); created once the database is
     // registered, destroyed (unsent bytes dropped) when it is removed.
     std::unique_ptr<LogShipper> log;
+    std::unique_ptr<SpoolLock> lock;  // one writer process per spool directory
+    uint32_t file_mode = 0600;        // the source file's: spool files hold its pages
     std::string incr_dir() const { return dir + "/0000"; }
     std::string snap_dir() const { return dir + "/0001"; }
   };
@@ -163,7 +177,8 @@ struct Replicator::Impl {
     }
     std::string text = j.dump(1) + "\n";
     write_file_atomic(db.dir + "/state.json",
-                      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+                      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()), true,
+                      db.file_mode);
   }
 
   std::optional<State> load_state(const std::string& dir) {
@@ -224,7 +239,8 @@ struct Replicator::Impl {
   // Writes a segment of `page_count` pages from `source` (plus the file
   // length record if asked) durably into `dir`/<seq>.hadbp: data fsync,
   // rename, directory fsync. Returns checksum and size.
-  std::pair<uint64_t, uint64_t> write_segment(const std::string& dir, uint64_t seq, uint64_t prev, int64_t created_ms,
+  std::pair<uint64_t, uint64_t> write_segment(const std::string& dir, uint32_t mode, uint64_t seq, uint64_t prev,
+                                              int64_t created_ms,
                                               size_t page_count, const PageSource& source, uint64_t length,
                                               bool with_length) {
     make_dirs(dir);
@@ -232,7 +248,7 @@ struct Replicator::Impl {
     std::string final_path = dir + "/" + seq_name(seq);
     uint64_t checksum = 0, size = 0;
     try {
-      FileSink sink(tmp);
+      FileSink sink(tmp, mode);
       SegmentHeader h;
       h.page_size = self->options_.page_size;
       h.seq = seq;
@@ -273,7 +289,7 @@ struct Replicator::Impl {
   uint64_t spool_snapshot(Db& db, PageReader& reader) {
     uint64_t length = reader.file_size();
     auto ids = all_ids(length, self->options_.page_size);
-    uint64_t checksum = write_segment(db.snap_dir(), db.st.seq, db.st.checksum, now(), ids.size(),
+    uint64_t checksum = write_segment(db.snap_dir(), db.file_mode, db.st.seq, db.st.checksum, now(), ids.size(),
                                       pages_from_file(reader, self->options_.page_size, length, ids), length, false)
                             .first;
     db.st.last_snapshot_seq = db.st.seq;
@@ -332,7 +348,7 @@ struct Replicator::Impl {
     l.unlock();
     uint64_t length = reader.file_size();
     auto ids = all_ids(length, self->options_.page_size);
-    uint64_t size = write_segment(db.snap_dir(), r.seq, prev, now(), ids.size(),
+    uint64_t size = write_segment(db.snap_dir(), db.file_mode, r.seq, prev, now(), ids.size(),
                                   pages_from_file(reader, self->options_.page_size, length, ids), length, false)
                         .second;
     l.lock();
@@ -408,7 +424,7 @@ struct Replicator::Impl {
     const uint64_t prev = db.st.checksum;
     l.unlock();
     auto [checksum, size] =
-        write_segment(db.incr_dir(), seq, prev, now(), diff.changed.size(),
+        write_segment(db.incr_dir(), db.file_mode, seq, prev, now(), diff.changed.size(),
                       pages_from_file(reader, ps, diff.file_length, diff.changed), diff.file_length,
                       diff.length_changed);
     if (snapshot_due) {
@@ -416,8 +432,8 @@ struct Replicator::Impl {
       // holds the checkpoint), so this is the snapshot at `seq`.
       uint64_t length = reader.file_size();
       auto ids = all_ids(length, ps);
-      write_segment(db.snap_dir(), seq, checksum, now(), ids.size(), pages_from_file(reader, ps, length, ids), length,
-                    false);
+      write_segment(db.snap_dir(), db.file_mode, seq, checksum, now(), ids.size(),
+                    pages_from_file(reader, ps, length, ids), length, false);
       result.snapshot = true;
     }
     l.lock();
@@ -496,7 +512,7 @@ struct Replicator::Impl {
         std::optional<std::string> error;
         uint64_t checksum = 0;
         try {
-          checksum = write_segment(db.incr_dir(), job.seq, prev, job.created_ms, job.ids.size(),
+          checksum = write_segment(db.incr_dir(), db.file_mode, job.seq, prev, job.created_ms, job.ids.size(),
                                    pages_from_memory(self->options_.page_size, job.ids, job.data), job.length,
                                    job.with_length)
                          .first;
@@ -545,7 +561,7 @@ struct Replicator::Impl {
       if (db.queued != 0 || db.resync_needed || db.assigned_seq != db.st.seq) return;
       db.index.set_position(db.st.seq, db.st.checksum);
     }
-    db.index.save(db.dir + "/pages.idx", durable);
+    db.index.save(db.dir + "/pages.idx", durable, db.file_mode);
     db.pushes_since_index_save = 0;
   }
 
@@ -863,6 +879,8 @@ void Replicator::add(const std::string& db_name, PageReader& reader) {
     if (impl_->dbs.count(db_name)) throw Error(ErrorKind::kInvalidArgument, "database '" + db_name + "' is already added");
   }
   make_dirs(db->dir);
+  db->lock = std::make_unique<SpoolLock>(db->dir, "the spool of '" + db_name + "'");
+  db->file_mode = spool_file_mode(*db, reader);
   auto st = impl_->load_state(db->dir);
   ChainListing chain;
   bool listed = true;
@@ -892,8 +910,10 @@ void Replicator::add(const std::string& db_name, PageReader& reader) {
                                               std::to_string(head) + " but seq " + std::to_string(db->st.uploaded_seq) +
                                               " was uploaded");
     }
-    ChainIdentity store_id = read_chain_identity(*store_, options_.prefix, db_name);
-    if (chain.empty() && !db->st.uploaded_any) {
+    // Offline (not listed): these checks wait for the next add().
+    ChainIdentity store_id = listed ? read_chain_identity(*store_, options_.prefix, db_name) : ChainIdentity{};
+    if (!listed) {
+    } else if (chain.empty() && !db->st.uploaded_any) {
       // Nothing uploaded yet; a crash may have come between state.json and
       // the marker, so make sure it is there.
       if (db->st.convention == 2) {
@@ -978,6 +998,8 @@ void Replicator::add_continuing(const std::string& db_name, PageReader& reader, 
   }
   // A spool left from an earlier term as leader is stale: the chain moved on.
   make_dirs(db->dir);
+  db->lock = std::make_unique<SpoolLock>(db->dir, "the spool of '" + db_name + "'");
+  db->file_mode = spool_file_mode(*db, reader);
   for (auto& [seq, path] : spool_files(db->incr_dir())) ::unlink(path.c_str());
   for (auto& [seq, path] : spool_files(db->snap_dir())) ::unlink(path.c_str());
   db->st.seq = db->st.uploaded_seq = db->assigned_seq = position.seq;
@@ -1122,6 +1144,7 @@ void Replicator::remove(const std::string& db_name) {
   }
   db->log.reset();
   impl_->save_index_quietly(*db);
+  db->lock.reset();  // a later add(), here or in another process, may take it
 }
 
 ChainPosition Replicator::pull(const std::string& db_name, const std::string& path) {

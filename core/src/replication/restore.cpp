@@ -9,6 +9,7 @@
 #include "duckblock/chain.h"
 #include "duckblock/error.h"
 #include "duckblock/key.h"
+#include "duckblock/temp_files.h"
 
 namespace duckblock {
 
@@ -25,7 +26,7 @@ ChainListing list_chain(ObjectStore& store, const std::string& prefix, const std
     for (const auto& info : store.list(generation_prefix(prefix, db, gen))) {
       auto key = parse_key(prefix, info.key);
       if (!key || key->db != db || key->generation != gen) continue;  // not ours: ignore
-      ChainEntry e{key->seq, gen == kSnapshotGeneration, info.key, info.size, info.modified_ms};
+      ChainEntry e{key->seq, gen == kSnapshotGeneration, info.key, info.size, info.modified_ms, info.mode};
       (e.snapshot ? out.snapshots : out.incrementals).push_back(e);
     }
   }
@@ -35,7 +36,9 @@ ChainListing list_chain(ObjectStore& store, const std::string& prefix, const std
 SegmentSummary download_segment(ObjectStore& store, const ChainEntry& entry, const std::string& path) {
   try {
     {
-      FileSink sink(path);
+      // The object's mode where the store keeps it (the leader file's), else
+      // owner-only: a snapshot download becomes the restored file.
+      FileSink sink(path, entry.mode.value_or(0600));
       store.get(entry.key, sink);
       sink.sync();
       sink.close();
@@ -60,9 +63,10 @@ SegmentSummary download_segment(ObjectStore& store, const ChainEntry& entry, con
 
 namespace {
 
+constexpr const char* kDownloadPrefix = ".duckblock-dl-";
+
 std::string temp_name(const std::string& dir, const std::string& what) {
-  static std::atomic<uint64_t> n{0};
-  return dir + "/.duckblock-dl-" + std::to_string(::getpid()) + "-" + std::to_string(n++) + "-" + what;
+  return dir + "/" + temp_file_name(kDownloadPrefix, what);
 }
 
 int64_t header_time(ObjectStore& store, const ChainEntry& e) {
@@ -285,6 +289,7 @@ RestoreResult restore(ObjectStore& store, const std::string& db, const std::stri
   ChainIdentity id = read_chain_identity(store, options.prefix, db);
 
   std::string dir = options.temp_dir.empty() ? dirname_of(target_path) : options.temp_dir;
+  remove_stale_temp_files(dir, kDownloadPrefix);  // left by a run that was killed
   std::string work = target_path + ".duckblock-restoring";
   for (const auto& p : {work, work + ".duckblock", work + ".duckblock-pending"}) ::unlink(p.c_str());
   RestoreResult result;
@@ -330,6 +335,7 @@ uint64_t catch_up(ObjectStore& store, const std::string& prefix, const std::stri
   ChainIdentity id = read_chain_identity(store, prefix, db);
   uint64_t head = up_to_seq ? std::min(*up_to_seq, chain.head_seq()) : chain.head_seq();
   std::string dir = dirname_of(replica.path());
+  remove_stale_temp_files_once(dir, kDownloadPrefix);  // left by a run that was killed
   bool fresh = ::access(replica.journal_path().c_str(), F_OK) != 0;
   uint64_t pos = replica.position().seq;
   if (!fresh) check_replica_on_chain(store, chain, id, db, replica);

@@ -15,6 +15,23 @@ std::unique_ptr<ObjectStore> open_store(const std::string& url, const StoreOptio
       throw Error(ErrorKind::kInvalidArgument,
                   "file URL needs an absolute path, like file:///var/backups/db (got '" + url + "')");
     }
+    // "." and ".." would make two spellings of one store (and a path that
+    // leaves the directory the user meant); control bytes are never meant.
+    for (size_t start = 0; start < path.size();) {
+      size_t end = path.find('/', start);
+      if (end == std::string::npos) end = path.size();
+      std::string seg = path.substr(start, end - start);
+      if (seg == "." || seg == "..") {
+        throw Error(ErrorKind::kInvalidArgument, "file URL '" + url + "' has a '" + seg +
+                                                     "' path segment: give the store directory's plain absolute path");
+      }
+      start = end + 1;
+    }
+    for (char ch : path) {
+      if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) {
+        throw Error(ErrorKind::kInvalidArgument, "file URL has a control character in its path");
+      }
+    }
     return make_local_store(path);
   }
   if (starts("memory://")) return make_memory_store(url.substr(9));

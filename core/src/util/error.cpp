@@ -20,6 +20,7 @@ std::string_view to_string(ErrorKind kind) {
     case ErrorKind::kRetryable: return "retryable";
     case ErrorKind::kUnsupported: return "unsupported";
     case ErrorKind::kRemote: return "remote";
+    case ErrorKind::kLocked: return "locked";
   }
   return "unknown";
 }

@@ -1,5 +1,7 @@
 #include "duckblock/io.h"
 
+#include "duckblock/env.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -59,6 +61,7 @@ FileSource::FileSource(const std::string& path) : path_(path) {
     throw_errno("cannot stat " + path, e);
   }
   end_ = static_cast<uint64_t>(st.st_size);
+  mode_ = static_cast<uint32_t>(st.st_mode & 07777);
 #ifdef POSIX_FADV_SEQUENTIAL
   ::posix_fadvise(fd_, 0, 0, POSIX_FADV_SEQUENTIAL);
 #endif
@@ -111,19 +114,20 @@ size_t FileSource::read_direct(uint8_t* buf, size_t n) {
   return got;
 }
 
-FileSink::FileSink(const std::string& path) : path_(path) {
-  fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+FileSink::FileSink(const std::string& path, uint32_t mode, Env* env)
+    : path_(path), env_(env ? env : &Env::posix()) {
+  fd_ = env_->open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode & 0777);
   if (fd_ < 0) throw_errno("cannot create " + path);
   buf_.reserve(kIoBuffer);
 }
 
 FileSink::~FileSink() {
-  if (fd_ >= 0) ::close(fd_);  // unflushed data is dropped: close() reports errors
+  if (fd_ >= 0) env_->close(fd_);  // unflushed data is dropped: close() reports errors
 }
 
-static void write_all(int fd, const uint8_t* p, size_t n, const std::string& path) {
+static void write_all(Env& env, int fd, const uint8_t* p, size_t n, const std::string& path) {
   while (n > 0) {
-    ssize_t w = ::write(fd, p, n);
+    ssize_t w = env.write(fd, p, n);
     if (w < 0) {
       if (errno == EINTR) continue;
       throw_errno("cannot write " + path);
@@ -134,7 +138,7 @@ static void write_all(int fd, const uint8_t* p, size_t n, const std::string& pat
 }
 
 void FileSink::write_out(const uint8_t* p, size_t n) {
-  write_all(fd_, p, n, path_);
+  write_all(*env_, fd_, p, n, path_);
   on_file_ += n;
 #ifdef SYNC_FILE_RANGE_WRITE
   // Start (not wait for) writeback of what accumulated: a large file then
@@ -170,7 +174,7 @@ void FileSink::flush() {
 
 void FileSink::sync() {
   flush();
-  if (::fdatasync(fd_) != 0) throw_errno("cannot sync " + path_);
+  if (env_->fdatasync(fd_) != 0) throw_errno("cannot sync " + path_);
 }
 
 void FileSink::close() {
@@ -178,7 +182,7 @@ void FileSink::close() {
   flush();
   int fd = fd_;
   fd_ = -1;
-  if (::close(fd) != 0) throw_errno("cannot close " + path_);
+  if (env_->close(fd) != 0) throw_errno("cannot close " + path_);
 }
 
 namespace {
@@ -301,10 +305,11 @@ void fsync_dir(const std::string& dir) {
   if (rc != 0) throw_errno("cannot sync directory " + dir, e);
 }
 
-void write_file_atomic(const std::string& path, std::span<const uint8_t> data, bool durable) {
+void write_file_atomic(const std::string& path, std::span<const uint8_t> data, bool durable, uint32_t mode) {
   std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  ::unlink(tmp.c_str());  // a leftover would keep its old mode
   try {
-    FileSink sink(tmp);
+    FileSink sink(tmp, mode);
     sink.write(data.data(), data.size());
     if (durable) sink.sync();
     sink.close();

@@ -13,8 +13,10 @@
 #include <cerrno>
 #include <random>
 
+#include "duckblock/env.h"
 #include "duckblock/error.h"
 #include "duckblock/store.h"
+#include "duckblock/temp_files.h"
 
 namespace duckblock {
 
@@ -52,15 +54,13 @@ void mkdirs(const std::string& dir) {
 }
 
 std::string random_suffix() {
-  static std::atomic<uint64_t> counter{0};
   thread_local std::mt19937_64 rng{std::random_device{}()};
-  return std::to_string(::getpid()) + "-" + std::to_string(counter++) + "-" +
-         std::to_string(rng() % 1000000);
+  return std::to_string(rng() % 1000000);
 }
 
 class LocalStore final : public ObjectStore {
  public:
-  explicit LocalStore(std::string root) : root_(std::move(root)) {
+  LocalStore(std::string root, Env* env) : root_(std::move(root)), env_(env ? env : &Env::posix()) {
     while (root_.size() > 1 && root_.back() == '/') root_.pop_back();
     mkdirs(root_);
   }
@@ -68,7 +68,7 @@ class LocalStore final : public ObjectStore {
   void put(const std::string& key, ByteSource& data) override {
     std::string path = path_of(key);
     std::string tmp = write_temp(path, data);
-    if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    if (env_->rename(tmp, path) != 0) {
       int e = errno;
       ::unlink(tmp.c_str());
       throw_errno("cannot rename into " + path, e);
@@ -82,7 +82,7 @@ class LocalStore final : public ObjectStore {
       throw Error(ErrorKind::kAlreadyExists, "object already exists: " + key);
     }
     std::string tmp = write_temp(path, data);
-    int rc = ::link(tmp.c_str(), path.c_str());
+    int rc = env_->link(tmp, path);
     int e = errno;
     ::unlink(tmp.c_str());
     if (rc != 0) {
@@ -111,7 +111,7 @@ class LocalStore final : public ObjectStore {
       throw_errno("cannot stat " + path);
     }
     if (!S_ISREG(st.st_mode)) return std::nullopt;
-    return ObjectInfo{key, static_cast<uint64_t>(st.st_size), mtime_ms(st)};
+    return ObjectInfo{key, static_cast<uint64_t>(st.st_size), mtime_ms(st), uint32_t(st.st_mode & 0777)};
   }
 
   std::vector<ObjectInfo> list(const std::string& prefix, const std::string& start_after) override {
@@ -139,6 +139,8 @@ class LocalStore final : public ObjectStore {
 
   std::string url() const override { return "file://" + root_; }
 
+  uint64_t remove_stale_temp_files() override { return sweep(root_); }
+
  private:
   static int64_t mtime_ms(const struct stat& st) {
     return int64_t{st.st_mtim.tv_sec} * 1000 + st.st_mtim.tv_nsec / 1000000;
@@ -152,9 +154,13 @@ class LocalStore final : public ObjectStore {
   std::string write_temp(const std::string& path, ByteSource& data) {
     std::string dir = dirname_of(path);
     mkdirs(dir);
-    std::string tmp = dir + "/" + kTempPrefix + random_suffix();
+    // A killed writer's temp files are removed by the next one to write here.
+    remove_stale_temp_files_once(dir, kTempPrefix);
+    std::string tmp = dir + "/" + temp_file_name(kTempPrefix, random_suffix());
     try {
-      FileSink sink(tmp);
+      // An object copied from a file (a spooled segment) keeps its mode,
+      // which is the database file's: see README "Permissions".
+      FileSink sink(tmp, data.file_mode().value_or(0644), env_);
       copy_stream(data, sink);
       sink.sync();
       sink.close();
@@ -163,6 +169,23 @@ class LocalStore final : public ObjectStore {
       throw;
     }
     return tmp;
+  }
+
+  // Stale temp files in `dir` and below.
+  uint64_t sweep(const std::string& dir) {
+    uint64_t n = duckblock::remove_stale_temp_files(dir, kTempPrefix);
+    DIR* d = ::opendir(dir.c_str());
+    if (!d) return n;
+    std::vector<std::string> subdirs;
+    while (dirent* e = ::readdir(d)) {
+      std::string name = e->d_name;
+      if (name == "." || name == "..") continue;
+      struct stat st {};
+      if (::lstat((dir + "/" + name).c_str(), &st) == 0 && S_ISDIR(st.st_mode)) subdirs.push_back(dir + "/" + name);
+    }
+    ::closedir(d);
+    for (const auto& sub : subdirs) n += sweep(sub);
+    return n;
   }
 
   void walk(const std::string& rel_dir, const std::string& prefix, const std::string& start_after,
@@ -193,18 +216,19 @@ class LocalStore final : public ObjectStore {
         }
       } else if (S_ISREG(st.st_mode) && key.compare(0, prefix.size(), prefix) == 0 &&
                  key > start_after) {
-        out.push_back({key, static_cast<uint64_t>(st.st_size), mtime_ms(st)});
+        out.push_back({key, static_cast<uint64_t>(st.st_size), mtime_ms(st), uint32_t(st.st_mode & 0777)});
       }
     }
   }
 
   std::string root_;
+  Env* env_;
 };
 
 }  // namespace
 
-std::unique_ptr<ObjectStore> make_local_store(const std::string& directory) {
-  return std::make_unique<LocalStore>(directory);
+std::unique_ptr<ObjectStore> make_local_store(const std::string& directory, Env* env) {
+  return std::make_unique<LocalStore>(directory, env);
 }
 
 }  // namespace duckblock

@@ -65,7 +65,7 @@ class MemoryStore final : public ObjectStore {
     std::lock_guard lock(b_->mu);
     auto it = b_->objects.find(key);
     if (it == b_->objects.end()) return std::nullopt;
-    return ObjectInfo{key, it->second.first.size(), it->second.second};
+    return ObjectInfo{key, it->second.first.size(), it->second.second, std::nullopt};
   }
 
   std::vector<ObjectInfo> list(const std::string& prefix, const std::string& start_after) override {
@@ -76,7 +76,7 @@ class MemoryStore final : public ObjectStore {
          ++it) {
       if (it->first.compare(0, prefix.size(), prefix) != 0) break;
       if (it->first <= start_after) continue;
-      out.push_back({it->first, it->second.first.size(), it->second.second});
+      out.push_back({it->first, it->second.first.size(), it->second.second, std::nullopt});
     }
     return out;
   }

@@ -8,6 +8,8 @@
 #include <cstring>
 #include <exception>
 
+#include "duckblock/error.h"
+
 namespace duckblock::s3 {
 
 namespace {
@@ -157,6 +159,22 @@ void HttpClient::release(void* handle) {
 }
 
 HttpResponse HttpClient::perform(const HttpRequest& req) {
+  // A CR or LF would end a header early and inject another one. Values come
+  // from settings checked when the store is made; this is the last line of
+  // defence for all of them. A value may be a secret: it is not shown.
+  auto is_ctl = [](char ch) { return static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f; };
+  for (const auto& [k, v] : req.headers) {
+    if (k.empty() || std::any_of(k.begin(), k.end(), is_ctl) || k.find(':') != std::string::npos ||
+        std::any_of(v.begin(), v.end(), is_ctl)) {
+      bool name_ok = !k.empty() && std::none_of(k.begin(), k.end(), is_ctl);
+      throw Error(ErrorKind::kInvalidArgument,
+                  "refusing to send " + req.method + " with a header" + (name_ok ? " ('" + k + "')" : "") +
+                      " that contains a control character or a bad name (the value is not shown)");
+    }
+  }
+  if (std::any_of(req.url.begin(), req.url.end(), is_ctl)) {
+    throw Error(ErrorKind::kInvalidArgument, "refusing to send " + req.method + " to a URL with a control character");
+  }
   CURL* h = static_cast<CURL*>(acquire());
   // curl_easy_reset keeps the handle's live connections and caches: that is
   // the connection reuse.
@@ -212,7 +230,9 @@ HttpResponse HttpClient::perform(const HttpRequest& req) {
   }
 
   curl_slist* headers = nullptr;
-  for (const auto& [k, v] : req.headers) headers = curl_slist_append(headers, (k + ": " + v).c_str());
+  for (const auto& [k, v] : req.headers) {
+    headers = curl_slist_append(headers, (k + ": " + v).c_str());
+  }
   // No "Expect: 100-continue" round trip before each body, and no default
   // content type: we sign exactly the headers we send.
   headers = curl_slist_append(headers, "Expect:");

@@ -2,6 +2,7 @@
 // and the shared credentials/config files into an S3Config. Error messages
 // name where a setting was looked for and never include a secret.
 #include <cctype>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <map>
@@ -68,6 +69,42 @@ bool valid_bucket(const std::string& b) {
   return std::isalnum(static_cast<unsigned char>(b.front())) && std::isalnum(static_cast<unsigned char>(b.back()));
 }
 
+// The first control byte (CR, LF, NUL, DEL, ...) in `s`, if any. Such a byte
+// in a value that becomes part of a request header would end the header
+// there and let the rest be read as another header (header injection).
+std::optional<unsigned char> control_byte(const std::string& s) {
+  for (char ch : s) {
+    auto c = static_cast<unsigned char>(ch);
+    if (c < 0x20 || c == 0x7f) return c;
+  }
+  return std::nullopt;
+}
+
+std::string describe_byte(unsigned char c) {
+  char buf[48];
+  const char* name = c == '\r' ? " (CR)" : c == '\n' ? " (LF)" : c == '\t' ? " (TAB)" : c == 0 ? " (NUL)" : "";
+  std::snprintf(buf, sizeof buf, "byte 0x%02x%s", c, name);
+  return buf;
+}
+
+// Refuses a credential with a control byte. The message names where the
+// value came from, never the value.
+void check_secret(const std::string& value, const std::string& what) {
+  if (auto c = control_byte(value)) {
+    throw Error(ErrorKind::kInvalidArgument,
+                "S3 credentials: " + what + " contains a control character (" + describe_byte(*c) +
+                    "), which would break the request's headers; the value is not shown. Set it again without "
+                    "line breaks or other control characters");
+  }
+}
+
+void check_setting(const std::string& value, const std::string& what) {
+  if (auto c = control_byte(value)) {
+    throw Error(ErrorKind::kInvalidArgument,
+                "S3 " + what + " contains a control character (" + describe_byte(*c) + "): remove it");
+  }
+}
+
 Credentials credentials_from_profile(const std::string& profile, bool explicit_profile) {
   std::string path = home_file("AWS_SHARED_CREDENTIALS_FILE", "credentials");
   auto ini = read_ini(path);
@@ -94,6 +131,9 @@ Credentials credentials_from_profile(const std::string& profile, bool explicit_p
   c.access_key_id = get("aws_access_key_id");
   c.secret_access_key = get("aws_secret_access_key");
   c.session_token = get("aws_session_token");
+  check_secret(c.access_key_id, "aws_access_key_id in " + c.source);
+  check_secret(c.secret_access_key, "aws_secret_access_key in " + c.source);
+  check_secret(c.session_token, "aws_session_token in " + c.source);
   if (c.access_key_id.empty()) throw Error(ErrorKind::kAuth, "S3 credentials: " + c.source + " has no aws_access_key_id");
   if (c.secret_access_key.empty()) {
     throw Error(ErrorKind::kAuth, "S3 credentials: " + c.source + " has no aws_secret_access_key");
@@ -105,8 +145,12 @@ Credentials credentials_from_profile(const std::string& profile, bool explicit_p
 
 S3Config s3_config_from_url(const std::string& url, const StoreOptions& options) {
   S3Config c;
+  std::string shown = url;  // control characters would forge lines in logs
+  for (char& ch : shown) {
+    if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) ch = '?';
+  }
   auto bad = [&](const std::string& why) {
-    return Error(ErrorKind::kInvalidArgument, "bad S3 URL '" + url + "': " + why +
+    return Error(ErrorKind::kInvalidArgument, "bad S3 URL '" + shown + "': " + why +
                                                   " (expected s3://bucket/prefix/)");
   };
   if (url.rfind("s3://", 0) != 0) throw bad("it does not start with s3://");
@@ -123,6 +167,15 @@ S3Config s3_config_from_url(const std::string& url, const StoreOptions& options)
   if (!c.prefix.empty() && (c.prefix.front() == '/' || c.prefix.find("//") != std::string::npos)) {
     throw bad("empty path segment in the prefix");
   }
+  // "." and ".." are resolved away by servers and proxies that normalise
+  // paths: s3://bucket/../other/ would then write into bucket "other".
+  for (size_t start = 0; start < c.prefix.size();) {
+    size_t end = c.prefix.find('/', start);
+    std::string seg = c.prefix.substr(start, end - start);
+    if (seg == "." || seg == "..") throw bad("'" + seg + "' is not allowed as a path segment in the prefix");
+    start = end + 1;
+  }
+  if (auto b = control_byte(c.prefix)) throw bad("the prefix contains a control character (" + describe_byte(*b) + ")");
   c.url = "s3://" + c.bucket + "/" + c.prefix;
 
   // Profile: the option, else AWS_PROFILE, else "default".
@@ -152,6 +205,9 @@ S3Config s3_config_from_url(const std::string& url, const StoreOptions& options)
     c.credentials.secret_access_key = *secret;
     c.credentials.session_token = env("AWS_SESSION_TOKEN").value_or("");
     c.credentials.source = "the environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)";
+    check_secret(c.credentials.access_key_id, "AWS_ACCESS_KEY_ID");
+    check_secret(c.credentials.secret_access_key, "AWS_SECRET_ACCESS_KEY");
+    check_secret(c.credentials.session_token, "AWS_SESSION_TOKEN");
   } else {
     c.credentials = credentials_from_profile(profile_name, explicit_profile);
   }
@@ -169,6 +225,14 @@ S3Config s3_config_from_url(const std::string& url, const StoreOptions& options)
     if (it != ini->end() && it->second.count("region")) c.region = it->second.at("region");
   }
   if (c.region.empty()) c.region = "us-east-1";
+  check_setting(c.region, "region");
+  // The region goes into the request's host name and signature.
+  for (char ch : c.region) {
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '-' && ch != '_' && ch != '.') {
+      throw Error(ErrorKind::kInvalidArgument,
+                  "bad S3 region '" + c.region + "': use letters, digits and '-' (like eu-west-1)");
+    }
+  }
 
   // Endpoint: option, AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, else AWS's.
   std::optional<std::string> endpoint = options.endpoint;
@@ -177,9 +241,13 @@ S3Config s3_config_from_url(const std::string& url, const StoreOptions& options)
   bool custom = endpoint.has_value();
   c.endpoint = endpoint.value_or("https://s3." + c.region + ".amazonaws.com");
   while (!c.endpoint.empty() && c.endpoint.back() == '/') c.endpoint.pop_back();
+  check_setting(c.endpoint, "endpoint");
   bool http = c.endpoint.rfind("http://", 0) == 0, https = c.endpoint.rfind("https://", 0) == 0;
   std::string host_part = c.endpoint.substr(c.endpoint.find("://") == std::string::npos ? 0 : c.endpoint.find("://") + 3);
-  if ((!http && !https) || host_part.empty() || host_part.find('/') != std::string::npos) {
+  // Only a host and a port: no user info ("user@host"), path or spaces.
+  bool odd_char = host_part.find_first_not_of(
+                      "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_:[]") != std::string::npos;
+  if ((!http && !https) || host_part.empty() || host_part.find('/') != std::string::npos || odd_char) {
     throw Error(ErrorKind::kInvalidArgument,
                 "bad S3 endpoint '" + c.endpoint + "': expected http://host[:port] or https://host[:port]");
   }

@@ -33,6 +33,7 @@
 #include "duckblock/error.h"
 #include "duckblock/log.h"
 #include "http.h"
+#include "xml.h"
 
 namespace duckblock {
 namespace s3 {
@@ -40,56 +41,8 @@ namespace s3 {
 namespace {
 
 // ---- XML ------------------------------------------------------------------
-// S3 answers with a handful of small, flat documents (Error,
-// InitiateMultipartUploadResult, ListBucketResult, DeleteResult,
-// CompleteMultipartUploadResult) whose elements we pick out by name. Finding
-// "<Name>...</Name>" and unescaping the text is exact for these shapes (S3
-// never nests an element inside one of the same name, and values are text),
-// and it spares the library a general XML parser dependency.
-
-std::string xml_unescape(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] != '&') {
-      out.push_back(s[i]);
-      continue;
-    }
-    size_t semi = s.find(';', i);
-    if (semi == std::string_view::npos) {
-      out.push_back('&');
-      continue;
-    }
-    std::string_view ent = s.substr(i + 1, semi - i - 1);
-    if (ent == "amp") out.push_back('&');
-    else if (ent == "lt") out.push_back('<');
-    else if (ent == "gt") out.push_back('>');
-    else if (ent == "quot") out.push_back('"');
-    else if (ent == "apos") out.push_back('\'');
-    else if (!ent.empty() && ent[0] == '#') {
-      unsigned long cp = ent.size() > 1 && (ent[1] == 'x' || ent[1] == 'X')
-                             ? std::strtoul(std::string(ent.substr(2)).c_str(), nullptr, 16)
-                             : std::strtoul(std::string(ent.substr(1)).c_str(), nullptr, 10);
-      // UTF-8 encode the code point.
-      if (cp < 0x80) out.push_back(char(cp));
-      else if (cp < 0x800) { out.push_back(char(0xC0 | (cp >> 6))); out.push_back(char(0x80 | (cp & 0x3F))); }
-      else if (cp < 0x10000) {
-        out.push_back(char(0xE0 | (cp >> 12)));
-        out.push_back(char(0x80 | ((cp >> 6) & 0x3F)));
-        out.push_back(char(0x80 | (cp & 0x3F)));
-      } else {
-        out.push_back(char(0xF0 | (cp >> 18)));
-        out.push_back(char(0x80 | ((cp >> 12) & 0x3F)));
-        out.push_back(char(0x80 | ((cp >> 6) & 0x3F)));
-        out.push_back(char(0x80 | (cp & 0x3F)));
-      }
-    } else {
-      out.append(s.substr(i, semi - i + 1));
-    }
-    i = semi;
-  }
-  return out;
-}
+// Answers are parsed by xml.h (expat). Requests are built here: the only
+// values that need escaping are keys and ETags.
 
 std::string xml_escape(std::string_view s) {
   std::string out;
@@ -111,25 +64,11 @@ std::string xml_escape(std::string_view s) {
   return out;
 }
 
-// The raw inner text of each <tag>...</tag> in doc, in order.
-std::vector<std::string_view> xml_all(std::string_view doc, std::string_view tag) {
-  std::vector<std::string_view> out;
-  std::string open = "<" + std::string(tag) + ">", close = "</" + std::string(tag) + ">";
-  size_t pos = 0;
-  while ((pos = doc.find(open, pos)) != std::string_view::npos) {
-    size_t start = pos + open.size();
-    size_t end = doc.find(close, start);
-    if (end == std::string_view::npos) break;
-    out.push_back(doc.substr(start, end - start));
-    pos = end + close.size();
-  }
-  return out;
-}
-
-std::optional<std::string> xml_first(std::string_view doc, std::string_view tag) {
-  auto all = xml_all(doc, tag);
-  if (all.empty()) return std::nullopt;
-  return xml_unescape(all.front());
+// The Code of an S3 <Error> answer, "" if the body is not one.
+std::string error_code(std::string_view body) {
+  auto doc = parse_xml(body);
+  if (!doc || doc->name != "Error") return "";
+  return doc->child_text("Code").value_or("");
 }
 
 // ---- time -----------------------------------------------------------------
@@ -384,20 +323,28 @@ class S3Store final : public ObjectStore {
       else if (!after.empty()) call.query.emplace_back("start-after", after);
       HttpResponse r = send(call);
       if (r.status != 200) fail(r, call);
+      XmlElement doc = parse_s3_answer(r.body, "ListBucketResult", call.what, c_.endpoint);
       std::string last;
-      for (std::string_view item : xml_all(r.body, "Contents")) {
+      for (const XmlElement* item : doc.all("Contents")) {
         ObjectInfo info;
-        std::string full = xml_first(item, "Key").value_or("");
-        last = full;
-        if (full.compare(0, c_.prefix.size(), c_.prefix) != 0) continue;
-        info.key = full.substr(c_.prefix.size());
-        info.size = std::strtoull(xml_first(item, "Size").value_or("0").c_str(), nullptr, 10);
-        info.modified_ms = parse_iso8601_ms(xml_first(item, "LastModified").value_or(""));
+        auto full = item->child_text("Key");
+        auto size = item->child_text("Size");
+        if (!full || full->empty() || !size || size->empty() ||
+            size->find_first_not_of("0123456789") != std::string::npos || size->size() > 19) {
+          throw Error(ErrorKind::kRemote, call.what + ": " + c_.endpoint +
+                                              " listed an object without a valid Key and Size (body starts '" +
+                                              body_excerpt(r.body) + "')");
+        }
+        last = *full;
+        if (full->compare(0, c_.prefix.size(), c_.prefix) != 0) continue;
+        info.key = full->substr(c_.prefix.size());
+        info.size = std::strtoull(size->c_str(), nullptr, 10);
+        info.modified_ms = parse_iso8601_ms(item->child_text("LastModified").value_or(""));
         if (!start_after.empty() && info.key <= start_after) continue;
         out.push_back(std::move(info));
       }
-      if (xml_first(r.body, "IsTruncated").value_or("false") != "true") break;
-      token = xml_first(r.body, "NextContinuationToken").value_or("");
+      if (doc.child_text("IsTruncated").value_or("false") != "true") break;
+      token = doc.child_text("NextContinuationToken").value_or("");
       if (token.empty()) {
         // No token (some servers): continue after the last key instead.
         if (last.empty()) break;
@@ -428,11 +375,12 @@ class S3Store final : public ObjectStore {
       call.headers = {{"Content-MD5", base64(md5(call.body))}, {"Content-Type", "application/xml"}};
       HttpResponse r = send(call);
       if (r.status != 200) fail(r, call);
-      auto errors = xml_all(r.body, "Error");
+      XmlElement doc = parse_s3_answer(r.body, "DeleteResult", call.what, c_.endpoint);
+      auto errors = doc.all("Error");
       if (!errors.empty()) {
-        std::string k = xml_first(errors[0], "Key").value_or("");
-        std::string code = xml_first(errors[0], "Code").value_or("");
-        std::string msg = xml_first(errors[0], "Message").value_or("");
+        std::string k = errors[0]->child_text("Key").value_or("");
+        std::string code = errors[0]->child_text("Code").value_or("");
+        std::string msg = errors[0]->child_text("Message").value_or("");
         throw Error(ErrorKind::kRemote, call.what + ": " + std::to_string(errors.size()) +
                                             " key(s) not deleted, first '" + k + "': " + code + ": " + msg);
       }
@@ -569,7 +517,7 @@ class S3Store final : public ObjectStore {
       }
       bytes_received_ += r.body_bytes;
       if (r.status < 400) return r;
-      std::string code = xml_first(r.body, "Code").value_or("");
+      std::string code = error_code(r.body);
       if (code == "RequestTimeTooSkewed") {
         // Our clock is off: adopt the server's, as AWS SDKs do, and sign again.
         int64_t server = parse_http_date_ms(r.header("date"));
@@ -585,19 +533,26 @@ class S3Store final : public ObjectStore {
   }
 
   static std::string describe(const HttpResponse& r) {
-    std::string code = xml_first(r.body, "Code").value_or("");
-    std::string msg = xml_first(r.body, "Message").value_or("");
+    auto doc = parse_xml(r.body);
+    bool s3_error = doc && doc->name == "Error";
+    std::string code = s3_error ? doc->child_text("Code").value_or("") : "";
+    std::string msg = s3_error ? doc->child_text("Message").value_or("") : "";
     std::string out = "HTTP " + std::to_string(r.status);
     if (!code.empty()) out += " " + code;
     if (!msg.empty()) out += ": " + msg;
-    std::string rid = xml_first(r.body, "RequestId").value_or(r.header("x-amz-request-id"));
+    std::string rid = s3_error ? doc->child_text("RequestId").value_or("") : "";
+    if (rid.empty()) rid = r.header("x-amz-request-id");
     if (!rid.empty()) out += " (request id " + rid + ")";
+    // Not S3's answer (a proxy's or load balancer's page): show its start.
+    if (!s3_error && !body_excerpt(r.body).empty()) {
+      out += " (not an S3 error document; body starts '" + body_excerpt(r.body) + "')";
+    }
     return out;
   }
 
   // Turns a final error answer into the Error the caller should see.
   [[noreturn]] void fail(const HttpResponse& r, const Call& call) const {
-    std::string code = xml_first(r.body, "Code").value_or("");
+    std::string code = error_code(r.body);
     std::string text = call.what + ": " + describe(r);
     const std::string& id = c_.credentials.access_key_id;
     const std::string& src = c_.credentials.source;
@@ -725,7 +680,8 @@ class S3Store final : public ObjectStore {
     create.query = {{"uploads", ""}};
     HttpResponse cr = send(create);
     if (cr.status != 200) fail(cr, create);
-    std::string upload_id = xml_first(cr.body, "UploadId").value_or("");
+    std::string upload_id =
+        parse_s3_answer(cr.body, "InitiateMultipartUploadResult", create.what, c_.endpoint).child_text("UploadId").value_or("");
     if (upload_id.empty()) throw Error(ErrorKind::kRemote, create.what + ": no UploadId in the answer");
     multipart_uploads_++;
 
@@ -808,10 +764,14 @@ class S3Store final : public ObjectStore {
       if (conditional) call.headers.emplace_back("If-None-Match", "*");
       HttpResponse r = send(call);
       if (r.status == 200) {
-        auto code = xml_first(r.body, "Code");
-        bool is_error = r.body.find("<Error>") != std::string::npos && code;
-        if (!is_error) return;
-        if (retryable_code(*code) && attempt < c_.max_attempts) {
+        // Success and failure both come with status 200: the root says which.
+        auto doc = parse_xml(r.body);
+        if (!doc || doc->name != "Error") {
+          parse_s3_answer(r.body, "CompleteMultipartUploadResult", what, c_.endpoint);  // throws if not that
+          return;
+        }
+        std::string code = doc->child_text("Code").value_or("");
+        if (retryable_code(code) && attempt < c_.max_attempts) {
           retries_++;
           std::this_thread::sleep_for(backoff(attempt));
           continue;
@@ -819,7 +779,7 @@ class S3Store final : public ObjectStore {
         throw Error(ErrorKind::kRemote, what + ": " + describe(r));
       }
       if (r.status == 412 && conditional) throw already_exists(key);
-      if (r.status == 404 && xml_first(r.body, "Code").value_or("") == "NoSuchUpload" && call.attempts > 1) {
+      if (r.status == 404 && error_code(r.body) == "NoSuchUpload" && call.attempts > 1) {
         // An earlier attempt completed the upload but its answer was lost.
         if (auto info = head(key); info && info->size == total) return;
       }
