@@ -169,26 +169,34 @@ class LogShipping : public ::testing::TestWithParam<test::StoreBackend> {
 // checkpoint they are based on; a follower's log then holds exactly the
 // leader's log.
 TEST_P(LogShipping, CommitsOfOneIntervalShareOneObjectAndAFollowerGetsTheLog) {
-  Replicator rep(store, options());
+  auto o = options();
+  o.log_interval = std::chrono::seconds(30);  // after the first object, the next waits (or a sync)
+  Replicator rep(store, o);
   FilePageReader reader(file);
   rep.add("db", reader);
   rep.push_log("db", 0, bytes_of("HEADER"));
+  rep.sync();  // nothing went up within the interval: this one goes at once
   rep.push_log("db", 6, bytes_of("commit1"));
   rep.push_log("db", 13, bytes_of("commit2"));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(list_log(*store, "", "db").size(), 1u) << "a second object within the interval";
   rep.sync();
   auto entries = list_log(*store, "", "db");
-  ASSERT_EQ(entries.size(), 1u);
-  EXPECT_EQ(entries[0].base_seq, 0u);
-  EXPECT_EQ(entries[0].index, 1u);
+  ASSERT_EQ(entries.size(), 2u);
+  EXPECT_EQ(entries[1].base_seq, 0u);
+  EXPECT_EQ(entries[1].index, 2u);
+  auto second = fetch_log_segment(*store, entries[1]);
+  EXPECT_EQ(second.header.offset, 6u);
+  EXPECT_EQ(std::string(second.data.begin(), second.data.end()), "commit1commit2");
   auto st = rep.status("db");
   EXPECT_EQ(st.log_length, 20u);
   EXPECT_EQ(st.log_pending_bytes, 0u);
-  EXPECT_EQ(st.log_segments_shipped, 1u);
+  EXPECT_EQ(st.log_segments_shipped, 2u);
 
   auto res = restore(*store, "db", dir / "replica.db");
   LogReplica log(dir / "replica.db.wal", dir / "replica.db.wal-record");
   auto up = catch_up_log(*store, "", "db", res.position, log);
-  EXPECT_EQ(up.applied, 1u);
+  EXPECT_EQ(up.applied, 2u);
   EXPECT_EQ(read_file(dir / "replica.db.wal"), bytes_of("HEADERcommit1commit2"));
 }
 

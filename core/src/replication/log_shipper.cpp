@@ -193,10 +193,12 @@ void LogShipper::loop() {
       cv_.wait(l);
       continue;
     }
-    // Interval mode: the oldest bytes wait out the interval, so that one
-    // object carries every commit of that interval.
+    // Interval mode: at most one object per interval. Bytes go up at once
+    // if nothing went up within the last interval, else when the interval
+    // since the last upload is over, carrying every commit made meanwhile;
+    // either way within one interval (plus the upload) of their commit.
     if (opt_.mode == LogSyncMode::kInterval && queue_.front().ticket > urgent_upto_) {
-      auto due = std::chrono::milliseconds(queue_.front().pushed_ms + opt_.interval.count() - system_ms());
+      auto due = std::chrono::milliseconds(last_attempt_ms_ + opt_.interval.count() - system_ms());
       if (due.count() > 0) {
         cv_.wait_for(l, due);
         continue;
@@ -223,6 +225,7 @@ void LogShipper::loop() {
     }
     auto batch = take_batch_locked(base);
     in_flight_ = true;
+    last_attempt_ms_ = system_ms();
     l.unlock();
     std::optional<Error> err;
     try {

@@ -100,6 +100,7 @@ class LogShipper {
   uint64_t chain_base_ = UINT64_MAX, chain_index_ = 0, chain_checksum_ = 0, chain_length_ = 0;
   uint64_t bytes_shipped_ = 0, objects_shipped_ = 0;
   int64_t last_upload_ms_ = 0;
+  int64_t last_attempt_ms_ = 0;  // when the last object started up (interval mode paces on it)
   std::mt19937_64 rng_{std::random_device{}()};
   std::thread thread_;
 };
