@@ -52,6 +52,11 @@ struct ReplicatorOptions {
   // takes a snapshot, writes its segment itself. 0: every push is durable
   // in the spool when it returns.
   uint64_t background_spool_bytes = 64ull << 20;
+  // Segments are zstd-compressed at this level (1..19, docs/FORMAT.md
+  // "Compressed segments"); 0 writes plain hadbp v1, for a store the
+  // reference implementation must read. parse_compression() (format.h)
+  // reads the "none" / "zstd" / "zstd:N" spelling of settings.
+  int compression = kDefaultCompressionLevel;
   // Upload retry backoff (capped exponential with jitter).
   std::chrono::milliseconds retry_initial{100};
   std::chrono::milliseconds retry_max{10000};
@@ -76,7 +81,9 @@ struct PushResult {
   uint64_t seq = 0;             // 0: nothing changed, nothing shipped
   uint64_t pages = 0;           // pages in the segment (without the length record)
   uint64_t data_bytes = 0;      // page bytes in the segment
-  uint64_t encoded_bytes = 0;   // segment size
+  // Segment size; for a push spooled in the background (compressed before
+  // it is written) the plain v1 size, an upper bound.
+  uint64_t encoded_bytes = 0;
   bool snapshot = false;        // a snapshot was spooled too
 };
 
