@@ -23,7 +23,8 @@ constexpr size_t kInputChunk = size_t{64} << 10;
 
 }  // namespace
 
-ZstdSink::ZstdSink(ByteSink& out, int level) : out_(out), cctx_(ZSTD_createCCtx()), obuf_(ZSTD_CStreamOutSize()) {
+ZstdSink::ZstdSink(ByteSink& out, int level)
+    : out_(out), cctx_(ZSTD_createCCtx()), ibuf_(ZSTD_CStreamInSize()), obuf_(ZSTD_CStreamOutSize()) {
   if (!cctx_) throw Error(ErrorKind::kIO, "out of memory creating a zstd compressor");
   check_c(ZSTD_CCtx_setParameter(cctx_, ZSTD_c_compressionLevel, level), "compression level");
   // The segment's SHA-256 trailer already protects the pages; a second
@@ -53,10 +54,22 @@ void ZstdSink::drain(int mode, const void* buf, size_t n) {
 }
 
 void ZstdSink::write(const void* buf, size_t n) {
-  if (n) drain(ZSTD_e_continue, buf, n);
+  if (ibuf_len_ + n > ibuf_.size() && ibuf_len_) {
+    drain(ZSTD_e_continue, ibuf_.data(), ibuf_len_);
+    ibuf_len_ = 0;
+  }
+  if (n >= ibuf_.size()) {
+    drain(ZSTD_e_continue, buf, n);
+    return;
+  }
+  std::memcpy(ibuf_.data() + ibuf_len_, buf, n);
+  ibuf_len_ += n;
 }
 
-void ZstdSink::finish() { drain(ZSTD_e_end, nullptr, 0); }
+void ZstdSink::finish() {
+  drain(ZSTD_e_end, ibuf_.data(), ibuf_len_);
+  ibuf_len_ = 0;
+}
 
 ZstdSource::ZstdSource(ByteSource& in) : in_(in), dctx_(ZSTD_createDCtx()), ibuf_(kInputChunk) {
   if (!dctx_) throw Error(ErrorKind::kIO, "out of memory creating a zstd decompressor");

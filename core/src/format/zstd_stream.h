@@ -34,6 +34,11 @@ class ZstdSink final : public ByteSink {
   void drain(int mode, const void* buf, size_t n);
   ByteSink& out_;
   ZSTD_CCtx* cctx_ = nullptr;
+  // Small writes (a page's 12-byte prefix, a 4 KiB page) are gathered here
+  // and handed to zstd in large pieces: a call per record costs more than
+  // the compression of a small one.
+  std::vector<uint8_t> ibuf_;
+  size_t ibuf_len_ = 0;
   std::vector<uint8_t> obuf_;
   uint64_t out_bytes_ = 0;
 };
