@@ -11,7 +11,13 @@
 //     the moment CHECKPOINT returns on the leader until the follower's file
 //     holds that checkpoint (local-directory store).
 //
+//  4. Bytes shipped, compressed (zstd, the default) and plain, on an
+//     eight-step workload like the demo's (bulk load, updates, deletes,
+//     appends, a dropped table), one CHECKPOINT each: two leaders run the
+//     same SQL, and each step's figure is what its store grew by.
+//
 //   duckdb_bench [--rows N] [--latency-runs N] [--lag-samples N] [--dir DIR]
+//                [--only bytes|latency|lag|compression]
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
@@ -56,9 +62,11 @@ double percentile(std::vector<double> v, double p) {
   return v[std::min(i, v.size() - 1)];
 }
 
-std::shared_ptr<Replicator> make_replicator(std::shared_ptr<ObjectStore> store, const std::string& spool) {
+std::shared_ptr<Replicator> make_replicator(std::shared_ptr<ObjectStore> store, const std::string& spool,
+                                            int compression = kDefaultCompressionLevel) {
   ReplicatorOptions o;
   o.spool_dir = spool;
+  o.compression = compression;
   return std::make_shared<Replicator>(std::move(store), o);
 }
 
@@ -243,12 +251,88 @@ void follower_lag(const std::string& dir, int samples) {
               percentile(lags, 99), percentile(lags, 100));
 }
 
+// ---------------------------------------------------------------------------
+
+uint64_t dir_bytes(const std::string& dir) {
+  uint64_t total = 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) {
+    if (e.is_regular_file()) total += e.file_size();
+  }
+  return total;
+}
+
+void compressed_vs_plain(const std::string& dir, long rows) {
+  std::printf("== bytes shipped per checkpoint, zstd:%d vs plain hadbp v1 (%ld-row bulk load; local-directory "
+              "stores; one CHECKPOINT per step)\n",
+              kDefaultCompressionLevel, rows);
+  struct Leader {
+    std::string name;
+    std::string store_dir;
+    std::shared_ptr<Replicator> rep;
+    std::unique_ptr<duckdb_integration::ReplicatedDatabase> db;
+    std::unique_ptr<duckdb::Connection> con;
+    uint64_t before = 0;
+  };
+  std::vector<Leader> leaders(2);
+  for (int i = 0; i < 2; ++i) {
+    auto& l = leaders[i];
+    int level = i == 0 ? 0 : kDefaultCompressionLevel;
+    l.name = compression_name(level);
+    l.store_dir = dir + "/cstore-" + l.name;
+    l.rep = make_replicator(make_local_store(l.store_dir), dir + "/cspool-" + l.name, level);
+    l.db = open_replicated(dir + "/leader-" + l.name + ".duckdb", l.rep, "bench");
+    l.con = std::make_unique<duckdb::Connection>(l.db->db());
+    l.rep->sync();
+    l.before = dir_bytes(l.store_dir);
+  }
+  std::string n = std::to_string(rows);
+  std::vector<std::pair<std::string, std::string>> steps = {
+      {"bulk load", "CREATE TABLE t AS SELECT range AS id, random() AS v, 'customer-' || (range % 9973) AS name, "
+                    "range % 100 AS grp FROM range(" + n + ")"},
+      {"update 10% of rows", "UPDATE t SET v = v + 1 WHERE id % 10 = 3"},
+      {"delete 5000 rows", "DELETE FROM t WHERE id BETWEEN " + std::to_string(rows / 2) + " AND " +
+                               std::to_string(rows / 2 + 4999)},
+      {"append 10% rows", "INSERT INTO t SELECT " + n + " + range, random(), 'new-' || range, 7 FROM range(" +
+                              std::to_string(rows / 10) + ")"},
+      {"create a small table", "CREATE TABLE small AS SELECT range AS k FROM range(100)"},
+      {"update one row", "UPDATE t SET v = -1 WHERE id = 12345"},
+      {"drop the small table", "DROP TABLE small"},
+      {"update 100 rows", "UPDATE t SET grp = 0 WHERE id BETWEEN 1000 AND 1099"},
+  };
+  std::printf("| step | plain v1 | zstd | plain / zstd |\n|---|---|---|---|\n");
+  uint64_t total[2] = {0, 0};
+  for (auto& [name, sql] : steps) {
+    uint64_t grew[2];
+    for (int i = 0; i < 2; ++i) {
+      auto& l = leaders[i];
+      run(*l.con, sql);
+      run(*l.con, "CHECKPOINT");
+      l.rep->sync();
+      uint64_t now = dir_bytes(l.store_dir);
+      grew[i] = now - l.before;
+      total[i] += grew[i];
+      l.before = now;
+    }
+    std::printf("| %s | %s | %s | %.1fx |\n", name.c_str(), kb(grew[0]).c_str(), kb(grew[1]).c_str(),
+                grew[1] ? static_cast<double>(grew[0]) / static_cast<double>(grew[1]) : 0.0);
+  }
+  std::printf("| total | %s | %s | %.1fx |\n", kb(total[0]).c_str(), kb(total[1]).c_str(),
+              total[1] ? static_cast<double>(total[0]) / static_cast<double>(total[1]) : 0.0);
+  std::printf("(file: %s; the leader's file stays as %s for segment_bench --file)\n\n",
+              kb(std::filesystem::file_size(dir + "/leader-none.duckdb")).c_str(),
+              (dir + "/leader-none.duckdb").c_str());
+  for (auto& l : leaders) {
+    l.con.reset();
+    l.db.reset();
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   long rows = 2000000;
   int latency_runs = 30, lag_samples = 40;
-  std::string dir;
+  std::string dir, only;
   for (int i = 1; i < argc; i += 2) {
     std::string a = argv[i];
     if (i + 1 == argc) a = "--help";  // every option takes a value
@@ -256,8 +340,10 @@ int main(int argc, char** argv) {
     else if (a == "--latency-runs") latency_runs = std::atoi(argv[i + 1]);
     else if (a == "--lag-samples") lag_samples = std::atoi(argv[i + 1]);
     else if (a == "--dir") dir = argv[i + 1];
+    else if (a == "--only") only = argv[i + 1];
     else {
-      std::fprintf(stderr, "usage: duckdb_bench [--rows N] [--latency-runs N] [--lag-samples N] [--dir DIR]\n");
+      std::fprintf(stderr, "usage: duckdb_bench [--rows N] [--latency-runs N] [--lag-samples N] [--dir DIR] "
+                           "[--only bytes|latency|lag|compression]\n");
       return 2;
     }
   }
@@ -269,9 +355,10 @@ int main(int argc, char** argv) {
   }
   std::filesystem::create_directories(dir);
   try {
-    bytes_per_checkpoint(dir, rows);
-    checkpoint_latency(dir, rows, latency_runs);
-    follower_lag(dir, lag_samples);
+    if (only.empty() || only == "bytes") bytes_per_checkpoint(dir, rows);
+    if (only.empty() || only == "latency") checkpoint_latency(dir, rows, latency_runs);
+    if (only.empty() || only == "lag") follower_lag(dir, lag_samples);
+    if (only.empty() || only == "compression") compressed_vs_plain(dir, rows);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "duckdb_bench: %s\n", e.what());
     return 1;

@@ -200,13 +200,14 @@ std::string cache_note(const std::string& path) {
 // one page and one page's encoding, whatever the file's size.
 class SnapshotSource final : public ByteSource {
  public:
-  SnapshotSource(const std::string& path, uint32_t page_size)
+  SnapshotSource(const std::string& path, uint32_t page_size, int compression)
       : file_(path),
         size_(file_.size()),
         page_size_(page_size),
         pages_((size_ + page_size - 1) / page_size),
         page_(page_size),
-        writer_(sink_, make_header()) {}
+        compression_(compression),
+        writer_(sink_, make_header(), compression) {}
 
   size_t read(void* buf, size_t n) override {
     auto* out = static_cast<uint8_t*>(buf);
@@ -235,6 +236,7 @@ class SnapshotSource final : public ByteSource {
     h.page_id_size = 8;
     h.page_size = page_size_;
     h.page_count = static_cast<uint32_t>(pages_ + 1);
+    if (compression_ > 0) h.flags = kFlagCompressed;
     h.created_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                        std::chrono::system_clock::now().time_since_epoch())
                        .count();
@@ -260,6 +262,7 @@ class SnapshotSource final : public ByteSource {
   uint32_t page_size_;
   uint64_t pages_;
   std::vector<uint8_t> page_;
+  int compression_;
   VectorSink sink_;
   SegmentWriter writer_;
   size_t pos_ = 0;
@@ -316,11 +319,13 @@ struct Options {
   bool keep = false;
   bool cold = false;
   int repeat = 1;
+  int compression = 0;
 };
 
 [[noreturn]] void usage(int rc) {
   std::fprintf(rc ? stderr : stdout,
                "usage: segment_bench [--size-mib N] [--file PATH] [--dir DIR] [--repeat N] [--cold] [--keep]\n"
+               "                     [--compression none|zstd[:N]]\n"
                "  --size-mib N  size of the test file (default 1024); created with random\n"
                "                content if FILE does not exist\n"
                "  --file PATH   the test file (default DIR/input.bin)\n"
@@ -328,7 +333,9 @@ struct Options {
                "                directory under $TMPDIR or /tmp, removed afterwards)\n"
                "  --repeat N    run each measurement N times and keep the fastest (default 1)\n"
                "  --cold        evict the files from the page cache before each phase\n"
-               "  --keep        keep the work directory\n");
+               "  --keep        keep the work directory\n"
+               "  --compression segment encoding: none (plain hadbp v1, the default here)\n"
+               "                or zstd[:LEVEL]\n");
   std::exit(rc);
 }
 
@@ -348,6 +355,8 @@ Options parse_args(int argc, char** argv) {
       o.dir = value();
     } else if (a == "--repeat") {
       o.repeat = std::max(1, std::stoi(value()));
+    } else if (a == "--compression") {
+      o.compression = parse_compression(value());
     } else if (a == "--keep") {
       o.keep = true;
     } else if (a == "--cold") {
@@ -445,6 +454,8 @@ int main(int argc, char** argv) {
               load.c_str(), opt.cold ? "cold (files evicted before each run)" : "warm", opt.repeat);
   std::printf("  work dir %s; parent RSS %.1f MiB (each child starts with it)\n", opt.dir.c_str(),
               self.ru_maxrss / 1024.0);
+  std::printf("  segments: %s\n", opt.compression ? ("zstd level " + std::to_string(opt.compression)).c_str()
+                                                  : "plain hadbp v1");
   std::printf("  MB = 10^6 bytes of the input file; peak RSS is each phase's own (ru_maxrss)\n\n");
   if (!opt.cold) {
     // Warm runs measure the code, not the disk: read the input once first.
@@ -533,7 +544,7 @@ int main(int argc, char** argv) {
 
     row.encode = measure(prepare({opt.file}, "input"), [&] {
       return run_child("encode (read+encode, no store)", [&](std::string& n) {
-        SnapshotSource src(opt.file, ps);
+        SnapshotSource src(opt.file, ps, opt.compression);
         NullSink sink;
         copy_stream(src, sink);
         n = note + ", segment " + std::to_string(sink.written) + " bytes";
@@ -545,7 +556,7 @@ int main(int argc, char** argv) {
     row.snapshot = measure([&] { remove_and_settle(seg_path); snapshot_prep(); }, [&] {
       return run_child("snapshot (into local store)", [&](std::string& n) {
         auto store = make_local_store(store_dir);
-        SnapshotSource src(opt.file, ps);
+        SnapshotSource src(opt.file, ps, opt.compression);
         store->put(key, src);
         n = note + ", checksum " + checksum_hex(src.checksum());
         return size;

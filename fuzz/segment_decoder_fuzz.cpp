@@ -9,6 +9,14 @@
 // streaming writer. Any defect must surface as duckblock::Error, never as a
 // crash, a sanitizer report or another exception.
 //
+// Compressed segments (flag 0x01) are decoded the same three ways. A valid
+// one cannot be expected to re-encode to its own bytes (another zstd encoder
+// or level may have made it), so it must instead re-encode plain to the same
+// checksum, and a v1-only reader (one that ignores the flags) must reject it.
+// Every valid plain segment is also compressed, and the compressed copy, a
+// copy with one byte flipped and a truncated copy are decoded: the first must
+// give the same pages, the others the same pages or a kCorruption error.
+//
 // Random bytes almost never carry a matching checksum, which would keep the
 // fuzzer out of the decoder's success path. So each input is also tried with
 // its last 8 bytes replaced by the checksum its body would have: the checksum
@@ -72,11 +80,22 @@ class ChunkedSource final : public ByteSource {
   uint64_t state_;
 };
 
-std::optional<Segment> try_decode(std::span<const uint8_t> bytes) {
+// Unknown flag bits are valid input this build cannot handle; anything else
+// wrong is corruption.
+void check_error(std::span<const uint8_t> bytes, const Error& e) {
+  bool unknown_flags = bytes.size() >= kHeaderSize && (bytes[6] & ~kFlagCompressed) != 0;
+  FUZZ_CHECK(e.kind() == ErrorKind::kCorruption || (unknown_flags && e.kind() == ErrorKind::kUnsupported));
+}
+
+std::optional<Segment> try_decode(std::span<const uint8_t> bytes, SegmentReaderOptions options = {}) {
   try {
-    return decode_segment(bytes);
+    return decode_segment(bytes, options);
   } catch (const Error& e) {
-    FUZZ_CHECK(e.kind() == ErrorKind::kCorruption);
+    if (options.ignore_flags) {
+      FUZZ_CHECK(e.kind() == ErrorKind::kCorruption);
+    } else {
+      check_error(bytes, e);
+    }
     FUZZ_CHECK(std::strlen(e.what()) > 0);
     return std::nullopt;
   }
@@ -97,7 +116,7 @@ std::optional<Segment> try_stream(std::span<const uint8_t> bytes) {
     s.checksum = reader.checksum();
     return s;
   } catch (const Error& e) {
-    FUZZ_CHECK(e.kind() == ErrorKind::kCorruption);
+    check_error(bytes, e);
     return std::nullopt;
   }
 }
@@ -107,12 +126,14 @@ std::optional<SegmentSummary> try_verify_unbounded(std::span<const uint8_t> byte
   try {
     return verify_segment(src);
   } catch (const Error& e) {
-    FUZZ_CHECK(e.kind() == ErrorKind::kCorruption);
+    check_error(bytes, e);
     return std::nullopt;
   }
 }
 
-void check_one(std::span<const uint8_t> bytes) {
+void check_compressed_copies(const Segment& s);
+
+void check_one(std::span<const uint8_t> bytes, bool derived = false) {
   auto decoded = try_decode(bytes);
   auto streamed = try_stream(bytes);
   auto verified = try_verify_unbounded(bytes);
@@ -137,6 +158,18 @@ void check_one(std::span<const uint8_t> bytes) {
   FUZZ_CHECK(verified->file_length.has_value() == has_length);
   if (has_length) FUZZ_CHECK(*verified->file_length == decode_file_length(last->data));
 
+  if (s.header.flags & kFlagCompressed) {
+    // A reader that ignores the flags must never accept a compressed segment.
+    FUZZ_CHECK(!try_decode(bytes, SegmentReaderOptions{.ignore_flags = true}));
+    SegmentHeader plain = s.header;
+    plain.flags = 0;
+    uint64_t sum = 0;
+    encode_segment(plain, s.pages, &sum);
+    FUZZ_CHECK(sum == s.checksum);
+    return;
+  }
+  if (!derived) check_compressed_copies(s);
+
   // Round trip: the in-memory encoder...
   uint64_t sum = 0;
   std::vector<uint8_t> again = encode_segment(s.header, s.pages, &sum);
@@ -152,6 +185,28 @@ void check_one(std::span<const uint8_t> bytes) {
   FUZZ_CHECK(writer.bytes_written() == bytes.size());
   FUZZ_CHECK(sink.data().size() == bytes.size() &&
              std::memcmp(sink.data().data(), bytes.data(), bytes.size()) == 0);
+}
+
+void check_compressed_copies(const Segment& s) {
+  if (s.header.page_id_size != 8) return;  // compressed segments use 8-byte ids
+  SegmentHeader h = s.header;
+  h.flags = kFlagCompressed;
+  uint64_t sum = 0;
+  std::vector<uint8_t> z = encode_segment(h, s.pages, &sum, 1);
+  FUZZ_CHECK(sum == s.checksum);
+  auto back = try_decode(z);
+  FUZZ_CHECK(back && back->pages == s.pages && back->checksum == s.checksum && back->header == h);
+  check_one(z, true);
+  // Damage it where the pages' own bytes choose, past the header.
+  uint64_t pick = s.checksum;
+  std::vector<uint8_t> flipped = z;
+  size_t at = kHeaderSize + pick % (z.size() - kHeaderSize);
+  flipped[at] ^= static_cast<uint8_t>(1u << ((pick >> 32) % 8));
+  if (auto d = try_decode(flipped)) FUZZ_CHECK(d->pages == s.pages);
+  check_one(flipped, true);
+  std::span<const uint8_t> cut(z.data(), kHeaderSize + (pick >> 16) % (z.size() - kHeaderSize));
+  FUZZ_CHECK(!try_decode(cut));
+  check_one(cut, true);
 }
 
 }  // namespace

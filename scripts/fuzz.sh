@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang under ASan+UBSan (in build-fuzz/, or
 # $FUZZ_BUILD_DIR) and runs the segment decoder's for a bounded time, seeded
-# with the format's golden vectors. Fails on any crash, sanitizer report,
+# with the format's golden vectors (plain and zstd). Fails on any crash, sanitizer report,
 # leak, timeout or memory blow-up; the offending input is left in the build
 # dir (crash-*, leak-*, timeout-*, oom-*) and its path printed.
 #   FUZZ_SECONDS  how long to fuzz (default 60)
@@ -32,7 +32,7 @@ ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} \
 UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
   fuzz/segment_decoder_fuzz -max_total_time="$SECONDS_TO_RUN" -rss_limit_mb="$RSS_MB" \
   -max_len="$MAX_LEN" -timeout=10 -print_final_stats=1 -artifact_prefix="$BUILD/" \
-  "$CORPUS" "$ROOT/tests/data/hadbp" 2>"$BUILD/fuzz.log" || {
+  "$CORPUS" "$ROOT/tests/data/hadbp" "$ROOT/tests/data/hadbp-zstd" 2>"$BUILD/fuzz.log" || {
     rc=$?
     tail -60 "$BUILD/fuzz.log" >&2
     echo "fuzz: FAILED (exit $rc); full log: $BUILD/fuzz.log" >&2

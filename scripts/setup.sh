@@ -5,7 +5,7 @@ set -euo pipefail
 
 PACKAGES=(cmake ninja-build g++ clang libclang-rt-14-dev pkg-config
           libssl-dev libcurl4-openssl-dev libexpat1-dev nlohmann-json3-dev libcli11-dev
-          libgtest-dev libgmock-dev libbenchmark-dev curl)
+          libgtest-dev libgmock-dev libbenchmark-dev curl libzstd-dev)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 
 #include <filesystem>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "cli_util.h"
@@ -685,6 +686,43 @@ TEST_F(Cli, OutOfRangeAndEmptyValuesAreUsageErrors) {
   // A leap day stays valid (a time after the head restores the head).
   auto leap = run_store("restore", {"--to", dir / "leap.duckdb", "--time", "2028-02-29T12:00:00Z"});
   EXPECT_EQ(leap.rc, 0) << describe(leap);
+}
+
+// --compression (and DUCKBLOCK_COMPRESSION) choose each shipped segment's
+// encoding: zstd by default, plain hadbp v1 with "none". Header byte 6 holds
+// the flags.
+TEST_F(Cli, CompressionFlagChoosesPlainOrZstdSegments) {
+  std::string db = dir / "app.duckdb";
+  bytes.write(db, 12);
+  auto new_flags = [&, seen = std::set<std::string>()]() mutable {
+    std::set<int> flags;
+    for (const auto& [path, digest] : store_files()) {
+      if (path.size() < 6 || path.substr(path.size() - 6) != ".hadbp" || !seen.insert(path).second) continue;
+      flags.insert(read_file(path).at(6));
+    }
+    return flags;
+  };
+  auto plain = run_store("snapshot", {db, "--compression", "none"});
+  ASSERT_EQ(plain.rc, 0) << describe(plain);
+  EXPECT_EQ(new_flags(), std::set<int>{0});
+  bytes.modify(db);
+  auto dflt = run_store("push", {db});
+  ASSERT_EQ(dflt.rc, 0) << describe(dflt);
+  EXPECT_EQ(new_flags(), std::set<int>{1});
+  bytes.modify(db);
+  auto env = run(test::cli_args("push", {db}, store_args()), {{"DUCKBLOCK_COMPRESSION", "none"}});
+  ASSERT_EQ(env.rc, 0) << describe(env);
+  EXPECT_EQ(new_flags(), std::set<int>{0});
+  bytes.modify(db);
+  auto level = run_store("snapshot", {db, "--compression", "zstd:19"});
+  ASSERT_EQ(level.rc, 0) << describe(level);
+  EXPECT_EQ(new_flags(), std::set<int>{1});
+  auto bad = run_store("push", {db, "--compression", "zstd:20"});
+  EXPECT_EQ(bad.rc, 2) << describe(bad);
+  EXPECT_NE(bad.err.find("zstd:LEVEL"), std::string::npos) << describe(bad);
+  auto res = run_store("restore", {"--to", dir / "r.duckdb"});
+  ASSERT_EQ(res.rc, 0) << describe(res);
+  EXPECT_EQ(file_digest(dir / "r.duckdb"), bytes.digest());
 }
 
 }  // namespace

@@ -21,12 +21,7 @@ json manifest() {
 
 std::vector<uint8_t> page_bytes(const json& page) {
   size_t len = page["len"].get<size_t>();
-  if (page.contains("fill")) {
-    std::vector<uint8_t> out(len);
-    unsigned fill = page["fill"].get<unsigned>();
-    for (size_t i = 0; i < len; ++i) out[i] = static_cast<uint8_t>((fill + i % 251) & 0xff);
-    return out;
-  }
+  if (page.contains("fill")) return test::fill_bytes(page["fill"].get<unsigned>(), len);
   auto src = read_file(test::data_path("hadbp/" + page["source"].get<std::string>()));
   size_t off = page["offset"].get<size_t>();
   return {src.begin() + off, src.begin() + off + len};

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <random>
+#include <set>
 
 #include "duckblock/error.h"
 #include "duckblock/key.h"
@@ -168,6 +169,45 @@ TEST_P(Replication, UnchangedPagesAreNotShipped) {
   rep.add("db", reader);
   std::vector<uint64_t> dirty = {1, 2, 3};  // written, but with the same bytes
   EXPECT_EQ(rep.push_checkpoint("db", reader, &dirty).seq, 0u);
+}
+
+// Compression is per segment: a chain may mix plain and compressed segments
+// (a leader restarted with another setting), and followers and restores
+// read both, because the checksum is the same either way.
+TEST_P(Replication, SegmentsAreCompressedByDefaultPlainWhenAskedAndAChainMayMixThem) {
+  MutatingFile leader(dir / "leader.db", 21);
+  FollowerBehavior follower(store, "db", dir / "follower.db");
+  auto flags_of_new_objects = [&](std::set<std::string>& seen) {
+    std::set<int> flags;
+    for (const auto& o : store->list("")) {
+      if (!seen.insert(o.key).second) continue;
+      flags.insert(get_bytes(*store, o.key).at(6));
+    }
+    return flags;
+  };
+  std::set<std::string> seen;
+  for (int level : {0, kDefaultCompressionLevel, 0}) {
+    SCOPED_TRACE(level);
+    auto opt = options(dir / "spool");
+    opt.compression = level;
+    Replicator rep(store, opt);
+    FilePageReader reader(leader.path());
+    rep.add("db", reader);
+    for (int i = 0; i < 5; ++i) {
+      leader.step();
+      auto d = leader.take_dirty();
+      rep.push_checkpoint("db", reader, &d);
+    }
+    rep.sync();
+    EXPECT_EQ(flags_of_new_objects(seen), std::set<int>{level ? kFlagCompressed : 0});
+    follower.poll_once();
+    ASSERT_EQ(test::digest_of(read_file(dir / "follower.db")), test::digest_of(leader.data()));
+  }
+  auto res = restore(*store, "db", dir / "restored.db");
+  EXPECT_EQ(test::digest_of(read_file(dir / "restored.db")), test::digest_of(leader.data()));
+  auto bad = options(dir / "spool2");
+  bad.compression = 20;
+  EXPECT_THROW(Replicator(store, bad), Error);
 }
 
 TEST_P(Replication, SnapshotNowShipsTheDifferenceThenSnapshotsTheHead) {

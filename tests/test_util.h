@@ -33,6 +33,14 @@ inline std::string data_path(const std::string& name) {
   return std::string(DUCKBLOCK_TEST_DATA) + "/" + name;
 }
 
+// Synthetic page content of the golden vectors' manifests:
+// byte[i] = (fill + i % 251) & 0xff.
+inline std::vector<uint8_t> fill_bytes(unsigned fill, size_t len) {
+  std::vector<uint8_t> out(len);
+  for (size_t i = 0; i < len; ++i) out[i] = static_cast<uint8_t>((fill + i % 251) & 0xff);
+  return out;
+}
+
 }  // namespace duckblock::test
 
 namespace duckblock::test {

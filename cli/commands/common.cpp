@@ -30,7 +30,7 @@ std::optional<std::string> env(const char* name) {
 }
 
 const std::set<std::string> kConfigKeys = {"store", "db",      "endpoint",   "region",
-                                           "profile", "path_style", "verify_tls", "spool"};
+                                           "profile", "path_style", "verify_tls", "spool", "compression"};
 
 const nlohmann::json* config() {
   if (g_config_loaded) return g_config ? &*g_config : nullptr;

@@ -26,6 +26,7 @@ struct ShipFlags {
   uint64_t snapshot_every = 100;
   std::string timeout = "5m";
   uint64_t retries = 5;
+  std::string compression;
 };
 
 // Bytes of the segments waiting in one database's spool.
@@ -91,6 +92,9 @@ void add_ship_flags(CLI::App* cmd, ShipFlags& f) {
   cmd->add_option("--retries", f.retries, "Give up after this many failed upload attempts")
       ->check(whole_number())
       ->capture_default_str();
+  cmd->add_option("--compression", f.compression,
+                  "none (plain hadbp v1, for stores the reference implementation reads), zstd or zstd:LEVEL (1..19) "
+                  "(default: $DUCKBLOCK_COMPRESSION, the config file's \"compression\", else zstd:3)");
 }
 
 // The log the store holds for `base` (every log segment applied in order),
@@ -125,6 +129,10 @@ int run_ship(ShipFlags& f, bool force_snapshot) {
   if (spool.empty()) spool = dirname_of(file) + "/.duckblock-spool";
   spool = absolute_path(spool);
   std::string db_dir = spool + "/" + f.store.db;
+  std::string compression = f.compression;
+  if (compression.empty() && std::getenv("DUCKBLOCK_COMPRESSION")) compression = std::getenv("DUCKBLOCK_COMPRESSION");
+  if (compression.empty()) compression = config_string("compression");
+  const int level = compression.empty() ? kDefaultCompressionLevel : parse_compression(compression);
 
   auto counting = std::make_shared<CountingStore>(open_store_for(f.store, StoreUse::kWrite));
   std::shared_ptr<ObjectStore> store = counting;
@@ -135,6 +143,7 @@ int run_ship(ShipFlags& f, bool force_snapshot) {
 
   ReplicatorOptions ro;
   ro.spool_dir = spool;
+  ro.compression = level;
   ro.snapshots.every_segments = f.snapshot_every;
   ro.snapshots.every_bytes = 0;  // by count only: predictable from the command line
   std::unique_ptr<Replicator> rep_owner;

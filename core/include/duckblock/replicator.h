@@ -66,6 +66,11 @@ struct ReplicatorOptions {
   // Log shipping (every commit between checkpoints): see push_log.
   LogSyncMode log_sync_mode = LogSyncMode::kInterval;
   std::chrono::milliseconds log_interval{1000};
+  // Segments are zstd-compressed at this level (1..19, docs/FORMAT.md
+  // "Compressed segments"); 0 writes plain hadbp v1, for a store the
+  // reference implementation must read. parse_compression() (format.h)
+  // reads the "none" / "zstd" / "zstd:N" spelling of settings.
+  int compression = kDefaultCompressionLevel;
   // Upload retry backoff (capped exponential with jitter).
   std::chrono::milliseconds retry_initial{100};
   std::chrono::milliseconds retry_max{10000};
@@ -100,7 +105,9 @@ struct PushResult {
   uint64_t seq = 0;             // 0: nothing changed, nothing shipped
   uint64_t pages = 0;           // pages in the segment (without the length record)
   uint64_t data_bytes = 0;      // page bytes in the segment
-  uint64_t encoded_bytes = 0;   // segment size
+  // Segment size; for a push spooled in the background (compressed before
+  // it is written) the plain v1 size, an upper bound.
+  uint64_t encoded_bytes = 0;
   bool snapshot = false;        // a snapshot was spooled too
 };
 

@@ -3,6 +3,7 @@
 
 #include "duckblock/error.h"
 #include "duckblock/format.h"
+#include "zstd_stream.h"
 
 namespace duckblock {
 
@@ -30,7 +31,39 @@ uint64_t checksum_of(Sha256& hash) {
 
 [[noreturn]] void corrupt(const std::string& msg) { throw Error(ErrorKind::kCorruption, msg); }
 
+// A compressed segment starts its body with this 12-byte record, exactly
+// where a v1 reader expects the first page: id 2^64-1 with a data length of
+// 2^32-1, which is longer than any page size, so a reader that ignores the
+// flags rejects the segment here (docs/FORMAT.md, "Compressed segments").
+constexpr size_t kGuardSize = 12;
+constexpr uint8_t kGuard[kGuardSize] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+
+std::string hex_flags(uint8_t flags) {
+  char buf[8];
+  std::snprintf(buf, sizeof buf, "0x%02x", flags);
+  return buf;
+}
+
 }  // namespace
+
+int parse_compression(const std::string& text) {
+  if (text == "none" || text == "off" || text == "0") return 0;
+  if (text == "zstd") return kDefaultCompressionLevel;
+  if (text.rfind("zstd:", 0) == 0) {
+    std::string n = text.substr(5);
+    if (!n.empty() && n.size() <= 2 && n.find_first_not_of("0123456789") == std::string::npos) {
+      int level = std::stoi(n);
+      if (level >= 1 && level <= kMaxCompressionLevel) return level;
+    }
+  }
+  throw Error(ErrorKind::kInvalidArgument,
+              "not a compression setting: '" + text + "' (expected none, zstd or zstd:LEVEL with LEVEL 1.." +
+                  std::to_string(kMaxCompressionLevel) + ")");
+}
+
+std::string compression_name(int level) {
+  return level == 0 ? "none" : "zstd:" + std::to_string(level);
+}
 
 std::string checksum_hex(uint64_t checksum) {
   char buf[17];
@@ -86,10 +119,19 @@ void serialize_header(const SegmentHeader& h, std::span<uint8_t, kHeaderSize> b)
 
 // ---- writer ----
 
-SegmentWriter::SegmentWriter(ByteSink& out, const SegmentHeader& header)
+SegmentWriter::SegmentWriter(ByteSink& out, const SegmentHeader& header, int compression_level)
     : out_(out), header_(header) {
   if (header.page_id_size != 4 && header.page_id_size != 8) {
     throw Error(ErrorKind::kInvalidArgument, "page_id_size must be 4 or 8");
+  }
+  if (header.flags & ~kFlagCompressed) {
+    throw Error(ErrorKind::kInvalidArgument, "unsupported segment flags " + hex_flags(header.flags) +
+                                                 " (this build writes 0x00 or 0x01, zstd compression)");
+  }
+  // The guard record's id must overflow any file offset (docs/FORMAT.md),
+  // which a 4-byte id would not.
+  if ((header.flags & kFlagCompressed) && header.page_id_size != 8) {
+    throw Error(ErrorKind::kInvalidArgument, "a compressed segment needs page_id_size 8");
   }
   if (header.page_size == 0 || header.page_size > kMaxPageSize) {
     throw Error(ErrorKind::kInvalidArgument,
@@ -98,7 +140,10 @@ SegmentWriter::SegmentWriter(ByteSink& out, const SegmentHeader& header)
   uint8_t h[kHeaderSize];
   serialize_header(header_, std::span<uint8_t, kHeaderSize>(h));
   out_.write(h, sizeof h);
-  bytes_ += sizeof h;
+  if (header.flags & kFlagCompressed) {
+    out_.write(kGuard, kGuardSize);
+    zstd_ = std::make_unique<detail::ZstdSink>(out_, compression_level);
+  }
   uint8_t prev[8];
   put_be(prev, header_.prev_checksum, 8);
   hash_.update(prev, 8);
@@ -126,13 +171,13 @@ void SegmentWriter::add_page(uint64_t page_id, std::span<const uint8_t> data) {
   int w = header_.page_id_size;
   put_be(prefix, page_id, w);
   put_be(prefix + w, data.size(), 4);
-  out_.write(prefix, w + 4);
+  ByteSink& sink = records();
+  sink.write(prefix, w + 4);
   hash_.update(prefix, w + 4);
   if (!data.empty()) {
-    out_.write(data.data(), data.size());
+    sink.write(data.data(), data.size());
     hash_.update(data.data(), data.size());
   }
-  bytes_ += w + 4 + data.size();
   last_id_ = page_id;
   ++pages_added_;
 }
@@ -145,17 +190,24 @@ uint64_t SegmentWriter::finish() {
                     std::to_string(pages_added_));
   }
   finished_ = true;
+  if (zstd_) zstd_->finish();
   uint64_t sum = checksum_of(hash_);
   uint8_t t[8];
   put_be(t, sum, 8);
   out_.write(t, 8);
-  bytes_ += 8;
   return sum;
+}
+
+SegmentWriter::~SegmentWriter() = default;
+
+ByteSink& SegmentWriter::records() {
+  if (zstd_) return *zstd_;
+  return out_;
 }
 
 // ---- reader ----
 
-SegmentReader::SegmentReader(ByteSource& in) : in_(in) {
+SegmentReader::SegmentReader(ByteSource& in, SegmentReaderOptions options) : in_(in) {
   uint8_t h[kHeaderSize];
   size_t got = 0;
   while (got < kHeaderSize) {
@@ -169,8 +221,27 @@ SegmentReader::SegmentReader(ByteSource& in) : in_(in) {
   }
   bytes_ = kHeaderSize;
   header_ = parse_header(std::span<const uint8_t, kHeaderSize>(h));
-  // Reject an impossible page count before anything is allocated or read.
-  if (auto left = in_.remaining()) {
+  const uint8_t flags = options.ignore_flags ? 0 : header_.flags;
+  if (flags & ~kFlagCompressed) {
+    throw Error(ErrorKind::kUnsupported,
+                "segment flags " + hex_flags(flags) + " are not supported by this build (it reads 0x00, plain, and " +
+                    "0x01, zstd-compressed; 0x02 is reserved for encryption)");
+  }
+  if (flags & kFlagCompressed) {
+    if (header_.page_id_size != 8) {
+      corrupt("a compressed segment must have page_id_size 8, this one has 4");
+    }
+    uint8_t guard[kGuardSize];
+    in_.read_exact(guard, kGuardSize, "the compressed segment's guard record (truncated segment)");
+    if (std::memcmp(guard, kGuard, kGuardSize) != 0) {
+      corrupt("a compressed segment must start with the guard record (page id 2^64-1, length 2^32-1)");
+    }
+    bytes_ += kGuardSize;
+    // A page count cannot be checked against compressed bytes up front; the
+    // decoder allocates per page only what the stream really delivers.
+    zstd_ = std::make_unique<detail::ZstdSource>(in_);
+  } else if (auto left = in_.remaining()) {
+    // Reject an impossible page count before anything is allocated or read.
     uint64_t min_needed =
         uint64_t{header_.page_count} * (header_.page_id_size + 4) + kTrailerSize;
     if (*left < min_needed) {
@@ -184,29 +255,57 @@ SegmentReader::SegmentReader(ByteSource& in) : in_(in) {
   hash_.update(prev, 8);
 }
 
+SegmentReader::~SegmentReader() = default;
+
+ByteSource& SegmentReader::records() {
+  if (zstd_) return *zstd_;
+  return in_;
+}
+
+void SegmentReader::read_trailer() {
+  uint8_t t[8];
+  uint8_t extra;
+  bool trailing = false;
+  if (zstd_) {
+    // The frame must end exactly after the last page record.
+    if (zstd_->read(&extra, 1) != 0) {
+      corrupt("size mismatch: the compressed data holds more than the header's " +
+              std::to_string(header_.page_count) + " pages");
+    }
+    for (size_t got = 0; got < 8;) {
+      size_t r = zstd_->read_after_frame(t + got, 8 - got);
+      if (r == 0) corrupt("unexpected end of data in segment trailer (truncated segment)");
+      got += r;
+    }
+    bytes_ = kHeaderSize + kGuardSize + zstd_->in_bytes();
+    trailing = zstd_->read_after_frame(&extra, 1) != 0;
+  } else {
+    in_.read_exact(t, 8, "segment trailer (truncated segment)");
+    bytes_ += 8;
+    trailing = in_.read(&extra, 1) != 0;
+  }
+  uint64_t stored = get_be(t, 8);
+  checksum_ = checksum_of(hash_);
+  if (trailing) {
+    corrupt("size mismatch: trailing bytes after the segment trailer at offset " + std::to_string(bytes_));
+  }
+  if (stored != checksum_) {
+    corrupt("checksum mismatch: trailer says " + checksum_hex(stored) + ", contents hash to " +
+            checksum_hex(checksum_));
+  }
+}
+
 bool SegmentReader::next(PageView& page) {
   if (done_) return false;
   if (pages_read_ == header_.page_count) {
-    uint8_t t[8];
-    in_.read_exact(t, 8, "segment trailer (truncated segment)");
-    bytes_ += 8;
-    uint64_t stored = get_be(t, 8);
-    checksum_ = checksum_of(hash_);
-    uint8_t extra;
-    if (in_.read(&extra, 1) != 0) {
-      corrupt("size mismatch: trailing bytes after the segment trailer at offset " +
-              std::to_string(bytes_));
-    }
-    if (stored != checksum_) {
-      corrupt("checksum mismatch: trailer says " + checksum_hex(stored) +
-              ", contents hash to " + checksum_hex(checksum_));
-    }
+    read_trailer();
     done_ = true;
     return false;
   }
+  ByteSource& src = records();
   int w = header_.page_id_size;
   uint8_t prefix[12];
-  in_.read_exact(prefix, w + 4, "page header (truncated segment)");
+  src.read_exact(prefix, w + 4, "page header (truncated segment)");
   uint64_t id = get_be(prefix, w);
   uint32_t len = static_cast<uint32_t>(get_be(prefix + w, 4));
   if (len > header_.page_size) {
@@ -217,27 +316,27 @@ bool SegmentReader::next(PageView& page) {
     corrupt("page ids not ascending: " + std::to_string(id) + " after " +
             std::to_string(*last_id_));
   }
-  if (auto left = in_.remaining(); left && *left < uint64_t{len} + kTrailerSize) {
+  if (auto left = src.remaining(); left && *left < uint64_t{len} + kTrailerSize) {
     corrupt("size mismatch: page " + std::to_string(id) + " claims " + std::to_string(len) +
             " bytes but only " + std::to_string(*left) + " remain");
   }
   hash_.update(prefix, w + 4);
-  if (in_.remaining()) {
+  if (src.remaining()) {
     if (buf_.size() < len) buf_.resize(len);  // the check above proved the bytes exist
-    in_.read_exact(buf_.data(), len, "page data (truncated segment)");
+    src.read_exact(buf_.data(), len, "page data (truncated segment)");
   } else {
-    // A stream of unknown length: grow the buffer only as bytes arrive, so a
-    // hostile data_len costs memory in proportion to what was really sent,
-    // not up to kMaxPageSize at once.
+    // A stream of unknown length (or decompressed data): grow the buffer only
+    // as bytes arrive, so a hostile data_len costs memory in proportion to
+    // what was really sent, not up to kMaxPageSize at once.
     for (size_t have = 0; have < len;) {
       size_t step = std::min<size_t>(len - have, std::max<size_t>(have, size_t{64} << 10));
       if (buf_.size() < have + step) buf_.resize(have + step);
-      in_.read_exact(buf_.data() + have, step, "page data (truncated segment)");
+      src.read_exact(buf_.data() + have, step, "page data (truncated segment)");
       have += step;
     }
   }
   hash_.update(buf_.data(), len);
-  bytes_ += w + 4 + len;
+  if (!zstd_) bytes_ += w + 4 + len;
   last_id_ = id;
   ++pages_read_;
   page.id = id;
@@ -258,21 +357,21 @@ SegmentSummary verify_segment(ByteSource& in) {
   return s;
 }
 
-std::vector<uint8_t> encode_segment(SegmentHeader header, std::vector<Page> pages,
-                                    uint64_t* checksum_out) {
+std::vector<uint8_t> encode_segment(SegmentHeader header, std::vector<Page> pages, uint64_t* checksum_out,
+                                    int compression_level) {
   std::sort(pages.begin(), pages.end(), [](const Page& a, const Page& b) { return a.id < b.id; });
   header.page_count = static_cast<uint32_t>(pages.size());
   VectorSink sink;
-  SegmentWriter w(sink, header);
+  SegmentWriter w(sink, header, compression_level);
   for (const auto& p : pages) w.add_page(p.id, p.data);
   uint64_t sum = w.finish();
   if (checksum_out) *checksum_out = sum;
   return std::move(sink.data());
 }
 
-Segment decode_segment(std::span<const uint8_t> bytes) {
+Segment decode_segment(std::span<const uint8_t> bytes, SegmentReaderOptions options) {
   MemorySource src(bytes);
-  SegmentReader r(src);
+  SegmentReader r(src, options);
   Segment s;
   s.header = r.header();
   PageView p;

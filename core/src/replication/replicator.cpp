@@ -255,7 +255,9 @@ struct Replicator::Impl {
       h.prev_checksum = prev;
       h.created_ms = created_ms;
       h.page_count = static_cast<uint32_t>(page_count + (with_length ? 1 : 0));
-      SegmentWriter w(sink, h);
+      const int level = self->options_.compression;
+      if (level > 0) h.flags = kFlagCompressed;
+      SegmentWriter w(sink, h, level);
       size_t pages_written = 0;
       source([&](uint64_t id, const uint8_t* p, size_t n) {
         w.add_page(id, std::span<const uint8_t>(p, n));
@@ -427,6 +429,7 @@ struct Replicator::Impl {
         write_segment(db.incr_dir(), db.file_mode, seq, prev, now(), diff.changed.size(),
                       pages_from_file(reader, ps, diff.file_length, diff.changed), diff.file_length,
                       diff.length_changed);
+    result.encoded_bytes = size;
     if (snapshot_due) {
       // The file is exactly the state after `seq` right now (the caller
       // holds the checkpoint), so this is the snapshot at `seq`.
@@ -844,6 +847,11 @@ Replicator::Replicator(std::shared_ptr<ObjectStore> store, ReplicatorOptions opt
   if (options_.spool_dir.empty()) throw Error(ErrorKind::kInvalidArgument, "a spool directory is required");
   if (options_.page_size == 0 || options_.page_size > kMaxPageSize) {
     throw Error(ErrorKind::kInvalidArgument, "bad page size");
+  }
+  if (options_.compression < 0 || options_.compression > kMaxCompressionLevel) {
+    throw Error(ErrorKind::kInvalidArgument, "compression level " + std::to_string(options_.compression) +
+                                                 " out of range (0 for plain hadbp v1, 1.." +
+                                                 std::to_string(kMaxCompressionLevel) + " for zstd)");
   }
   make_dirs(options_.spool_dir);
   impl_->uploader = std::thread([this] { impl_->upload_loop(); });
