@@ -382,6 +382,11 @@ TEST(FormatCompress, FramesClaimingHugeSizesOrWindowsAreCorruption) {
   EXPECT_EQ(kind_of(huge_single), ErrorKind::kCorruption);
   auto huge_window = segment_with_frame([](auto r) { return raw_frame(r, r.size(), false, 0xf8 /* 2^41 */); });
   EXPECT_NE(error_of(huge_window).find("window of at most 8 MiB"), std::string::npos);
+  // One step above the 8 MiB limit is refused, the limit itself is not.
+  auto window_16m = segment_with_frame([](auto r) { return raw_frame(r, r.size(), false, 0x70 /* 2^24 */); });
+  EXPECT_NE(error_of(window_16m).find("window of at most 8 MiB"), std::string::npos);
+  auto window_8m = segment_with_frame([](auto r) { return raw_frame(r, r.size(), false, 0x68 /* 2^23 */); });
+  EXPECT_EQ(decode_segment(window_8m).pages.size(), 1u);
   auto small_claim = segment_with_frame([](auto r) { return raw_frame(r, r.size() - 1, false); });
   EXPECT_EQ(kind_of(small_claim), ErrorKind::kCorruption);
 }

@@ -1,6 +1,7 @@
 #include "zstd_stream.h"
 
 #include <zstd.h>
+#include <zstd_errors.h>
 
 #include <cstring>
 #include <string>
@@ -96,8 +97,11 @@ size_t ZstdSource::read(void* buf, size_t n) {
     size_t r = ZSTD_decompressStream(dctx_, &out, &in);
     ibuf_pos_ = in.pos;
     if (ZSTD_isError(r)) {
-      corrupt(std::string("compressed page data does not decode (zstd: ") + ZSTD_getErrorName(r) +
-              "; frames must use a window of at most " + std::to_string((1u << kZstdWindowLogMax) >> 20) + " MiB)");
+      std::string why = ZSTD_getErrorName(r);
+      if (ZSTD_getErrorCode(r) == ZSTD_error_frameParameter_windowTooLarge) {
+        why += "; frames must use a window of at most " + std::to_string((1u << kZstdWindowLogMax) >> 20) + " MiB";
+      }
+      corrupt("compressed page data does not decode (zstd: " + why + ")");
     }
     if (r == 0) {
       ended_ = true;
