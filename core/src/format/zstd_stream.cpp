@@ -25,16 +25,23 @@ constexpr size_t kInputChunk = size_t{64} << 10;
 }  // namespace
 
 ZstdSink::ZstdSink(ByteSink& out, int level)
-    : out_(out), cctx_(ZSTD_createCCtx()), ibuf_(ZSTD_CStreamInSize()), obuf_(ZSTD_CStreamOutSize()) {
-  if (!cctx_) throw Error(ErrorKind::kIO, "out of memory creating a zstd compressor");
-  check_c(ZSTD_CCtx_setParameter(cctx_, ZSTD_c_compressionLevel, level), "compression level");
-  // The segment's SHA-256 trailer already protects the pages; a second
-  // checksum would cost time and 4 bytes for nothing.
-  check_c(ZSTD_CCtx_setParameter(cctx_, ZSTD_c_checksumFlag, 0), "checksum flag");
+    : out_(out), ibuf_(ZSTD_CStreamInSize()), obuf_(ZSTD_CStreamOutSize()) {
   // Readers refuse windows above 8 MiB. Levels 1 to 19 stay within it (19
   // uses exactly 8 MiB on large inputs); the format allows no higher level.
   if (level < 1 || level > 19) {
     throw Error(ErrorKind::kInvalidArgument, "zstd level " + std::to_string(level) + " out of range 1..19");
+  }
+  cctx_ = ZSTD_createCCtx();
+  if (!cctx_) throw Error(ErrorKind::kIO, "out of memory creating a zstd compressor");
+  try {
+    check_c(ZSTD_CCtx_setParameter(cctx_, ZSTD_c_compressionLevel, level), "compression level");
+    // The segment's SHA-256 trailer already protects the pages; a second
+    // checksum would cost time and 4 bytes for nothing.
+    check_c(ZSTD_CCtx_setParameter(cctx_, ZSTD_c_checksumFlag, 0), "checksum flag");
+  } catch (...) {
+    // A throwing constructor runs no destructor.
+    ZSTD_freeCCtx(cctx_);
+    throw;
   }
 }
 
