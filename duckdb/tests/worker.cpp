@@ -17,6 +17,21 @@
 //   worker follow STORE_DIR FILE
 //     Brings FILE up to the store's head (prefix "crash/", db "db") and
 //     prints "done SEQ".
+//
+//   worker log-leader DIR STORE_DIR MODE INTERVAL_MS CHECKPOINT_EVERY COMMITS [--keep-log]
+//     Opens DIR/leader.duckdb with capture and log shipping (MODE commit or
+//     interval, log_interval INTERVAL_MS) and commits COMMITS single-row
+//     INSERTs into t(id), ids continuing from the largest in the table (the
+//     rows of a killed run that DuckDB replays from its .wal count). After
+//     each COMMIT returns it appends "id ms" (ms: the system clock) to
+//     DIR/acked.log; every CHECKPOINT_EVERY-th id is followed by a
+//     CHECKPOINT (0: never). Then waits for the store (sync) and prints
+//     "done ID"; with --keep-log it exits there without closing DuckDB, so
+//     the commits since the last checkpoint stay only in the .wal.
+//
+//   worker log-follow STORE_DIR FILE MS
+//     A follower keeping FILE and FILE.wal current (poll_once every few
+//     milliseconds) for MS milliseconds; prints "done SEQ LOG_INDEX".
 #include <signal.h>
 #include <unistd.h>
 
@@ -140,6 +155,63 @@ int follow(char** argv) {
   return 0;
 }
 
+int64_t system_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+int log_leader(int argc, char** argv) {
+  std::string dir = argv[2], store_dir = argv[3], mode = argv[4];
+  long interval_ms = std::atol(argv[5]), checkpoint_every = std::atol(argv[6]), commits = std::atol(argv[7]);
+  bool keep_log = argc > 8 && std::string(argv[8]) == "--keep-log";
+  ReplicatorOptions ro;
+  ro.prefix = kPrefix;
+  ro.spool_dir = dir + "/spool";
+  ro.retry_initial = std::chrono::milliseconds(10);
+  ro.log_sync_mode = mode == "commit" ? LogSyncMode::kCommit : LogSyncMode::kInterval;
+  ro.log_interval = std::chrono::milliseconds(interval_ms);
+  auto rep = std::make_shared<Replicator>(std::shared_ptr<ObjectStore>(make_local_store(store_dir)), ro);
+  auto db = duckdb_integration::open_replicated(dir + "/leader.duckdb", rep, "db");
+  long id = 0;
+  {
+    duckdb::Connection con(db->db());
+    duckdb_test::run(con, "CREATE TABLE IF NOT EXISTS t (id BIGINT)");
+    auto r = con.Query("SELECT coalesce(max(id) + 1, 0) FROM t");
+    if (r->HasError()) throw std::runtime_error(r->GetError());
+    id = r->GetValue(0, 0).GetValue<int64_t>();
+    for (long n = 0; n < commits; ++n, ++id) {
+      duckdb_test::run(con, "INSERT INTO t VALUES (" + std::to_string(id) + ")");
+      append_line(dir + "/acked.log", std::to_string(id) + " " + std::to_string(system_ms()));
+      if (checkpoint_every > 0 && id % checkpoint_every == checkpoint_every - 1) duckdb_test::run(con, "CHECKPOINT");
+    }
+  }
+  rep->sync();
+  std::printf("done %ld\n", id - 1);
+  std::fflush(stdout);
+  if (keep_log) ::_exit(0);  // no close: no checkpoint folds the log into the file
+  db->close();
+  rep->sync();
+  return 0;
+}
+
+int log_follow(char** argv) {
+  std::string store_dir = argv[2], file = argv[3];
+  auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(std::atol(argv[4]));
+  std::shared_ptr<ObjectStore> store = make_local_store(store_dir);
+  FollowerOptions fo;
+  fo.prefix = kPrefix;
+  fo.log_path = file + ".wal";
+  FollowerBehavior f(store, "db", file, fo);
+  do {
+    f.poll_once();
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  } while (std::chrono::steady_clock::now() < until);
+  auto log = f.log_position();
+  std::printf("done %llu %llu\n", static_cast<unsigned long long>(f.position().seq),
+              static_cast<unsigned long long>(log ? log->index : 0));
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -147,8 +219,12 @@ int main(int argc, char** argv) {
     std::string mode = argc > 1 ? argv[1] : "";
     if (mode == "leader" && argc >= 4) return leader(argc, argv);
     if (mode == "follow" && argc >= 4) return follow(argv);
+    if (mode == "log-leader" && argc >= 8) return log_leader(argc, argv);
+    if (mode == "log-follow" && argc >= 5) return log_follow(argv);
     std::fprintf(stderr, "usage: worker leader DIR STORE_DIR [--die-in-push K --die-after-us D]\n"
-                         "       worker follow STORE_DIR FILE\n");
+                         "       worker follow STORE_DIR FILE\n"
+                         "       worker log-leader DIR STORE_DIR MODE INTERVAL_MS CHECKPOINT_EVERY COMMITS [--keep-log]\n"
+                         "       worker log-follow STORE_DIR FILE MS\n");
     return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "worker: %s\n", e.what());
