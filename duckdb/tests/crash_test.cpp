@@ -343,17 +343,22 @@ std::vector<int64_t> ids_with_log(const std::string& path) {
   return out;
 }
 
-// Commits are single-row inserts of ids 0, 1, 2, ... one after the other,
-// so every consistent state holds exactly ids 0..n-1: a gap, a duplicate or
-// an id past n is a commit lost, applied twice, or never made.
-int64_t expect_prefix(const std::vector<int64_t>& ids, const std::string& what) {
-  for (size_t i = 0; i < ids.size(); ++i) {
-    if (ids[i] != static_cast<int64_t>(i)) {
-      ADD_FAILURE() << what << " is not ids 0.." << ids.size() - 1 << ": position " << i << " holds " << ids[i];
-      break;
+// Each of `threads` writers commits single-row inserts of its own ids (j,
+// j + threads, j + 2 * threads, ...) one after the other, so every
+// consistent state holds, for each writer, a prefix of its ids: a gap, a
+// duplicate or a stray id is a commit lost, applied twice, or never made.
+// Returns how many ids of each writer the state holds.
+std::vector<int64_t> expect_prefixes(const std::vector<int64_t>& ids, int64_t threads, const std::string& what) {
+  std::vector<int64_t> n(threads, 0);
+  for (int64_t id : ids) {  // ascending
+    int64_t j = id % threads;
+    if (id < 0 || id != j + n[j] * threads) {
+      ADD_FAILURE() << what << ": writer " << j << " has id " << id << " after " << n[j] << " of its ids";
+      return n;
     }
+    ++n[j];
   }
-  return static_cast<int64_t>(ids.size());
+  return n;
 }
 
 // Restores the latest point (checkpoint + its log) to `out`; false if the
@@ -378,6 +383,7 @@ struct LeaderCrashPlan {
   long max_kill_ms = 0;     // kills land uniformly in [0, max_kill_ms] after the start
   int64_t bound_ms = 0;     // interval mode: acknowledged this long before the kill => restored
   int campaigns = 0, kills_per_campaign = 0;
+  int threaded_from = 1 << 30;  // campaigns from this one commit from 3 threads
 };
 
 // Campaigns of a log leader killed at seeded moments and restarted on the
@@ -397,19 +403,21 @@ int leader_log_crash_campaigns(const LeaderCrashPlan& plan, uint64_t seed) {
     std::shared_ptr<ObjectStore> store = make_local_store(store_dir);
     // Some campaigns checkpoint now and then (a new base for the log, the
     // log reset after it); the others only commit.
-    int64_t must_hold = 0;  // ids below this must be in every restore from now on
+    const int64_t threads = campaign >= plan.threaded_from ? 3 : 1;
+    std::vector<int64_t> must_hold(threads, 0);  // per writer: this many ids must be in every restore from now on
     long checkpoint_every = campaign % 2 ? std::uniform_int_distribution<long>(20, 80)(rng) : 0;
     for (int attempt = 0; attempt <= plan.kills_per_campaign; ++attempt) {
       const bool last = attempt == plan.kills_per_campaign;
       auto d = std::chrono::milliseconds(std::uniform_int_distribution<long>(0, plan.max_kill_ms)(rng));
       std::string trace = "seed " + std::to_string(seed) + " " + plan.mode + " campaign " + std::to_string(campaign) +
-                          " attempt " + std::to_string(attempt) + " checkpoint every " +
+                          " attempt " + std::to_string(attempt) + " threads " + std::to_string(threads) + " checkpoint every " +
                           std::to_string(checkpoint_every) +
                           (last ? ": restart that exits with its log" : ": kill after " + std::to_string(d.count()) + " ms");
       SCOPED_TRACE(trace);
       std::vector<std::string> args = {"log-leader", dir.path(), store_dir, plan.mode, std::to_string(plan.interval_ms),
                                        std::to_string(checkpoint_every), last ? "40" : "1000000"};
       if (last) args.push_back("--keep-log");
+      args.insert(args.end(), {"--threads", std::to_string(threads)});
       RunResult r = run_worker(args, last ? std::nullopt : std::optional<std::chrono::microseconds>(d));
       if (last) {
         EXPECT_EQ(r.exit_code, 0) << r.out;
@@ -418,12 +426,11 @@ int leader_log_crash_campaigns(const LeaderCrashPlan& plan, uint64_t seed) {
         ++kills;
       }
       auto acked = read_acked(dir / "acked.log");
-      std::vector<int64_t> leader_ids = ids_with_log(dir / "leader.duckdb");
-      int64_t leader_n = expect_prefix(leader_ids, "the leader's own file with its .wal");
+      auto leader_n = expect_prefixes(ids_with_log(dir / "leader.duckdb"), threads, "the leader's own file with its .wal");
       LogCatchUp log;
       bool any = restore_latest(*store, dir / "restored.duckdb", &log);
-      int64_t restored_n = any ? expect_prefix(ids_with_log(dir / "restored.duckdb"), "the latest restore") : 0;
-      EXPECT_LE(restored_n, leader_n) << "the store holds commits the leader's own file does not";
+      auto restored_n = any ? expect_prefixes(ids_with_log(dir / "restored.duckdb"), threads, "the latest restore")
+                            : std::vector<int64_t>(threads, 0);
       // Interval mode: a commit must be in the store once it is older than
       // the bound and a leader has run that long since (a commit the
       // previous, killed run had not shipped yet goes up when the restart
@@ -431,21 +438,25 @@ int leader_log_crash_campaigns(const LeaderCrashPlan& plan, uint64_t seed) {
       // What had to be in the store once has to be there ever after.
       const int64_t deadline = r.killed_at_ms - plan.bound_ms;
       for (const auto& [id, ms] : acked) {
-        EXPECT_LT(id, leader_n) << "DuckDB lost acknowledged commit " << id;
+        const int64_t j = id % threads, k = id / threads;  // writer j's k-th id
+        EXPECT_LT(k, leader_n[j]) << "DuckDB lost acknowledged commit " << id;
         if (last || plan.mode == "commit" || (ms < deadline && r.started_ms < deadline)) {
-          must_hold = std::max(must_hold, id + 1);
+          must_hold[j] = std::max(must_hold[j], k + 1);
         }
       }
-      required += must_hold;
-      if (restored_n < must_hold) {
-        ADD_FAILURE() << "acknowledged commit " << restored_n << " (" << (r.killed_at_ms - acked[restored_n].second)
-                      << " ms before the kill) is not in the latest restore, which holds " << restored_n
-                      << " rows (" << log.applied << " log segments applied); it must hold " << must_hold;
-        return kills;
-      }
-      // Once the restart synced, the store is the leader, row for row.
-      if (last) {
-        EXPECT_EQ(restored_n, leader_n);
+      for (int64_t j = 0; j < threads; ++j) {
+        EXPECT_LE(restored_n[j], leader_n[j]) << "the store holds commits the leader's own file does not";
+        required += must_hold[j];
+        if (restored_n[j] < must_hold[j]) {
+          ADD_FAILURE() << "acknowledged commit " << j + restored_n[j] * threads << " of writer " << j
+                        << " is not in the latest restore, which holds " << restored_n[j] << " of its ids ("
+                        << log.applied << " log segments applied); it must hold " << must_hold[j];
+          return kills;
+        }
+        // Once the restart synced, the store is the leader, row for row.
+        if (last) {
+          EXPECT_EQ(restored_n[j], leader_n[j]);
+        }
       }
     }
   }
@@ -463,6 +474,7 @@ TEST(LogCrashTest, CommitModeLeaderKilledLosesNoAcknowledgedCommit) {
   plan.max_kill_ms = 700;
   plan.campaigns = 5;
   plan.kills_per_campaign = 8;
+  plan.threaded_from = 3;
   int kills = leader_log_crash_campaigns(plan, base_seed() + 2);
   EXPECT_EQ(kills, 40);
   RecordProperty("leader_kills", kills);
@@ -479,6 +491,7 @@ TEST(LogCrashTest, IntervalModeLeaderKilledLosesNothingOlderThanTheBound) {
   plan.max_kill_ms = 3000;
   plan.campaigns = 3;
   plan.kills_per_campaign = 4;
+  plan.threaded_from = 2;
   int kills = leader_log_crash_campaigns(plan, base_seed() + 3);
   EXPECT_EQ(kills, 12);
   RecordProperty("leader_kills", kills);
@@ -538,7 +551,7 @@ TEST(LogCrashTest, FollowerKilledWhileApplyingLogConverges) {
       EXPECT_EQ(log.position()->base_seq, replica.position().seq) << "a log beside a file of another checkpoint";
     }
     copy_with_log(file, dir / "reader.duckdb");
-    expect_prefix(ids_with_log(dir / "reader.duckdb"), "the follower's replica with its log");
+    expect_prefixes(ids_with_log(dir / "reader.duckdb"), 1, "the follower's replica with its log");
     ++checks;
   }
   stop = true;

@@ -18,16 +18,17 @@
 //     Brings FILE up to the store's head (prefix "crash/", db "db") and
 //     prints "done SEQ".
 //
-//   worker log-leader DIR STORE_DIR MODE INTERVAL_MS CHECKPOINT_EVERY COMMITS [--keep-log]
+//   worker log-leader DIR STORE_DIR MODE INTERVAL_MS CHECKPOINT_EVERY COMMITS [--keep-log] [--threads T]
 //     Opens DIR/leader.duckdb with capture and log shipping (MODE commit or
-//     interval, log_interval INTERVAL_MS) and commits COMMITS single-row
-//     INSERTs into t(id), ids continuing from the largest in the table (the
+//     interval, log_interval INTERVAL_MS); each of T threads (default 1)
+//     commits COMMITS single-row INSERTs into t(id), thread j the ids
+//     congruent to j modulo T, continuing from its largest in the table (the
 //     rows of a killed run that DuckDB replays from its .wal count). After
 //     each COMMIT returns it appends "id ms" (ms: the system clock) to
-//     DIR/acked.log; every CHECKPOINT_EVERY-th id is followed by a
-//     CHECKPOINT (0: never). Then waits for the store (sync) and prints
-//     "done ID"; with --keep-log it exits there without closing DuckDB, so
-//     the commits since the last checkpoint stay only in the .wal.
+//     DIR/acked.log; thread 0 follows every CHECKPOINT_EVERY-th of its
+//     commits with a CHECKPOINT (0: never). Then waits for the store (sync)
+//     and prints "done"; with --keep-log it exits there without closing
+//     DuckDB, so the commits since the last checkpoint stay only in the .wal.
 //
 //   worker log-follow STORE_DIR FILE MS
 //     A follower keeping FILE and FILE.wal current (poll_once every few
@@ -35,6 +36,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -42,6 +44,7 @@
 #include <map>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "duckblock/duckdb_capture.h"
 #include "duckblock/restore.h"
@@ -163,7 +166,13 @@ int64_t system_ms() {
 int log_leader(int argc, char** argv) {
   std::string dir = argv[2], store_dir = argv[3], mode = argv[4];
   long interval_ms = std::atol(argv[5]), checkpoint_every = std::atol(argv[6]), commits = std::atol(argv[7]);
-  bool keep_log = argc > 8 && std::string(argv[8]) == "--keep-log";
+  bool keep_log = false;
+  long threads = 1;
+  for (int i = 8; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--keep-log") keep_log = true;
+    if (a == "--threads" && i + 1 < argc) threads = std::atol(argv[++i]);
+  }
   ReplicatorOptions ro;
   ro.prefix = kPrefix;
   ro.spool_dir = dir + "/spool";
@@ -172,21 +181,41 @@ int log_leader(int argc, char** argv) {
   ro.log_interval = std::chrono::milliseconds(interval_ms);
   auto rep = std::make_shared<Replicator>(std::shared_ptr<ObjectStore>(make_local_store(store_dir)), ro);
   auto db = duckdb_integration::open_replicated(dir + "/leader.duckdb", rep, "db");
-  long id = 0;
   {
     duckdb::Connection con(db->db());
     duckdb_test::run(con, "CREATE TABLE IF NOT EXISTS t (id BIGINT)");
-    auto r = con.Query("SELECT coalesce(max(id) + 1, 0) FROM t");
-    if (r->HasError()) throw std::runtime_error(r->GetError());
-    id = r->GetValue(0, 0).GetValue<int64_t>();
-    for (long n = 0; n < commits; ++n, ++id) {
-      duckdb_test::run(con, "INSERT INTO t VALUES (" + std::to_string(id) + ")");
-      append_line(dir + "/acked.log", std::to_string(id) + " " + std::to_string(system_ms()));
-      if (checkpoint_every > 0 && id % checkpoint_every == checkpoint_every - 1) duckdb_test::run(con, "CHECKPOINT");
-    }
   }
+  // Thread j commits ids j, j + threads, j + 2 * threads, ... one after
+  // the other (so its own commits are ordered), concurrently with the
+  // others (commits of several threads share an upload); thread 0 also
+  // checkpoints.
+  std::vector<std::thread> workers;
+  std::atomic<bool> failed{false};
+  for (long j = 0; j < threads; ++j) {
+    workers.emplace_back([&, j] {
+      try {
+        duckdb::Connection con(db->db());
+        auto r = con.Query("SELECT coalesce(max(id), " + std::to_string(j - threads) + ") FROM t WHERE id % " +
+                           std::to_string(threads) + " = " + std::to_string(j));
+        if (r->HasError()) throw std::runtime_error(r->GetError());
+        int64_t id = r->GetValue(0, 0).GetValue<int64_t>() + threads;
+        for (long n = 0; n < commits; ++n, id += threads) {
+          duckdb_test::run(con, "INSERT INTO t VALUES (" + std::to_string(id) + ")");
+          append_line(dir + "/acked.log", std::to_string(id) + " " + std::to_string(system_ms()));
+          if (j == 0 && checkpoint_every > 0 && n % checkpoint_every == checkpoint_every - 1) {
+            duckdb_test::run(con, "CHECKPOINT");
+          }
+        }
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "worker thread %ld: %s\n", j, e.what());
+        failed = true;
+      }
+    });
+  }
+  for (auto& w : workers) w.join();
+  if (failed) return 1;
   rep->sync();
-  std::printf("done %ld\n", id - 1);
+  std::printf("done\n");
   std::fflush(stdout);
   if (keep_log) ::_exit(0);  // no close: no checkpoint folds the log into the file
   db->close();
