@@ -497,6 +497,32 @@ TEST(LogCrashTest, IntervalModeLeaderKilledLosesNothingOlderThanTheBound) {
   RecordProperty("leader_kills", kills);
 }
 
+// An in-process DuckDB leader (interval mode, a short interval) with an
+// empty table t(id) checkpointed, replicating to a local store that worker
+// followers read.
+struct LogLeader {
+  explicit LogLeader(long interval_ms) {
+    ReplicatorOptions ro;
+    ro.prefix = kPrefix;
+    ro.spool_dir = dir / "spool";
+    ro.log_interval = std::chrono::milliseconds(interval_ms);
+    rep = std::make_shared<Replicator>(store, ro);
+    db = duckdb_integration::open_replicated(dir / "leader.duckdb", rep, "db");
+    con = std::make_unique<duckdb::Connection>(db->db());
+    duckdb_test::run(*con, "CREATE TABLE t (id BIGINT)");
+    duckdb_test::run(*con, "CHECKPOINT");
+  }
+  CrashDir dir;
+  const std::string store_dir = dir / "store";
+  std::shared_ptr<ObjectStore> store = [this] {
+    std::filesystem::create_directories(store_dir);
+    return std::shared_ptr<ObjectStore>(make_local_store(store_dir));
+  }();
+  std::shared_ptr<Replicator> rep;
+  std::unique_ptr<duckdb_integration::ReplicatedDatabase> db;
+  std::unique_ptr<duckdb::Connection> con;
+};
+
 // A follower keeping a replica and its .wal current while a leader commits
 // (with a checkpoint now and then) is killed at seeded moments; after each
 // kill the replica with its log is a consistent state of the leader (ids
@@ -505,19 +531,12 @@ TEST(LogCrashTest, IntervalModeLeaderKilledLosesNothingOlderThanTheBound) {
 TEST(LogCrashTest, FollowerKilledWhileApplyingLogConverges) {
   const uint64_t seed = base_seed() + 4;
   std::mt19937_64 rng(seed);
-  CrashDir dir;
-  const std::string store_dir = dir / "store";
-  std::filesystem::create_directories(store_dir);
-  std::shared_ptr<ObjectStore> store = make_local_store(store_dir);
-  ReplicatorOptions ro;
-  ro.prefix = kPrefix;
-  ro.spool_dir = dir / "spool";
-  ro.log_interval = std::chrono::milliseconds(20);
-  auto rep = std::make_shared<Replicator>(store, ro);
-  auto leader = duckdb_integration::open_replicated(dir / "leader.duckdb", rep, "db");
-  duckdb::Connection con(leader->db());
-  duckdb_test::run(con, "CREATE TABLE t (id BIGINT)");
-  duckdb_test::run(con, "CHECKPOINT");
+  LogLeader l(20);
+  auto& dir = l.dir;
+  const std::string& store_dir = l.store_dir;
+  auto& rep = l.rep;
+  auto& leader = l.db;
+  duckdb::Connection& con = *l.con;
   std::atomic<bool> stop{false};
   std::atomic<int64_t> committed{0};
   std::thread feeder([&] {
@@ -572,6 +591,55 @@ TEST(LogCrashTest, FollowerKilledWhileApplyingLogConverges) {
   std::printf("follower: %d kills, %d consistency checks, %lld commits\n", kills, checks,
               static_cast<long long>(committed.load()));
   RecordProperty("follower_kills", kills);
+}
+
+// A follower killed exactly inside a log apply or clear (the worker kills
+// itself at LogReplica::crash_point: the window is too narrow for a timed
+// kill to land in reliably) resumes in a fresh process and reaches exactly
+// the leader's rows. Before the log of a new base was recorded empty first
+// and clear() removed the log first, both kills left a .wal without a
+// record, which every later follower refused as foreign (kChainBroken,
+// "was changed since duckblock last applied to it").
+TEST(LogCrashTest, FollowerKilledInsideALogApplyOrClearResumes) {
+  LogLeader l(10);
+  auto& dir = l.dir;
+  const std::string& store_dir = l.store_dir;
+  auto& rep = l.rep;
+  duckdb::Connection& con = *l.con;
+  int64_t id = 0;
+  auto commit = [&](int n) {
+    for (int i = 0; i < n; ++i, ++id) duckdb_test::run(con, "INSERT INTO t VALUES (" + std::to_string(id) + ")");
+    rep->sync();
+  };
+  auto resumes = [&](const std::string& file) {
+    RunResult r = run_worker({"log-follow", store_dir, file, "20"});
+    ASSERT_EQ(r.exit_code, 0) << "a follower after the kill: " << r.out;
+    copy_with_log(file, dir / "reader.duckdb");
+    duckdb::DBConfig cfg;
+    cfg.options.access_mode = duckdb::AccessMode::READ_ONLY;
+    duckdb::DuckDB db(dir / "reader.duckdb", &cfg);
+    duckdb::Connection rc(db);
+    EXPECT_EQ(duckdb_test::fingerprint(rc), duckdb_test::fingerprint(con));
+  };
+  {
+    SCOPED_TRACE("killed writing the first log segment of a base");
+    commit(10);
+    const std::string file = dir / "a.duckdb";
+    RunResult r = run_worker({"log-follow", store_dir, file, "20", "apply:log-written"});
+    ASSERT_TRUE(r.killed) << r.out;
+    resumes(file);
+  }
+  {
+    SCOPED_TRACE("killed clearing the log before the file moves to a newer checkpoint");
+    const std::string file = dir / "b.duckdb";
+    ASSERT_EQ(run_worker({"log-follow", store_dir, file, "20"}).exit_code, 0);
+    ASSERT_TRUE(std::filesystem::exists(file + ".wal"));
+    duckdb_test::run(con, "CHECKPOINT");
+    commit(5);
+    RunResult r = run_worker({"log-follow", store_dir, file, "20", "clear:log-removed"});
+    ASSERT_TRUE(r.killed) << r.out;
+    resumes(file);
+  }
 }
 
 }  // namespace

@@ -30,9 +30,11 @@
 //     and prints "done"; with --keep-log it exits there without closing
 //     DuckDB, so the commits since the last checkpoint stay only in the .wal.
 //
-//   worker log-follow STORE_DIR FILE MS
+//   worker log-follow STORE_DIR FILE MS [POINT]
 //     A follower keeping FILE and FILE.wal current (poll_once every few
-//     milliseconds) for MS milliseconds; prints "done SEQ LOG_INDEX".
+//     milliseconds) for MS milliseconds; prints "done SEQ LOG_INDEX". With
+//     POINT, it kills itself (SIGKILL) the first time the log replica
+//     reaches that point (LogReplica::crash_point).
 #include <signal.h>
 #include <unistd.h>
 
@@ -223,8 +225,16 @@ int log_leader(int argc, char** argv) {
   return 0;
 }
 
-int log_follow(char** argv) {
+std::string g_crash_point;
+
+int log_follow(int argc, char** argv) {
   std::string store_dir = argv[2], file = argv[3];
+  if (argc > 5) {
+    g_crash_point = argv[5];
+    LogReplica::crash_point = [](const char* where) {
+      if (g_crash_point == where) ::kill(::getpid(), SIGKILL);
+    };
+  }
   auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(std::atol(argv[4]));
   std::shared_ptr<ObjectStore> store = make_local_store(store_dir);
   FollowerOptions fo;
@@ -249,11 +259,11 @@ int main(int argc, char** argv) {
     if (mode == "leader" && argc >= 4) return leader(argc, argv);
     if (mode == "follow" && argc >= 4) return follow(argv);
     if (mode == "log-leader" && argc >= 8) return log_leader(argc, argv);
-    if (mode == "log-follow" && argc >= 5) return log_follow(argv);
+    if (mode == "log-follow" && argc >= 5) return log_follow(argc, argv);
     std::fprintf(stderr, "usage: worker leader DIR STORE_DIR [--die-in-push K --die-after-us D]\n"
                          "       worker follow STORE_DIR FILE\n"
                          "       worker log-leader DIR STORE_DIR MODE INTERVAL_MS CHECKPOINT_EVERY COMMITS [--keep-log]\n"
-                         "       worker log-follow STORE_DIR FILE MS\n");
+                         "       worker log-follow STORE_DIR FILE MS [POINT]\n");
     return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "worker: %s\n", e.what());
