@@ -138,6 +138,37 @@ TEST(LogReplica, ALogLongerThanItsRecordIsCutBackOnOpen) {
   EXPECT_FALSE(log.position());
 }
 
+// A crash while a segment cut the log shorter (it rewrites a torn tail),
+// after the log was written and before its record (the crash is a throw at
+// LogReplica::crash_point: what is on disk is what a kill leaves): the log
+// is shorter than its record, which vouches for bytes no longer there. On
+// open the log starts afresh, intact, so a Replica does not take it for a
+// foreign .wal; applying the base's segments again rebuilds it.
+TEST(LogReplica, ACrashWhileASegmentCutsTheLogShorterStartsItAfresh) {
+  test::TempDir dir;
+  ChainPosition at{5, 0x55};
+  auto s1 = make_segment(5, 0x55, 1, 0x55, 0, "abc");
+  auto s2 = make_segment(5, 0x55, 2, s1.checksum, 3, "def");
+  auto s3 = make_segment(5, 0x55, 3, s2.checksum, 2, "Z");
+  {
+    LogReplica log(dir / "db.wal", dir / "rec");
+    log.apply(s1, at);
+    log.apply(s2, at);
+    LogReplica::crash_point = [](const char* where) {
+      if (std::string(where) == "apply:log-written") throw std::runtime_error("crash");
+    };
+    EXPECT_THROW(log.apply(s3, at), std::runtime_error);
+    LogReplica::crash_point = nullptr;
+  }
+  ASSERT_EQ(read_file(dir / "db.wal"), bytes_of("abZ"));
+  LogReplica log(dir / "db.wal", dir / "rec");
+  EXPECT_TRUE(log.intact());
+  EXPECT_FALSE(log.position());
+  for (const auto* s : {&s1, &s2, &s3}) log.apply(*s, at);
+  EXPECT_EQ(read_file(dir / "db.wal"), bytes_of("abZ"));
+  EXPECT_EQ(log.position()->index, 3u);
+}
+
 class LogShipping : public ::testing::TestWithParam<test::StoreBackend> {
  protected:
   void SetUp() override {

@@ -14,7 +14,9 @@
 #include "duckblock/error.h"
 #include "duckblock/io.h"
 #include "duckblock/page_index.h"
+#include "duckblock/restore.h"
 #include "duckblock/sha256.h"
+#include "duckblock/wal.h"
 #include "duckdb.hpp"
 
 namespace duckblock::duckdb_test {
@@ -79,6 +81,20 @@ inline std::string fingerprint_file(const std::string& path) {
   duckdb::DuckDB db(path, &cfg);
   duckdb::Connection con(db);
   return fingerprint(con);
+}
+
+// Restores the latest point of database "db" (its newest checkpoint, then
+// that checkpoint's log as `out`.wal) to `out`, replacing what was there.
+inline RestoreResult restore_latest(ObjectStore& store, const std::string& prefix, const std::string& out,
+                                    LogCatchUp* log_out = nullptr) {
+  for (auto s : {"", ".wal", ".duckblock", ".duckblock-log"}) std::filesystem::remove(out + s);
+  RestoreOptions ro;
+  ro.prefix = prefix;
+  auto r = restore(store, "db", out, {}, ro);
+  LogReplica log(out + ".wal", out + ".duckblock-log");
+  auto l = catch_up_log(store, prefix, "db", r.position, log);
+  if (log_out) *log_out = l;
+  return r;
 }
 
 // The workload the end-to-end tests, the crash worker and the benchmark run:

@@ -94,7 +94,10 @@ struct LogPosition {
 // record of what it holds (`record_path`, JSON). The log is written only
 // after a segment verifies and continues the record; the record is
 // updated after the log is durable, and on open a log longer than its
-// record (a crash mid-write) is cut back to the recorded length.
+// record (a crash mid-write) is cut back to the recorded length. A log never
+// exists without a record (that would be a foreign .wal, which a Replica
+// refuses): a log of a new base is recorded empty before it is written,
+// and clear() removes the log before the record.
 class LogReplica {
  public:
   LogReplica(std::string log_path, std::string record_path);
@@ -119,6 +122,12 @@ class LogReplica {
   // True if the log file is exactly what the record says (length), so a
   // reader may trust it; false if it is missing, longer or shorter.
   bool intact() const;
+
+  // For crash tests only: when set, called at named points inside apply()
+  // and clear() ("apply:log-written" after the log is durable and before its
+  // record; "clear:log-removed" between the two removals), so a test
+  // process can kill itself exactly there. Null in production.
+  static void (*crash_point)(const char* where);
 
  private:
   LogReplica() = default;

@@ -24,16 +24,29 @@ uint64_t file_size_or_zero(const std::string& p) {
 
 }  // namespace
 
+void (*LogReplica::crash_point)(const char* where) = nullptr;
+
 LogReplica::LogReplica(std::string log_path, std::string record_path)
     : log_path_(std::move(log_path)), record_path_(std::move(record_path)) {
   load();
-  // A crash between writing the log and recording it leaves the log longer
-  // than its record: cut it back, so the log holds exactly what the record
-  // says (the next apply writes those bytes again).
-  if (position_ && exists(log_path_) && file_size_or_zero(log_path_) > position_->length) {
+  if (!position_) return;
+  if (!exists(log_path_)) {
+    // A clear() interrupted between removing the log and its record:
+    // finish it (a record must not vouch for a log that is not there, or
+    // the next segment would be written past the end of an empty file).
+    clear();
+  } else if (file_size_or_zero(log_path_) > position_->length) {
+    // A crash between writing the log and recording it leaves the log
+    // longer than its record: cut it back, so the log holds exactly what the
+    // record says (the next apply writes those bytes again).
     if (::truncate(log_path_.c_str(), static_cast<off_t>(position_->length)) != 0) {
       throw_errno("cannot cut " + log_path_ + " back to its recorded length");
     }
+  } else if (file_size_or_zero(log_path_) < position_->length) {
+    // A crash while a segment cut the log shorter (it rewrites a torn tail)
+    // and before its record: the log is no longer what the record vouches
+    // for. Start the base's log afresh; catch_up_log fetches it again.
+    clear();
   }
 }
 
@@ -98,7 +111,14 @@ void LogReplica::apply(const LogSegment& s, const ChainPosition& at) {
   check_continues(s, at);
   const auto& h = s.header;
   bool same_base = position_ && position_->base_seq == at.seq;
-  if (!same_base) clear();
+  if (!same_base) {
+    clear();
+    // Recorded empty before the log exists, so a crash while it is written
+    // leaves a log longer than its record (cut back on open), never a log
+    // without one.
+    position_ = LogPosition{h.base_seq, h.base_checksum, 0, h.base_checksum, 0, 0};
+    save();
+  }
   int fd = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) throw_errno("cannot open " + log_path_);
   try {
@@ -119,15 +139,20 @@ void LogReplica::apply(const LogSegment& s, const ChainPosition& at) {
   }
   ::close(fd);
   if (!same_base) fsync_dir(dirname_of(log_path_));
+  if (crash_point) crash_point("apply:log-written");
   position_ = LogPosition{h.base_seq, h.base_checksum, h.index, s.checksum, h.offset + h.length, h.created_ms};
   save();
 }
 
 void LogReplica::clear() {
-  // The record goes first: a log without a record is never trusted (a
-  // reader of the record would otherwise believe a log being removed).
-  if (exists(record_path_) && ::unlink(record_path_.c_str()) != 0) throw_errno("cannot remove " + record_path_);
+  // The log goes first: a log left without its record (a crash between the
+  // two) could not be told from a foreign .wal, which a Replica refuses
+  // (Replica::check_unchanged); a record left without its log is finished
+  // by the constructor. A reader of the record checks the log's length
+  // (intact()) before trusting it.
   if (exists(log_path_) && ::unlink(log_path_.c_str()) != 0) throw_errno("cannot remove " + log_path_);
+  if (crash_point) crash_point("clear:log-removed");
+  if (exists(record_path_) && ::unlink(record_path_.c_str()) != 0) throw_errno("cannot remove " + record_path_);
   fsync_dir(dirname_of(log_path_));
   position_.reset();
 }
