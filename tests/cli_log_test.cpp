@@ -144,8 +144,18 @@ TEST_F(CliLog, LsVerifyAndPruneKnowTheLog) {
     EXPECT_EQ(vp.rc, 3) << describe(vp);
     EXPECT_NE(vp.out.find("does not name the checksum of segment 1"), std::string::npos) << describe(vp);
     fs::remove(log_path(1, 2));
+    // The log of a checkpoint the chain does not have (head is 1).
+    h = first.header;
+    h.base_seq = 7;
+    fs::create_directories(fs::path(log_path(7, 1)).parent_path());
+    write_file_atomic(log_path(7, 1), encode_log_segment(h, first.data.data(), &c));
+    auto vh = run("verify", {});
+    EXPECT_EQ(vh.rc, 3) << describe(vh);
+    EXPECT_NE(vh.out.find("nothing to apply this log to"), std::string::npos) << describe(vh);
+    fs::remove_all(fs::path(log_path(7, 1)).parent_path());
   }
   ASSERT_EQ(run("verify", {}).rc, 0);
+  auto old_log = read_file(log_path(0, 1));
 
   // Checkpoint 0 and its log reached the store 10 h ago, checkpoint 1 8 h
   // ago, its log 7 h ago.
@@ -188,6 +198,16 @@ TEST_F(CliLog, LsVerifyAndPruneKnowTheLog) {
   EXPECT_TRUE(fs::exists(log_path(1, 1)));
   auto after = run("verify", {});
   EXPECT_EQ(after.rc, 0) << describe(after);
+  // A sound log left behind under a checkpoint no snapshot reaches any more
+  // is no break, but verify says prune removes it, and prune does.
+  fs::create_directories(fs::path(log_path(0, 1)).parent_path());
+  write_file_atomic(log_path(0, 1), old_log);
+  auto left = run("verify", {});
+  EXPECT_EQ(left.rc, 0) << describe(left);
+  EXPECT_NE(left.out.find("the log of base seq 0 cannot be restored"), std::string::npos) << describe(left);
+  auto again = run("prune", {"--keep", "5h", "--min-snapshots", "1"});
+  ASSERT_EQ(again.rc, 0) << describe(again);
+  EXPECT_FALSE(fs::exists(log_path(0, 1))) << describe(again);
   auto r = run("restore", {"--to", dir / "r.duckdb"});
   ASSERT_EQ(r.rc, 0) << describe(r);
   EXPECT_EQ(file_digest(dir / "r.duckdb"), v1);
