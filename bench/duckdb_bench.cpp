@@ -32,6 +32,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_util.h"
 #include "duckblock/duckdb_capture.h"
 #include "duckblock/restore.h"
 
@@ -41,26 +42,10 @@ using namespace duckblock;
 using duckdb_integration::CaptureOptions;
 using duckdb_integration::open_replicated;
 using duckdb_integration::PushEvent;
-using Clock = std::chrono::steady_clock;
-
-void run(duckdb::Connection& con, const std::string& sql) {
-  auto r = con.Query(sql);
-  if (r->HasError()) {
-    std::fprintf(stderr, "SQL failed: %s: %s\n", sql.c_str(), r->GetError().c_str());
-    std::exit(1);
-  }
-}
-
-double ms_since(Clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
-
-double percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  size_t i = static_cast<size_t>(p / 100.0 * static_cast<double>(v.size() - 1) + 0.5);
-  return v[std::min(i, v.size() - 1)];
-}
+using bench::Clock;
+using bench::ms_since;
+using bench::percentile;
+using bench::run;
 
 std::shared_ptr<Replicator> make_replicator(std::shared_ptr<ObjectStore> store, const std::string& spool,
                                             int compression = kDefaultCompressionLevel) {
@@ -347,22 +332,10 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  bool own_dir = dir.empty();
-  if (own_dir) {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "duckblock-bench-XXXXXX").string();
-    if (!::mkdtemp(tmpl.data())) return 1;
-    dir = tmpl;
-  }
-  std::filesystem::create_directories(dir);
-  try {
-    if (only.empty() || only == "bytes") bytes_per_checkpoint(dir, rows);
-    if (only.empty() || only == "latency") checkpoint_latency(dir, rows, latency_runs);
-    if (only.empty() || only == "lag") follower_lag(dir, lag_samples);
-    if (only.empty() || only == "compression") compressed_vs_plain(dir, rows);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "duckdb_bench: %s\n", e.what());
-    return 1;
-  }
-  if (own_dir) std::filesystem::remove_all(dir);
-  return 0;
+  return bench::run_in_dir("duckblock-bench", dir, [&](const std::string& d) {
+    if (only.empty() || only == "bytes") bytes_per_checkpoint(d, rows);
+    if (only.empty() || only == "latency") checkpoint_latency(d, rows, latency_runs);
+    if (only.empty() || only == "lag") follower_lag(d, lag_samples);
+    if (only.empty() || only == "compression") compressed_vs_plain(d, rows);
+  });
 }

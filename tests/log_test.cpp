@@ -87,6 +87,57 @@ TEST(LogFormat, HostileLengthAndForeignMagicAreRefused) {
   EXPECT_EQ(kind_of([&] { decode_log_segment(hadbp); }), ErrorKind::kCorruption);
 }
 
+// The log of base B serves the points between checkpoints B and B+1: prune
+// keeps it while a snapshot at or before B is kept, removes it (before any
+// incremental or snapshot) once B is older than the oldest restorable one.
+TEST(LogRetention, PruneRemovesTheLogOfBasesOlderThanTheOldestKeptSnapshotOnly) {
+  auto store = make_memory_store();
+  ChainListing chain;
+  auto put = [&](const std::string& key) {
+    MemorySource b(std::string_view("abc"));
+    store->put(key, b);
+  };
+  for (uint64_t seq = 0; seq <= 14; ++seq) {
+    if (seq % 4 == 0) chain.snapshots.push_back({seq, true, "s" + std::to_string(seq), 3, int64_t(1000 * seq)});
+    if (seq > 0) chain.incrementals.push_back({seq, false, "i" + std::to_string(seq), 3, int64_t(1000 * seq)});
+  }
+  std::vector<LogEntry> log;
+  for (uint64_t base : {3, 7, 8, 11, 14}) {
+    for (uint64_t index = 1; index <= 2; ++index) {
+      LogEntry e{base, index, log_key("", "db", base, index), 3, int64_t(1000 * base + 100 * index)};
+      put(e.key);
+      log.push_back(e);
+    }
+  }
+  for (const auto& e : chain.snapshots) put(e.key);
+  for (const auto& e : chain.incrementals) put(e.key);
+  RetentionPolicy pol;
+  pol.window = std::chrono::milliseconds(5500);  // now = 14000: points from 8.5 s on (checkpoint 8 + its log)
+  pol.min_snapshots = 1;
+  PrunePlan plan = plan_prune(chain, pol, 14000, log);
+  ASSERT_EQ(plan.oldest_restorable_seq, 8u);
+  std::vector<uint64_t> removed_bases;
+  for (const auto& e : plan.remove_log) removed_bases.push_back(e.base_seq);
+  EXPECT_EQ(removed_bases, (std::vector<uint64_t>{3, 3, 7, 7}));
+  execute_prune(*store, plan);
+  std::vector<uint64_t> kept;
+  for (const auto& e : list_log(*store, "", "db")) kept.push_back(e.base_seq);
+  EXPECT_EQ(kept, (std::vector<uint64_t>{8, 8, 11, 11, 14, 14}));
+
+  // min_snapshots keeps snapshot 4 restorable, and so the log of base 7
+  // (points between checkpoints 7 and 8), though it is outside the window.
+  pol.min_snapshots = 3;
+  plan = plan_prune(chain, pol, 14000, log);
+  ASSERT_EQ(plan.oldest_restorable_seq, 4u);
+  removed_bases.clear();
+  for (const auto& e : plan.remove_log) removed_bases.push_back(e.base_seq);
+  EXPECT_EQ(removed_bases, (std::vector<uint64_t>{3, 3}));
+
+  // A window that reaches back past every point removes nothing.
+  pol.window = std::chrono::milliseconds(100000);
+  EXPECT_TRUE(plan_prune(chain, pol, 14000, log).remove_log.empty());
+}
+
 TEST(LogReplica, AppliesInOrderAndRefusesWhatDoesNotChain) {
   test::TempDir dir;
   ChainPosition at{5, 0x55};

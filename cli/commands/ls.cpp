@@ -7,6 +7,7 @@
 #include "common.h"
 #include "duckblock/key.h"
 #include "duckblock/restore.h"
+#include "duckblock/wal.h"
 
 namespace duckblock::cli {
 
@@ -17,13 +18,19 @@ nlohmann::json entry_json(const ChainEntry& e) {
           {"modified_ms", e.modified_ms}, {"modified", format_time(e.modified_ms)}};
 }
 
+nlohmann::json log_json(const LogEntry& e) {
+  return {{"base_seq", e.base_seq}, {"index", e.index}, {"key", e.key}, {"size", e.size},
+          {"modified_ms", e.modified_ms}, {"modified", format_time(e.modified_ms)}};
+}
+
 }  // namespace
 
 Runner add_ls(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "ls",
-      "List the databases in a store, or with --db one database's snapshots and incrementals\n"
-      "(seq, size, and the time the store received each).");
+      "List the databases in a store, or with --db one database's snapshots, incrementals and log\n"
+      "segments (the commits between two checkpoints, per base checkpoint seq and index), with size\n"
+      "and the time the store received each.");
   auto f = std::make_shared<StoreFlags>();
   auto databases = std::make_shared<bool>(false);
   add_store_flags(cmd, *f, true, true);
@@ -89,14 +96,28 @@ Runner add_ls(CLI::App& app) {
     std::stable_sort(all.begin(), all.end(), [](const ChainEntry& a, const ChainEntry& b) {
       return a.seq != b.seq ? a.seq < b.seq : (!a.snapshot && b.snapshot);
     });
-    uint64_t bytes = 0;
+    std::vector<LogEntry> log = list_log(*store, "", f->db);
+    uint64_t bytes = 0, log_bytes = 0;
     for (const auto& e : all) bytes += e.size;
+    for (const auto& e : log) log_bytes += e.size;
+    std::map<uint64_t, std::vector<const LogEntry*>> by_base;
+    for (const auto& e : log) by_base[e.base_seq].push_back(&e);
     if (f->json) {
-      nlohmann::json snaps = nlohmann::json::array(), incs = nlohmann::json::array();
+      nlohmann::json snaps = nlohmann::json::array(), incs = nlohmann::json::array(), logs = nlohmann::json::array();
       for (const auto& e : chain.snapshots) snaps.push_back(entry_json(e));
       for (const auto& e : chain.incrementals) incs.push_back(entry_json(e));
+      for (const auto& [base, entries] : by_base) {
+        nlohmann::json segs = nlohmann::json::array();
+        uint64_t size = 0;
+        for (const auto* e : entries) {
+          segs.push_back(log_json(*e));
+          size += e->size;
+        }
+        logs.push_back({{"base_seq", base}, {"segments", segs}, {"bytes", size}});
+      }
       nlohmann::json j = {{"store", store->url()}, {"db", f->db},         {"head_seq", chain.head_seq()},
-                          {"bytes", bytes},        {"snapshots", snaps}, {"incrementals", incs}};
+                          {"bytes", bytes},        {"snapshots", snaps}, {"incrementals", incs},
+                          {"log", logs},           {"log_bytes", log_bytes}};
       std::cout << j.dump(2) << "\n";
       return 0;
     }
@@ -106,10 +127,24 @@ Runner add_ls(CLI::App& app) {
                   (unsigned long long)e.seq, human_bytes(e.size).c_str(), format_time(e.modified_ms).c_str(),
                   e.key.c_str());
     }
-    std::printf("%zu snapshot%s, %zu incremental%s, %s, head seq %llu\n", chain.snapshots.size(),
+    if (!log.empty()) {
+      // The log of base B: the commits after checkpoint B, in shipping order.
+      std::printf("\n%-12s %10s %8s %12s  %-24s  %s\n", "LOG", "BASE SEQ", "INDEX", "SIZE", "STORED", "KEY");
+      for (const auto& e : log) {
+        std::printf("%-12s %10llu %8llu %12s  %-24s  %s\n", "log", (unsigned long long)e.base_seq,
+                    (unsigned long long)e.index, human_bytes(e.size).c_str(), format_time(e.modified_ms).c_str(),
+                    e.key.c_str());
+      }
+    }
+    std::printf("%zu snapshot%s, %zu incremental%s, %s, head seq %llu", chain.snapshots.size(),
                 chain.snapshots.size() == 1 ? "" : "s", chain.incrementals.size(),
                 chain.incrementals.size() == 1 ? "" : "s", human_bytes(bytes).c_str(),
                 (unsigned long long)chain.head_seq());
+    if (!log.empty()) {
+      std::printf("; %zu log segment%s over %zu base%s, %s", log.size(), log.size() == 1 ? "" : "s",
+                  by_base.size(), by_base.size() == 1 ? "" : "s", human_bytes(log_bytes).c_str());
+    }
+    std::printf("\n");
     return 0;
   };
 }

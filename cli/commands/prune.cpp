@@ -6,6 +6,7 @@
 #include "common.h"
 #include "duckblock/key.h"
 #include "duckblock/restore.h"
+#include "duckblock/wal.h"
 
 namespace duckblock::cli {
 
@@ -14,7 +15,9 @@ Runner add_prune(CLI::App& app) {
       "prune",
       "Delete what is no longer needed to restore any point created within --keep of now: incrementals\n"
       "and snapshots older than the newest snapshot at or before the window's start (never fewer than\n"
-      "--min-snapshots snapshots). Times are the store's object times.");
+      "--min-snapshots snapshots), and the log segments of checkpoints older than the oldest snapshot\n"
+      "kept (the log of checkpoint B serves only the points between B and B+1). Times are the store's\n"
+      "object times.");
   struct Flags {
     StoreFlags store;
     std::string keep;
@@ -54,17 +57,24 @@ Runner add_prune(CLI::App& app) {
     // verified (plan_safe_prune); a refusal is exit 3.
     std::string tmp_dir = std::getenv("TMPDIR") && *std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp";
     std::vector<std::string> notes;
-    PrunePlan plan = plan_safe_prune(*store, "", f->store.db, chain, policy, now_ms(), tmp_dir, &notes);
+    std::vector<LogEntry> log = list_log(*store, "", f->store.db);
+    PrunePlan plan = plan_safe_prune(*store, "", f->store.db, chain, policy, now_ms(), tmp_dir, &notes, log);
     for (const auto& n : notes) std::cerr << "prune: warning: " << n << "\n";
     uint64_t bytes = 0;
     for (const auto& e : plan.remove) bytes += e.size;
-    if (!f->dry_run && !plan.remove.empty()) execute_prune(*store, plan);
+    for (const auto& e : plan.remove_log) bytes += e.size;
+    size_t objects = plan.remove.size() + plan.remove_log.size();
+    if (!f->dry_run && objects > 0) execute_prune(*store, plan);
     // Half-written objects of killed writers (local stores; see temp_files.h).
     uint64_t temp_removed = f->dry_run ? 0 : store->remove_stale_temp_files();
     if (f->store.json) {
       nlohmann::json rm = nlohmann::json::array();
       for (const auto& e : plan.remove) {
         rm.push_back({{"seq", e.seq}, {"kind", e.snapshot ? "snapshot" : "incremental"}, {"key", e.key},
+                      {"size", e.size}, {"modified", format_time(e.modified_ms)}});
+      }
+      for (const auto& e : plan.remove_log) {
+        rm.push_back({{"seq", e.base_seq}, {"kind", "log"}, {"index", e.index}, {"key", e.key},
                       {"size", e.size}, {"modified", format_time(e.modified_ms)}});
       }
       nlohmann::json j = {{"db", f->store.db},        {"dry_run", f->dry_run},
@@ -80,8 +90,12 @@ Runner add_prune(CLI::App& app) {
       std::cout << verb << " " << (e.snapshot ? "snapshot   " : "incremental") << " seq " << e.seq << "  " << e.key
                 << "  " << human_bytes(e.size) << "\n";
     }
-    std::cout << (f->dry_run ? "dry run: " : "") << verb << " " << plan.remove.size() << " object"
-              << (plan.remove.size() == 1 ? "" : "s") << " (" << human_bytes(bytes) << "); oldest restorable seq "
+    for (const auto& e : plan.remove_log) {
+      std::cout << verb << " log         base " << e.base_seq << " index " << e.index << "  " << e.key << "  "
+                << human_bytes(e.size) << "\n";
+    }
+    std::cout << (f->dry_run ? "dry run: " : "") << verb << " " << objects << " object"
+              << (objects == 1 ? "" : "s") << " (" << human_bytes(bytes) << "); oldest restorable seq "
               << plan.oldest_restorable_seq << "\n";
     if (temp_removed) std::cout << "removed " << temp_removed << " stale temp file" << (temp_removed == 1 ? "" : "s") << "\n";
     return 0;

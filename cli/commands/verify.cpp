@@ -12,6 +12,7 @@
 #include "duckblock/key.h"
 #include "duckblock/restore.h"
 #include "duckblock/temp_files.h"
+#include "duckblock/wal.h"
 
 namespace duckblock::cli {
 
@@ -31,7 +32,9 @@ Runner add_verify(CLI::App& app) {
       "Walk a database's whole chain in the store: every object is downloaded and decoded, its checksum\n"
       "and header checked; each incremental must name the previous one's checksum, each snapshot the\n"
       "chain checksum at its seq (the seq-0 snapshot: chain.json's base checksum), with no gap a\n"
-      "restore could not bridge.");
+      "restore could not bridge. Every log segment (the commits after a checkpoint) is downloaded and\n"
+      "decoded too: its base must be a checkpoint of the chain with the checksum it names, and the\n"
+      "segments of one base must run 1, 2, 3, ... each naming the previous one's checksum.");
   struct Flags {
     StoreFlags store;
     std::string temp_dir;
@@ -61,8 +64,10 @@ Runner add_verify(CLI::App& app) {
     std::stable_sort(all.begin(), all.end(), [](const ChainEntry& a, const ChainEntry& b) {
       return a.seq != b.seq ? a.seq < b.seq : (!a.snapshot && b.snapshot);
     });
+    std::vector<LogEntry> log = list_log(*store, "", f->store.db);
     uint64_t total = 0;
     for (const auto& e : all) total += e.size;
+    for (const auto& e : log) total += e.size;
 
     std::vector<Problem> problems;
     std::vector<std::string> notes;
@@ -156,6 +161,65 @@ Runner add_verify(CLI::App& app) {
       }
       chain_at[e.seq] = s.checksum;
     }
+    // The log of each base B: it continues the chain at checkpoint B (its
+    // checksum there) and its segments form an unbroken chain of their own.
+    std::map<uint64_t, std::vector<const LogEntry*>> by_base;
+    for (const auto& e : log) by_base[e.base_seq].push_back(&e);
+    uint64_t oldest_snapshot = chain.snapshots.empty() ? 0 : chain.snapshots.front().seq;
+    for (const auto& [base, entries] : by_base) {
+      auto at = chain_at.find(base);
+      bool restorable = !chain.snapshots.empty() && base >= oldest_snapshot;
+      bool known_base = at != chain_at.end() && base <= chain.head_seq() && (base > 0 || !chain.snapshots.empty());
+      if (!restorable) {
+        notes.push_back("the log of base seq " + std::to_string(base) +
+                        " cannot be restored (no snapshot that old); `duckblock prune` removes it");
+      }
+      std::optional<uint64_t> prev;  // the checksum the next segment must name (unknown after a damaged one)
+      if (known_base) prev = at->second;
+      uint64_t expected = 1;
+      for (const LogEntry* e : entries) {
+        auto fail = [&](const std::string& why) {
+          problems.push_back({base, e->key, "log segment " + std::to_string(e->index) + " of base seq " +
+                                                std::to_string(base) + " (" + e->key + "): " + why});
+        };
+        if (e->index != expected) {
+          problems.push_back({base, e->key, "the log of base seq " + std::to_string(base) + " has a gap: segment" +
+                                                (e->index - expected == 1 ? " " : "s ") + std::to_string(expected) +
+                                                (e->index - expected == 1 ? "" : ".." + std::to_string(e->index - 1)) +
+                                                " missing before " + e->key});
+          prev.reset();
+        }
+        expected = e->index + 1;
+        LogSegment seg;
+        try {
+          seg = fetch_log_segment(*store, *e);
+        } catch (const Error& err) {
+          if (err.kind() != ErrorKind::kCorruption && err.kind() != ErrorKind::kNotFound) throw;
+          problems.push_back({base, e->key, err.what()});
+          done += e->size;
+          progress.update(done);
+          prev.reset();
+          continue;
+        }
+        done += e->size;
+        progress.update(done);
+        if (known_base && seg.header.base_checksum != at->second) {
+          fail("it names base checksum " + checksum_hex(seg.header.base_checksum) + ", the chain checksum at seq " +
+               std::to_string(base) + " is " + checksum_hex(at->second) +
+               ": the log of another checkpoint, chain or database");
+        } else if (!known_base && restorable) {
+          fail("no object of the chain states the checksum of checkpoint " + std::to_string(base) +
+               " (head seq " + std::to_string(chain.head_seq()) + "): nothing to apply this log to");
+        }
+        if (prev && seg.header.prev_checksum != *prev) {
+          fail("prev_checksum " + checksum_hex(seg.header.prev_checksum) + " does not name " +
+               (e->index == 1 ? "its base checkpoint's checksum " : "the checksum of segment " +
+                                                                       std::to_string(e->index - 1) + ", ") +
+               checksum_hex(*prev));
+        }
+        prev = seg.checksum;
+      }
+    }
     progress.finish();
     if (chain.snapshots.empty()) {
       problems.push_back({0, "", "'" + f->store.db + "' has no snapshot: nothing can be restored"});
@@ -175,6 +239,7 @@ Runner add_verify(CLI::App& app) {
                           {"ok", problems.empty()},
                           {"snapshots", chain.snapshots.size()},
                           {"incrementals", chain.incrementals.size()},
+                          {"log_segments", log.size()},
                           {"head_seq", chain.head_seq()},
                           {"convention", id.convention},
                           {"lineage", id.lineage},
@@ -188,7 +253,8 @@ Runner add_verify(CLI::App& app) {
       for (const auto& n : notes) std::cout << "note: " << n << "\n";
       if (problems.empty()) {
         std::cout << "ok: '" << f->store.db << "' in " << store->url() << ": " << chain.snapshots.size()
-                  << " snapshot(s), " << chain.incrementals.size() << " incremental(s), head seq "
+                  << " snapshot(s), " << chain.incrementals.size() << " incremental(s), " << log.size()
+                  << " log segment(s), head seq "
                   << chain.head_seq() << ", " << human_bytes(total) << "; every checksum and link verified\n";
       }
     }

@@ -155,9 +155,17 @@ struct RetentionPolicy {
 };
 struct PrunePlan {
   std::vector<ChainEntry> remove;
+  // Log segments of bases older than oldest_restorable_seq: the log of base
+  // B serves only points between checkpoints B and B+1, and none of those
+  // can be restored once no snapshot at or before B is kept.
+  std::vector<LogEntry> remove_log;
   uint64_t oldest_restorable_seq = 0;
 };
-PrunePlan plan_prune(const ChainListing& chain, const RetentionPolicy& policy, int64_t now_ms);
+// `log` (list_log) is the database's log segments; the plan removes those
+// whose base is older than the oldest restorable checkpoint it keeps, and
+// never one a point inside the window needs.
+PrunePlan plan_prune(const ChainListing& chain, const RetentionPolicy& policy, int64_t now_ms,
+                     const std::vector<LogEntry>& log = {});
 // plan_prune, then proof before anything is deleted: downloads and verifies
 // the snapshot the window relies on (bound to the chain) and every
 // incremental after it. A damaged snapshot there makes it fall back to an
@@ -167,8 +175,10 @@ PrunePlan plan_prune(const ChainListing& chain, const RetentionPolicy& policy, i
 // deleted. Downloads go to `temp_dir`.
 PrunePlan plan_safe_prune(ObjectStore& store, const std::string& prefix, const std::string& db,
                           const ChainListing& chain, const RetentionPolicy& policy, int64_t now_ms,
-                          const std::string& temp_dir, std::vector<std::string>* notes = nullptr);
-// Executes a plan (snapshots-last ordering so a crash leaves the chain usable).
+                          const std::string& temp_dir, std::vector<std::string>* notes = nullptr,
+                          const std::vector<LogEntry>& log = {});
+// Executes a plan (log segments, then incrementals, then snapshots, so a
+// crash leaves the chain usable).
 void execute_prune(ObjectStore& store, const PrunePlan& plan);
 
 }  // namespace duckblock

@@ -25,9 +25,19 @@ bool incremental_removable(const ChainListing& chain, const ChainEntry& e, uint6
                      [&](const ChainEntry& x) { return x.seq == base + 1; });
 }
 
+// The log of base B is needed by the points between checkpoints B and B+1;
+// once the oldest kept snapshot is newer than B none of them is restorable.
+void plan_log(PrunePlan& plan, const std::vector<LogEntry>& log) {
+  plan.remove_log.clear();
+  for (const auto& e : log) {
+    if (e.base_seq < plan.oldest_restorable_seq) plan.remove_log.push_back(e);
+  }
+}
+
 }  // namespace
 
-PrunePlan plan_prune(const ChainListing& chain, const RetentionPolicy& policy, int64_t now_ms) {
+PrunePlan plan_prune(const ChainListing& chain, const RetentionPolicy& policy, int64_t now_ms,
+                     const std::vector<LogEntry>& log) {
   PrunePlan plan;
   if (chain.snapshots.empty()) return plan;  // nothing to restore from: keep all
   if (policy.window.count() <= 0) {
@@ -69,12 +79,19 @@ PrunePlan plan_prune(const ChainListing& chain, const RetentionPolicy& policy, i
     if (incremental_removable(chain, e, oldest_kept)) plan.remove.push_back(e);
   }
   for (int i = 0; i < keep_from; ++i) plan.remove.push_back(chain.snapshots[i]);
+  plan_log(plan, log);
   return plan;
 }
 
 void execute_prune(ObjectStore& store, const PrunePlan& plan) {
-  // Incrementals first, then snapshots, oldest first: a crash part-way
-  // leaves only objects nothing needs, never a kept point without its base.
+  // Log segments, then incrementals, then snapshots, oldest first: a crash
+  // part-way leaves only objects nothing needs, never a kept point without
+  // its base.
+  std::vector<std::string> logs;
+  for (const auto& e : plan.remove_log) logs.push_back(e.key);
+  for (size_t i = 0; i < logs.size(); i += 1000) {
+    store.remove({logs.begin() + i, logs.begin() + std::min(logs.size(), i + 1000)});
+  }
   std::vector<std::string> incrementals, snapshots;
   for (const auto& e : plan.remove) (e.snapshot ? snapshots : incrementals).push_back(e.key);
   for (size_t i = 0; i < incrementals.size(); i += 1000) {
@@ -134,9 +151,10 @@ bool recoverable(const Error& e) {
 
 PrunePlan plan_safe_prune(ObjectStore& store, const std::string& prefix, const std::string& db,
                           const ChainListing& chain, const RetentionPolicy& policy, int64_t now_ms,
-                          const std::string& temp_dir, std::vector<std::string>* notes) {
-  PrunePlan plan = plan_prune(chain, policy, now_ms);
-  if (plan.remove.empty()) return plan;
+                          const std::string& temp_dir, std::vector<std::string>* notes,
+                          const std::vector<LogEntry>& log) {
+  PrunePlan plan = plan_prune(chain, policy, now_ms, log);
+  if (plan.remove.empty() && plan.remove_log.empty()) return plan;
   ChainIdentity id = read_chain_identity(store, prefix, db);
   // The snapshot every point in the window is restored from (directly, or
   // through the incrementals after it), and the older ones it can fall back
@@ -170,6 +188,7 @@ PrunePlan plan_safe_prune(ObjectStore& store, const std::string& prefix, const s
     for (const auto& e : plan.remove) {
       if (e.snapshot ? e.seq < base->seq : incremental_removable(chain, e, base->seq)) safer.remove.push_back(e);
     }
+    plan_log(safer, plan.remove_log);
     if (notes) {
       notes->push_back("kept the snapshot at seq " + std::to_string(base->seq) +
                        " and the incrementals after it: the newer snapshot the window would rely on is damaged");
