@@ -112,8 +112,11 @@ async function main() {
   const [last] = await leader.rows(`SELECT shipped_seq FROM duckblock_sync('orders')`);
   const [r] = await follower.rows(`SELECT seq_after FROM duckblock_refresh('rep')`);
   assert.equal(r.seq_after, last.shipped_seq);
+  // The alias reads one of the follower's two replica files (PATH or
+  // PATH.duckblock-alt, swapped at each refresh): that one is the leader's bytes.
+  const [active] = await follower.rows(`SELECT path FROM duckblock_status() WHERE role = 'follower'`);
   await follower.con.run(`CALL duckblock_unfollow('rep')`);
-  assert.ok(fs.readFileSync(replicaFile).equals(fs.readFileSync(leaderFile)), 'replica bytes differ from leader');
+  assert.ok(fs.readFileSync(active.path).equals(fs.readFileSync(leaderFile)), 'replica bytes differ from leader');
 
   for (const h of [leader, follower]) {
     h.con.closeSync();
