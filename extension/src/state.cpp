@@ -209,8 +209,13 @@ std::shared_ptr<Leader> State::open_leader(const std::string& path, const Settin
   leader->store_url = s.store;
   leader->prefix = s.prefix;
   leader->spool_dir = s.spool_for(path);
+  leader->sync_mode = s.sync_mode;
+  leader->sync_interval_ms = s.sync_interval_ms;
+  // The replicator's log settings are fixed when it is made: a re-ATTACH
+  // with another duckblock_sync_mode or interval gets a new one.
   if (previous && previous->store_url == leader->store_url && previous->prefix == leader->prefix &&
-      previous->spool_dir == leader->spool_dir && previous->db == leader->db) {
+      previous->spool_dir == leader->spool_dir && previous->db == leader->db &&
+      previous->sync_mode == leader->sync_mode && previous->sync_interval_ms == leader->sync_interval_ms) {
     // Attached again (after a DETACH) to the same store: keep its
     // replicator, which may still be uploading the spool. Two replicators
     // on one spool would upload the same segments twice.

@@ -78,6 +78,8 @@ struct Leader {
   std::string store_url;
   std::string prefix;
   std::string spool_dir;
+  std::string sync_mode;          // duckblock_sync_mode when it was attached
+  uint64_t sync_interval_ms = 0;  // duckblock_sync_interval_ms when it was attached
   std::shared_ptr<Replicator> replicator;
   std::shared_ptr<dbi::Capture> capture;
   // Waiting for an unreachable store before replication can start.

@@ -526,6 +526,22 @@ TEST(ExtensionHostS3, LeaderToFollowerThroughS3) {
   q(*follower.con, "CALL duckblock_refresh('rep')");
   EXPECT_EQ(fingerprint(*follower.con, "rep"), fingerprint(*leader.con, "lead"));
   EXPECT_EQ(q(*follower.con, "SELECT count(*) FROM rep.t")->GetValue(0, 0).GetValue<int64_t>(), 50000);
+  // Commits without CHECKPOINT reach the follower through the log, in
+  // synchronous mode too (each COMMIT returns once s3rver holds it).
+  for (const char* mode : {"interval", "commit"}) {
+    SCOPED_TRACE(mode);
+    q(*leader.con, "DETACH lead");
+    q(*leader.con, std::string("SET duckblock_sync_mode = '") + mode + "'");
+    q(*leader.con, "ATTACH 'duckblock://" + dir + "/inv.duckdb' AS lead");
+    for (int i = 0; i < 10; ++i) q(*leader.con, "INSERT INTO lead.t VALUES (" + std::to_string(-1 - i) + ", 0.5)");
+    if (std::string(mode) == "interval") q(*leader.con, "CALL duckblock_sync('inv')");
+    q(*follower.con, "CALL duckblock_refresh('rep')");
+    EXPECT_EQ(fingerprint(*follower.con, "rep"), fingerprint(*leader.con, "lead"));
+    auto st = q(*leader.con, "SELECT log_bytes, log_pending_bytes FROM duckblock_status() WHERE role = 'leader'");
+    EXPECT_GT(st->GetValue(0, 0).GetValue<uint64_t>(), 0u);
+    EXPECT_EQ(st->GetValue(1, 0).GetValue<uint64_t>(), 0u);
+  }
+  EXPECT_EQ(q(*follower.con, "SELECT count(*) FROM rep.t")->GetValue(0, 0).GetValue<int64_t>(), 50020);
   if (!::testing::Test::HasFailure()) fs::remove_all(dir);
 }
 
