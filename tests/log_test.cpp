@@ -287,20 +287,25 @@ TEST_P(LogShipping, CommitsOfOneIntervalShareOneObjectAndAFollowerGetsTheLog) {
 // follower that moves to the new checkpoint drops its old log.
 TEST_P(LogShipping, ACheckpointSupersedesTheLogOfItsBase) {
   auto o = options();
-  o.log_interval = std::chrono::hours(1);  // nothing goes up on its own
+  o.log_interval = std::chrono::hours(1);  // after the first object, nothing goes up on its own
   Replicator rep(store, o);
   {
     FilePageReader reader(file);
     rep.add("db", reader);
   }
-  rep.push_log("db", 0, bytes_of("old-base-commit"));
+  rep.push_log("db", 0, bytes_of("first"));
+  rep.sync();  // the interval's one object
+  rep.push_log("db", 5, bytes_of("-old-base-commit"));  // waits out the interval
   change_page(3, 0xee);
   FilePageReader reader(file);
   auto r = rep.push_checkpoint("db", reader);
   ASSERT_EQ(r.seq, 1u);
   rep.push_log("db", 0, bytes_of("new"));
   rep.sync();  // waits for the log pushed before it, however long the interval
-  EXPECT_TRUE(list_log(*store, "", "db", 0).empty()) << "the superseded log must not be uploaded";
+  auto old_base = list_log(*store, "", "db", 0);
+  ASSERT_EQ(old_base.size(), 1u) << "the superseded bytes of base 0 must not be uploaded";
+  auto first = fetch_log_segment(*store, old_base[0]);
+  EXPECT_EQ(std::string(first.data.begin(), first.data.end()), "first");
   auto entries = list_log(*store, "", "db", 1);
   ASSERT_EQ(entries.size(), 1u);
   auto seg = fetch_log_segment(*store, entries[0]);

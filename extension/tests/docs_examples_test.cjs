@@ -103,12 +103,16 @@ function s3Server() {
 }
 
 function rewrite(text, sandbox, id) {
+  // The extension's real path goes in last: the build tree may itself lie
+  // under one of the directories rewritten below (a clone in /tmp).
+  const placeholder = '\u0000DUCKBLOCK_EXTENSION\u0000';
   return text
-    .replaceAll('/path/to/duckblock.duckdb_extension', extension)
+    .replaceAll('/path/to/duckblock.duckdb_extension', placeholder)
     .replace(/s3:\/\/(my-)?bucket\//g, (m, my) => `s3://duckblock-test/docs-${id}/${my ? 'my-bucket' : 'bucket'}/`)
     .replace(/(file|duckblock):\/\/\//g, (m, scheme) => `${scheme}://${sandbox}/`)
     .replace(/(^|[\s'"(=])\/(data|tmp|replica|srv|backups|var\/lib)\//gm, (m, pre, dir) => `${pre}${sandbox}/${dir}/`)
-    .replace(/2026-11-25(?=[T ]\d)/g, '2099-11-25');
+    .replace(/2026-11-25(?=[T ]\d)/g, '2099-11-25')
+    .replaceAll(placeholder, extension);
 }
 
 // SQL statements of a block (split at semicolons outside quotes), without
