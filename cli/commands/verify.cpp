@@ -166,7 +166,11 @@ Runner add_verify(CLI::App& app) {
     std::map<uint64_t, std::vector<const LogEntry*>> by_base;
     for (const auto& e : log) by_base[e.base_seq].push_back(&e);
     uint64_t oldest_snapshot = chain.snapshots.empty() ? 0 : chain.snapshots.front().seq;
-    for (const auto& [base, entries] : by_base) {
+    for (const auto& base_entries : by_base) {
+      // Not a structured binding: the lambda below captures base, which
+      // clang 14 (the sanitizer build) does not allow for a binding.
+      const uint64_t base = base_entries.first;
+      const auto& entries = base_entries.second;
       auto at = chain_at.find(base);
       bool restorable = !chain.snapshots.empty() && base >= oldest_snapshot;
       bool known_base = at != chain_at.end() && base <= chain.head_seq() && (base > 0 || !chain.snapshots.empty());
