@@ -274,5 +274,28 @@ TEST_F(CliLog, RestoreByTimeAndSeqPicksTheLogOfThatPoint) {
   }
 }
 
+// A replica followed with its log, then followed --checkpoints-only past a
+// newer checkpoint: the log of the old checkpoint must not stay beside the
+// file (DuckDB would replay it onto the new checkpoint).
+TEST_F(CliLog, FollowingCheckpointsOnlyDropsAnEarlierLog) {
+  std::string db = dir / "app.duckdb";
+  bytes.write(db, 16);
+  ASSERT_EQ(run("snapshot", {db}).rc, 0);
+  write_text(db + ".wal", std::string(3000, 'a'));
+  ASSERT_EQ(run("push", {db}).rc, 0);
+  std::string replica = dir / "replica.duckdb";
+  auto f1 = run("follow", {"--to", replica, "--once"});
+  ASSERT_EQ(f1.rc, 0) << describe(f1);
+  ASSERT_EQ(text_of(replica + ".wal"), std::string(3000, 'a'));
+  bytes.modify(db);
+  ::unlink((db + ".wal").c_str());
+  ASSERT_EQ(run("push", {db}).rc, 0);
+  auto f2 = run("follow", {"--to", replica, "--once", "--checkpoints-only"});
+  ASSERT_EQ(f2.rc, 0) << describe(f2);
+  EXPECT_EQ(file_digest(replica), bytes.digest());
+  EXPECT_FALSE(fs::exists(replica + ".wal")) << "a log of checkpoint 0 beside checkpoint 1";
+  EXPECT_FALSE(fs::exists(replica + ".duckblock-log"));
+}
+
 }  // namespace
 }  // namespace duckblock

@@ -119,7 +119,15 @@ Runner add_follow(CLI::App& app) {
     FollowerOptions fo;
     fo.poll_interval = interval;
     fo.on_applied = [&](const ChainPosition& p) { print(p, "applied"); };
-    if (!f->no_log) fo.log_path = path + ".wal";
+    if (!f->no_log) {
+      fo.log_path = path + ".wal";
+    } else if (LogReplica::peek(path + ".duckblock-log")) {
+      // A log an earlier follow kept belongs to the replica's current
+      // checkpoint only; following checkpoints alone would leave it beside
+      // newer ones, where DuckDB would replay it. It goes now.
+      LogReplica(path + ".wal", path + ".duckblock-log").clear();
+      note(f->store, "follow: removed " + path + ".wal (--checkpoints-only keeps no log)");
+    }
     FollowerBehavior follower(store, f->store.db, path, fo);
     follower_ptr = &follower;
     // The first poll runs here so that a missing database, a corrupt object
