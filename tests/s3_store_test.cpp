@@ -56,6 +56,7 @@ TEST_F(S3Faults, TransfersCompleteIdenticalThroughInjectedFaults) {
   // the middle of a body only where there is a body to cut (GETs).
   std::mt19937_64 rng(42);
   int stalls = 0;
+  std::atomic<uint64_t> resets_before{0};
   FaultProxy proxy(port(), [&](const RecordedRequest& r, uint64_t) {
     if (std::uniform_real_distribution<double>(0, 1)(rng) >= 0.25) return Fault::kNone;
     std::vector<Fault> kinds = {Fault::k503, Fault::kSlowDown, Fault::kResetBefore};
@@ -63,6 +64,7 @@ TEST_F(S3Faults, TransfersCompleteIdenticalThroughInjectedFaults) {
     if (stalls < 2) kinds.push_back(Fault::kStall);  // each costs the client's 1 s stall timeout
     Fault f = kinds[rng() % kinds.size()];
     if (f == Fault::kStall) ++stalls;
+    if (f == Fault::kResetBefore) ++resets_before;
     return f;
   });
   auto cfg = test::s3_test_config(proxy.endpoint());
@@ -93,14 +95,21 @@ TEST_F(S3Faults, TransfersCompleteIdenticalThroughInjectedFaults) {
               (unsigned long long)stats.retries, (unsigned long long)stats.throttled,
               (unsigned long long)stats.transport_errors);
   EXPECT_GT(proxy.faults_injected(), 5u);
-  // Each injected fault cost one retry. A loaded machine may add a genuine
-  // stall timeout of its own (the test's stall timeout is 1 s), and that is
-  // a transport error too; nothing else is retried.
+  // libcurl itself re-sends, once and unseen by us, a request whose reused
+  // connection died before the first byte of an answer: the proxy sees one
+  // request more than we sent, and that reset costs us no retry. Only a
+  // reset before answering can be absorbed that way.
   auto single_stats = s3::s3_stats(*single);
+  uint64_t sent = stats.requests + single_stats.requests;
+  ASSERT_GE(proxy.requests().size(), sent);
+  uint64_t resent_by_curl = proxy.requests().size() - sent;
+  EXPECT_LE(resent_by_curl, resets_before.load());
+  // Every other injected fault cost one retry. A loaded machine may add a
+  // genuine stall timeout of its own (the test's stall timeout is 1 s), and
+  // that is a transport error too; nothing else is retried.
   uint64_t retries = stats.retries + single_stats.retries;
-  EXPECT_GE(retries, proxy.faults_injected());
+  EXPECT_GE(retries, proxy.faults_injected() - resent_by_curl);
   EXPECT_LE(retries, proxy.faults_injected() + stats.transport_errors + single_stats.transport_errors);
-  EXPECT_EQ(stats.requests + single_stats.requests, proxy.requests().size());
 }
 
 TEST_F(S3Faults, GivesUpAfterMaxAttemptsAsRetryable) {
