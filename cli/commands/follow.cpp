@@ -9,6 +9,7 @@
 #include "common.h"
 #include "duckblock/chain.h"
 #include "duckblock/key.h"
+#include "duckblock/metrics.h"
 #include "duckblock/restore.h"
 #include "duckblock/wal.h"
 
@@ -24,6 +25,7 @@ Runner add_follow(CLI::App& app) {
     StoreFlags store;
     std::string to;
     std::string interval = "1s";
+    std::string metrics_addr;
     bool once = false, force = false, no_log = false;
   };
   auto f = std::make_shared<Flags>();
@@ -35,6 +37,9 @@ Runner add_follow(CLI::App& app) {
   cmd->add_flag("--checkpoints-only", f->no_log,
                 "Follow checkpoints only: do not keep PATH.wal current with the commits shipped since the "
                 "last checkpoint");
+  cmd->add_option("--metrics-addr", f->metrics_addr,
+                  "Serve Prometheus metrics (applied seq, lag, polls, errors) at http://HOST:PORT/metrics "
+                  "(e.g. 127.0.0.1:9464; port 0 picks a free one, printed on stderr)");
   cmd->add_flag("--force", f->force,
                 "Replace an existing PATH that has no duckblock journal (PATH.duckblock), or one changed since "
                 "the last apply or left from a chain the store no longer has, and remove a stale PATH.wal");
@@ -43,6 +48,7 @@ Runner add_follow(CLI::App& app) {
       "  duckblock follow --store file:///backups/duckblock --db app --to /srv/replica/app.duckdb\n"
       "  duckblock follow --store s3://my-bucket/dbs/ --db app --to app.duckdb --interval 5s --json\n"
       "  duckblock follow --db app --to app.duckdb --once\n"
+      "  duckblock follow --db app --to app.duckdb --metrics-addr 127.0.0.1:9464\n"
       "Output: one line per applied batch, \"seq N checksum HEX\" (--json: one JSON object per line).\n"
       "Exit status: 0 stopped by a signal (or --once caught up), 1 failed, 2 bad usage, 3 the chain\n"
       "does not continue the replica (it stops rather than guess): the store's database was rebuilt, or\n"
@@ -53,6 +59,8 @@ Runner add_follow(CLI::App& app) {
     validate_db_name(f->store.db);
     auto interval = parse_duration(f->interval);
     if (interval.count() <= 0) throw Error(ErrorKind::kInvalidArgument, "--interval must be positive");
+    std::optional<MetricsAddress> metrics_addr;
+    if (!f->metrics_addr.empty()) metrics_addr = parse_metrics_address(f->metrics_addr, "--metrics-addr");
     std::string path = output_file_path(f->to, "--to");
     bool has_journal = path_exists(path + ".duckblock");
     if (path_exists(path) && !has_journal && !f->force) {
@@ -130,6 +138,32 @@ Runner add_follow(CLI::App& app) {
     }
     FollowerBehavior follower(store, f->store.db, path, fo);
     follower_ptr = &follower;
+    // Listening before the first poll: a port in use fails before anything
+    // is applied, and a scrape sees the catch-up.
+    std::unique_ptr<MetricsServer> metrics;
+    if (metrics_addr) {
+      metrics = std::make_unique<MetricsServer>(*metrics_addr, [&follower, db = f->store.db]() {
+        FollowerSample s;
+        s.db = s.alias = db;
+        // position() waits for an apply in progress (a first restore can
+        // take minutes); the scrape then times out, which says as much.
+        s.applied_seq = follower.position().seq;
+        // poll_once catches up to the head it lists: after a good poll the
+        // replica was at the head.
+        s.head_seq = s.applied_seq;
+        s.last_current_ms = follower.last_current_ms();
+        if (auto lp = follower.log_position()) {
+          s.log_index = lp->index;
+          s.log_bytes = lp->length;
+        }
+        s.polls = follower.polls();
+        s.errors = follower.errors();
+        s.error = follower.last_error().has_value();
+        return render_metrics({}, {s}, metrics_now_ms());
+      });
+      note(f->store, "follow: metrics on http://" + metrics->host() + ":" + std::to_string(metrics->port()) +
+                         "/metrics");
+    }
     // The first poll runs here so that a missing database, a corrupt object
     // or a broken chain ends the command with its own exit status.
     follower.poll_once();

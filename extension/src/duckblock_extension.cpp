@@ -22,6 +22,7 @@
 #include "duckdb/main/extension/extension_loader.hpp"
 #include "guards.h"
 #include "log_setting.h"
+#include "metrics_setting.h"
 #include "secrets.h"
 #include "state.h"
 
@@ -177,7 +178,7 @@ struct StatusFn {
       uint64_t pending = rs.pending_segments;
       // Lag: how long the store has not advanced while something waits to
       // be uploaded (0 when everything spooled is in the store).
-      int64_t lag = pending == 0 ? 0 : (rs.last_upload_ms ? now - rs.last_upload_ms : -1);
+      int64_t lag = replication_lag_ms(rs, now).value_or(-1);
       rows.push_back({Value("leader"), Value(l->db), Value(l->db), Value(l->path), Value(l->store_url),
                       Value::BOOLEAN(l->capture->started()), Value::UBIGINT(rs.uploaded_seq),
                       Value::UBIGINT(rs.spooled_seq), Value(LogicalType::UBIGINT), Value(LogicalType::UBIGINT),
@@ -404,6 +405,7 @@ void load(duckdb::ExtensionLoader& loader) {
   register_settings(duckdb::DBConfig::GetConfig(db));
   register_secret_type(loader);
   register_log_setting(duckdb::DBConfig::GetConfig(db));
+  register_metrics_setting(duckdb::DBConfig::GetConfig(db));
   auto state = std::make_shared<State>();
   State::install(db, state);
   // The file system for duckblock:// paths, owned by DuckDB's virtual file

@@ -320,6 +320,10 @@ std::vector<std::shared_ptr<Follower>> State::followers() {
 }
 
 void State::shutdown() {
+  {
+    std::lock_guard l(metrics_mu);
+    metrics.reset();
+  }
   std::vector<std::shared_ptr<Follower>> fs;
   {
     std::lock_guard l(mu_);
@@ -469,6 +473,7 @@ RefreshResult Follower::refresh(duckdb::DatabaseInstance& db) {
     // The alias still reads the state it read before: nothing to put back.
     std::lock_guard l(mu_);
     st_.last_error = e.what();
+    ++st_.errors;
     throw;
   }
   return res;

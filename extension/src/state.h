@@ -35,6 +35,7 @@
 
 #include "duckdb.hpp"
 #include "duckblock/apply.h"
+#include "duckblock/metrics.h"
 #include "duckblock/duckdb_capture.h"
 #include "duckblock/replicator.h"
 #include "duckblock/restore.h"
@@ -95,6 +96,7 @@ struct FollowerStatus {
   uint64_t head_seq = 0;       // the store's head at the last successful poll
   uint64_t refreshes = 0;      // refreshes that applied something
   uint64_t polls = 0;
+  uint64_t errors = 0;  // refreshes that failed
   bool attached = false;
   int64_t last_current_ms = 0;  // when the replica was last known to be at the head
   std::optional<std::string> last_error;
@@ -190,8 +192,14 @@ class State {
   std::shared_ptr<Follower> remove_follower(const std::string& alias);
   std::vector<std::shared_ptr<Follower>> followers();
 
-  // Stops every follower thread (the instance is going away).
+  // Stops the metrics listener and every follower thread (the instance is
+  // going away).
   void shutdown();
+
+  // The duckblock_metrics_port listener (metrics_setting.h); null: off.
+  // Last, so that it stops before anything it reads is destroyed.
+  std::mutex metrics_mu;
+  std::unique_ptr<MetricsServer> metrics;
 
  private:
   std::mutex mu_;

@@ -27,6 +27,7 @@
 #include "duckdb/main/secret/secret.hpp"
 #include "duckdb/main/secret/secret_manager.hpp"
 #include "host_util.h"
+#include "http_get.h"
 
 
 namespace fs = std::filesystem;
@@ -710,6 +711,54 @@ TEST_F(ExtensionHost, ErrorsSayWhatToDo) {
                      std::to_string(seq + 100) + ")");
   EXPECT_NE(e, "");
   EXPECT_FALSE(fs::exists(dir + "/x.duckdb"));
+}
+
+// duckblock_metrics_port serves the leaders and followers of the instance
+// over HTTP; the values move when a checkpoint ships and a refresh applies
+// it. A port in use fails the SET and leaves the running listener serving.
+TEST_F(ExtensionHost, MetricsPortServesLeadersAndFollowers) {
+  using duckblock::test::http_request;
+  using duckblock::test::metric_value;
+  uint16_t port = 0;
+  ::close(duckblock::test::listen_on_free_port(port));  // a port that was free a moment ago
+  auto leader = open_leader();
+  auto& c = *leader->con;
+  q(c, "SET duckblock_metrics_port = " + std::to_string(port));
+  q(c, "CREATE TABLE lead.t AS SELECT range AS id FROM range(1000)");
+  uint64_t first = ship(*leader);
+  q(c, "CALL duckblock_follow('sales', '" + store + "', '" + replica_file + "', alias := 'rep', poll_interval_ms := 0)");
+  auto r = http_request(port, "/metrics");
+  ASSERT_EQ(r.status, 200);
+  EXPECT_NE(r.headers.find("version=0.0.4"), std::string::npos) << r.headers;
+  EXPECT_NE(r.body.find("# TYPE duckblock_shipped_objects_total counter"), std::string::npos) << r.body;
+  EXPECT_EQ(metric_value(r.body, "duckblock_shipped_seq{db=\"sales\"}"), first) << r.body;
+  auto objects = metric_value(r.body, "duckblock_shipped_objects_total{db=\"sales\"}");
+  ASSERT_TRUE(objects) << r.body;
+  EXPECT_GE(*objects, 1);
+  EXPECT_EQ(metric_value(r.body, "duckblock_follower_applied_seq{db=\"sales\",alias=\"rep\"}"), first) << r.body;
+  EXPECT_EQ(http_request(port, "/other").status, 404);
+
+  q(c, "INSERT INTO lead.t SELECT range FROM range(500)");
+  uint64_t second = ship(*leader);
+  ASSERT_GT(second, first);
+  r = http_request(port, "/metrics");
+  EXPECT_EQ(metric_value(r.body, "duckblock_shipped_seq{db=\"sales\"}"), second) << r.body;
+  EXPECT_GT(*metric_value(r.body, "duckblock_shipped_objects_total{db=\"sales\"}"), *objects) << r.body;
+  EXPECT_EQ(metric_value(r.body, "duckblock_follower_applied_seq{db=\"sales\",alias=\"rep\"}"), first) << r.body;
+  q(c, "CALL duckblock_refresh('rep')");
+  r = http_request(port, "/metrics");
+  EXPECT_EQ(metric_value(r.body, "duckblock_follower_applied_seq{db=\"sales\",alias=\"rep\"}"), second) << r.body;
+  EXPECT_EQ(metric_value(r.body, "duckblock_follower_lag_seq{db=\"sales\",alias=\"rep\"}"), 0) << r.body;
+
+  uint16_t taken = 0;
+  int held = duckblock::test::listen_on_free_port(taken);
+  auto e = q_error(c, "SET duckblock_metrics_port = " + std::to_string(taken));
+  ::close(held);
+  EXPECT_NE(e.find("127.0.0.1:" + std::to_string(taken) + " is already in use"), std::string::npos) << e;
+  EXPECT_EQ(http_request(port, "/metrics").status, 200);
+  EXPECT_EQ(q(c, "SELECT current_setting('duckblock_metrics_port')")->GetValue(0, 0).GetValue<int64_t>(), port);
+  q(c, "SET duckblock_metrics_port = 0");
+  EXPECT_THROW(http_request(port, "/metrics"), std::runtime_error);
 }
 
 }  // namespace

@@ -84,6 +84,7 @@ struct ReplicationStatus {
   uint64_t uploaded_seq = 0;   // last sequence number the store has
   uint64_t pending_segments = 0;
   uint64_t bytes_shipped = 0;  // encoded bytes uploaded since add()
+  uint64_t segments_shipped = 0;  // segments (incrementals and snapshots) uploaded since add()
   uint64_t last_snapshot_seq = 0;
   uint64_t upload_retries = 0;
   std::optional<std::string> last_error;

@@ -130,6 +130,10 @@ class FollowerBehavior {
   bool broken() const { return broken_; }
   std::optional<std::string> last_error() const;
   uint64_t polls() const { return polls_; }
+  uint64_t errors() const { return errors_; }  // polls that failed
+  // When a poll last found the replica at the store's head (ms since the
+  // epoch; 0: not yet).
+  int64_t last_current_ms() const { return last_current_ms_; }
 
  private:
   void loop();
@@ -142,7 +146,8 @@ class FollowerBehavior {
   std::mutex apply_mu_;
   std::optional<std::string> last_error_;
   std::atomic<bool> caught_up_{false}, broken_{false}, stopping_{false};
-  std::atomic<uint64_t> polls_{0};
+  std::atomic<uint64_t> polls_{0}, errors_{0};
+  std::atomic<int64_t> last_current_ms_{0};
   std::thread thread_;
   std::condition_variable_any cv_;
 };

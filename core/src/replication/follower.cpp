@@ -43,6 +43,10 @@ uint64_t FollowerBehavior::poll_once() {
     uint64_t n = catch_up(*store_, options_.prefix, db_, *replica_);
     if (log_) n += catch_up_log(*store_, options_.prefix, db_, replica_->position(), *log_).applied;
     caught_up_ = true;
+    // catch_up applied everything up to the head it listed.
+    last_current_ms_ = std::chrono::duration_cast<std::chrono::milliseconds>(
+                           std::chrono::system_clock::now().time_since_epoch())
+                           .count();
     {
       std::lock_guard l(mu_);
       last_error_.reset();
@@ -51,6 +55,7 @@ uint64_t FollowerBehavior::poll_once() {
     return n;
   } catch (const Error& e) {
     caught_up_ = false;
+    errors_++;
     {
       std::lock_guard l(mu_);
       last_error_ = std::string(e.what());

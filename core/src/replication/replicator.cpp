@@ -821,6 +821,7 @@ struct Replicator::Impl {
       backoff = self->options_.retry_initial;
       db.status.last_error.reset();
       db.status.bytes_shipped += size;
+      db.status.segments_shipped++;
       db.status.last_upload_ms = system_now_ms();
       if (job->snapshot) {
         db.status.last_snapshot_seq = std::max(db.status.last_snapshot_seq, job->seq);
