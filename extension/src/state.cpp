@@ -235,6 +235,9 @@ std::shared_ptr<Leader> State::open_leader(const std::string& path, const Settin
     ro.spool_dir = leader->spool_dir;
     ro.snapshots.every_segments = s.snapshot_every;
     ro.snapshots.every_bytes = s.snapshot_bytes;
+    // ATTACH with a spool never waits for the store (docs/EXTENSION.md,
+    // "When the store cannot be reached").
+    ro.spool_first = true;
     if (s.sync_mode == "commit") {
       ro.log_sync_mode = LogSyncMode::kCommit;
     } else if (s.sync_mode == "interval") {

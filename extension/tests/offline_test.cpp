@@ -58,20 +58,23 @@ class ExtensionOffline : public ::testing::Test {
     return q(*h.con, "SELECT count(*) FROM " + table)->GetValue(0, 0).GetValue<int64_t>();
   }
 
+  // sales.duckdb replicated while the store answers (so it has a spool);
+  // returns the seq shipped.
+  uint64_t replicate_while_online() {
+    auto h = host();
+    q(*h->con, "ATTACH 'duckblock://" + dir + "/sales.duckdb' AS lead");
+    q(*h->con, "CREATE TABLE lead.t AS SELECT range AS id FROM range(100)");
+    q(*h->con, "CHECKPOINT lead");
+    return q(*h->con, "SELECT shipped_seq FROM duckblock_sync('sales')")->GetValue(0, 0).GetValue<uint64_t>();
+  }
+
   std::atomic<bool> offline{false};
   std::unique_ptr<FaultProxy> proxy;
   std::string dir, store;
 };
 
 TEST_F(ExtensionOffline, WithASpoolAttachAndCheckpointsNeedNoStore) {
-  uint64_t before = 0;
-  {
-    auto h = host();
-    q(*h->con, "ATTACH 'duckblock://" + dir + "/sales.duckdb' AS lead");
-    q(*h->con, "CREATE TABLE lead.t AS SELECT range AS id FROM range(100)");
-    q(*h->con, "CHECKPOINT lead");
-    before = q(*h->con, "SELECT shipped_seq FROM duckblock_sync('sales')")->GetValue(0, 0).GetValue<uint64_t>();
-  }
+  uint64_t before = replicate_while_online();
   offline = true;
   auto h = host();
   // The spool has the state to continue from: the ATTACH opens without the
@@ -131,6 +134,61 @@ TEST_F(ExtensionOffline, WithNoSpoolItOpensAndStartsOnceTheStoreAnswers) {
   auto f = host();
   q(*f->con, "CALL duckblock_follow('fresh', '" + store + "', '" + dir + "/replica.duckdb', poll_interval_ms := 0)");
   EXPECT_EQ(count(*f, "fresh.t"), 15);
+}
+
+// With a spool, ATTACH asks the store nothing. Every request fails here and
+// would be retried a million times (AWS_MAX_ATTEMPTS): an ATTACH that waited
+// for the store would not return before the ctest timeout. Once the store
+// answers, the uploader checks the spool against the chain and uploads.
+TEST_F(ExtensionOffline, WithASpoolAttachWaitsForNoRetries) {
+  uint64_t before = replicate_while_online();
+  offline = true;
+  ::setenv("AWS_MAX_ATTEMPTS", "1000000", 1);
+  auto h = host();
+  q(*h->con, "ATTACH 'duckblock://" + dir + "/sales.duckdb' AS lead");
+  ::unsetenv("AWS_MAX_ATTEMPTS");  // read when the store was opened
+  q(*h->con, "INSERT INTO lead.t SELECT range FROM range(50)");
+  q(*h->con, "CHECKPOINT lead");
+  auto st = q(*h->con, "SELECT attached, shipped_seq, pending_segments FROM duckblock_status()");
+  EXPECT_TRUE(st->GetValue(0, 0).GetValue<bool>());
+  EXPECT_EQ(st->GetValue(1, 0).GetValue<uint64_t>(), before);
+  EXPECT_GT(st->GetValue(2, 0).GetValue<uint64_t>(), 0u);
+  EXPECT_EQ(count(*h, "lead.t"), 150);
+
+  offline = false;
+  q(*h->con, "CALL duckblock_sync('sales')");
+  st = q(*h->con, "SELECT spooled_seq, shipped_seq, last_error FROM duckblock_status()");
+  EXPECT_EQ(st->GetValue(0, 0), st->GetValue(1, 0));
+  EXPECT_GT(st->GetValue(1, 0).GetValue<uint64_t>(), before);
+  EXPECT_TRUE(st->GetValue(2, 0).IsNull()) << st->GetValue(2, 0).ToString();
+}
+
+// With a spool and nothing to upload, the status still says the store is
+// unreachable (the uploader's check of the spool against the chain could
+// not be made), and clears once it answers.
+TEST_F(ExtensionOffline, WithASpoolTheStatusSaysTheStoreIsUnreachable) {
+  replicate_while_online();
+  offline = true;
+  ::setenv("AWS_MAX_ATTEMPTS", "1", 1);  // unreachable after one failed request
+  auto h = host();
+  q(*h->con, "ATTACH 'duckblock://" + dir + "/sales.duckdb' AS lead");
+  ::unsetenv("AWS_MAX_ATTEMPTS");
+  auto last_error = [&] {
+    auto v = q(*h->con, "SELECT last_error FROM duckblock_status()")->GetValue(0, 0);
+    return v.IsNull() ? std::string() : v.ToString();
+  };
+  // Bounded only to fail a hang.
+  auto give_up = std::chrono::steady_clock::now() + std::chrono::minutes(2);
+  while (last_error().find("the store could not be reached") == std::string::npos) {
+    ASSERT_LT(std::chrono::steady_clock::now(), give_up) << "the status never said the store is unreachable";
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(q(*h->con, "SELECT attached FROM duckblock_status()")->GetValue(0, 0).GetValue<bool>());
+  EXPECT_NE(q_error(*h->con, "CALL duckblock_sync('sales', timeout_ms := 200)"), "");
+
+  offline = false;
+  q(*h->con, "CALL duckblock_sync('sales')");
+  EXPECT_EQ(last_error(), "");
 }
 
 }  // namespace

@@ -71,6 +71,16 @@ struct ReplicatorOptions {
   // reference implementation must read. parse_compression() (format.h)
   // reads the "none" / "zstd" / "zstd:N" spelling of settings.
   int compression = kDefaultCompressionLevel;
+  // With a spool to continue from, add() does not ask the store at all, so
+  // a database opens while the store is down without waiting for its
+  // retries (the DuckDB extension's ATTACH). The checks of the spool against
+  // the store's chain (another leader went further: kFenced; segments the
+  // store lost: kCorruption; its chain rebuilt: kChainBroken) then run on
+  // the uploader before it uploads anything, and their errors show in
+  // status() and sync(). false: add() makes them and throws (the command
+  // line's push stops before it spools); only an unreachable store defers
+  // them as above.
+  bool spool_first = false;
   // Upload retry backoff (capped exponential with jitter).
   std::chrono::milliseconds retry_initial{100};
   std::chrono::milliseconds retry_max{10000};

@@ -123,6 +123,18 @@ struct Replicator::Impl {
     // spool file, a damaged object at our seq that is not provably ours):
     // nothing more is uploaded and sync()/push report Error(kCorruption).
     bool damaged = false;
+    ErrorKind damage_kind = ErrorKind::kCorruption;  // what sync() and pushes report for `damaged`
+    // The spool's checks against the store, not made yet (spool_first, or
+    // the store unreachable at add()): the uploader makes them before it
+    // uploads anything of this database.
+    struct StoreCheck {
+      uint64_t seq = 0, uploaded_seq = 0, base_checksum = 0;
+      bool uploaded_any = false;
+      int convention = 1;
+      std::string lineage;
+      std::optional<uint64_t> checksum_at_uploaded;
+    };
+    std::optional<StoreCheck> deferred_check;
     std::mutex push_mu;  // one push at a time per database; guards index
     // Commits between checkpoints (push_log); created once the database is
     // registered, destroyed (unsent bytes dropped) when it is removed.
@@ -325,7 +337,7 @@ struct Replicator::Impl {
       std::lock_guard l(mu);
       if (d->st.seq > base || d->assigned_seq > base) {
         b.superseded = true;
-      } else if (d->st.seq == base && d->st.uploaded_any && d->st.uploaded_seq >= base) {
+      } else if (d->st.seq == base && d->st.uploaded_any && d->st.uploaded_seq >= base && !d->deferred_check) {
         b.stored = true;
         b.checksum = d->st.checksum;
       }
@@ -376,7 +388,7 @@ struct Replicator::Impl {
     {
       std::lock_guard l(mu);
       if (db.status.fenced) throw Error(ErrorKind::kFenced, *db.status.last_error);
-      if (db.damaged) throw Error(ErrorKind::kCorruption, *db.status.last_error);
+      if (db.damaged) throw Error(db.damage_kind, *db.status.last_error);
     }
     if (resync_if_needed(db)) candidates = nullptr;
     const uint64_t limit = self->options_.background_spool_bytes;
@@ -717,7 +729,7 @@ struct Replicator::Impl {
 
   std::optional<Job> next_job() {
     for (auto& [name, db] : dbs) {
-      if (!db->active || db->status.fenced || db->damaged) continue;
+      if (!db->active || db->status.fenced || db->damaged || db->deferred_check) continue;
       // Snapshots go up once the store has the incremental of their seq.
       for (auto& [seq, path] : spool_files(db->snap_dir())) {
         if (seq == 0 || (db->st.uploaded_any && seq <= db->st.uploaded_seq)) return Job{db, seq, true, path};
@@ -778,10 +790,100 @@ struct Replicator::Impl {
     }
   }
 
+  Db::StoreCheck store_check_of(Db& db) {
+    Db::StoreCheck c;
+    c.seq = db.st.seq;
+    c.uploaded_seq = db.st.uploaded_seq;
+    c.uploaded_any = db.st.uploaded_any;
+    c.convention = db.st.convention;
+    c.lineage = db.st.lineage;
+    c.base_checksum = db.st.base_checksum;
+    c.checksum_at_uploaded = checksum_at(db, db.st.uploaded_seq);
+    return c;
+  }
+
+  // The spool (as `c` recorded it) against the store's chain: throws
+  // kFenced if another leader went further, kCorruption if the store lost
+  // what was uploaded, kChainBroken if its chain is another one.
+  void check_against_store(const std::string& name, const Db::StoreCheck& c, const std::string& dir) {
+    ObjectStore& store = *self->store_;
+    const std::string& prefix = self->options_.prefix;
+    ChainListing chain = list_chain(store, prefix, name);
+    uint64_t head = chain.head_seq();
+    if (!chain.empty() && head > c.seq) {
+      throw Error(ErrorKind::kFenced, "the store's chain for '" + name + "' has reached seq " + std::to_string(head) +
+                                          " but this leader's spool is at " + std::to_string(c.seq) +
+                                          ": another leader has written it; use add_continuing after catching up");
+    }
+    if (c.uploaded_any && (chain.empty() || head < c.uploaded_seq)) {
+      throw Error(ErrorKind::kCorruption, "the store has lost segments of '" + name + "': it ends at seq " +
+                                              std::to_string(head) + " but seq " + std::to_string(c.uploaded_seq) +
+                                              " was uploaded");
+    }
+    ChainIdentity store_id = read_chain_identity(store, prefix, name);
+    if (chain.empty() && !c.uploaded_any) {
+      // Nothing uploaded yet; a crash may have come between state.json and
+      // the marker, so make sure it is there.
+      if (c.convention == 2) write_chain_identity(store, prefix, name, {2, c.lineage, c.base_checksum});
+    } else {
+      check_store_holds_our_head(store, prefix, name, chain, store_id, c.lineage, c.uploaded_seq,
+                                 c.checksum_at_uploaded, dir);
+    }
+  }
+
+  // One deferred store check (see Db::deferred_check), if any is due.
+  // Called with `l` held; returns false if there was none.
+  bool run_deferred_check(std::unique_lock<std::mutex>& l, std::chrono::milliseconds& backoff) {
+    std::shared_ptr<Db> db;
+    for (auto& [name, d] : dbs) {
+      if (d->active && d->deferred_check && !d->status.fenced && !d->damaged) {
+        db = d;
+        break;
+      }
+    }
+    if (!db) return false;
+    auto check = *db->deferred_check;
+    db->uploading = true;  // remove() waits for it (the check may write chain.json)
+    l.unlock();
+    std::optional<Error> err;
+    try {
+      check_against_store(db->name, check, db->dir);
+    } catch (const Error& e) {
+      err = e;
+    }
+    l.lock();
+    db->uploading = false;
+    if (!err) {
+      db->deferred_check.reset();
+      db->status.last_error.reset();
+      backoff = self->options_.retry_initial;
+    } else {
+      db->status.last_error = err->kind() == ErrorKind::kRetryable
+                                  ? "the store could not be reached (" + std::string(err->what()) +
+                                        "); segments spool and upload once it answers"
+                                  : std::string(err->what());
+      if (err->kind() == ErrorKind::kFenced) {
+        db->status.fenced = true;
+      } else if (err->kind() != ErrorKind::kRetryable) {
+        db->damaged = true;
+        db->damage_kind = err->kind();
+      } else {
+        // Counted as a failed upload (the uploads wait for it): a caller
+        // that gives up after N failed uploads gives up on this too.
+        db->status.upload_retries++;
+        work_cv.wait_for(l, backoff, [&] { return stopping; });
+        backoff = std::min(backoff * 2, self->options_.retry_max);
+      }
+    }
+    done_cv.notify_all();
+    return true;
+  }
+
   void upload_loop() {
     std::chrono::milliseconds backoff = self->options_.retry_initial;
     std::unique_lock l(mu);
     while (!stopping) {
+      if (run_deferred_check(l, backoff)) continue;
       auto job = next_job();
       if (!job) {
         work_cv.wait_for(l, std::chrono::seconds(1));
@@ -892,48 +994,30 @@ void Replicator::add(const std::string& db_name, PageReader& reader) {
   db->file_mode = spool_file_mode(*db, reader);
   auto st = impl_->load_state(db->dir);
   ChainListing chain;
-  bool listed = true;
-  try {
-    chain = list_chain(*store_, options_.prefix, db_name);
-  } catch (const Error& e) {
-    // With a spool, the state to continue from is local: an unreachable
-    // store (retries exhausted) must not keep the database from opening. Its
-    // segments spool and upload once the store answers (an upload still
-    // fences if another leader has written since); the two checks against
-    // the store's head below wait for the next add().
-    if (!st || e.kind() != ErrorKind::kRetryable) throw;
-    listed = false;
-  }
   if (st) {
     db->st = *st;
     impl_->adopt_spool(*db);
     impl_->check_state_against_spool(*db);
-    uint64_t head = chain.head_seq();
-    if (listed && !chain.empty() && head > db->st.seq) {
-      throw Error(ErrorKind::kFenced, "the store's chain for '" + db_name + "' has reached seq " + std::to_string(head) +
-                                          " but this leader's spool is at " + std::to_string(db->st.seq) +
-                                          ": another leader has written it; use add_continuing after catching up");
-    }
-    if (listed && db->st.uploaded_any && (chain.empty() || head < db->st.uploaded_seq)) {
-      throw Error(ErrorKind::kCorruption, "the store has lost segments of '" + db_name + "': it ends at seq " +
-                                              std::to_string(head) + " but seq " + std::to_string(db->st.uploaded_seq) +
-                                              " was uploaded");
-    }
-    // Offline (not listed): these checks wait for the next add().
-    ChainIdentity store_id = listed ? read_chain_identity(*store_, options_.prefix, db_name) : ChainIdentity{};
-    if (!listed) {
-    } else if (chain.empty() && !db->st.uploaded_any) {
-      // Nothing uploaded yet; a crash may have come between state.json and
-      // the marker, so make sure it is there.
-      if (db->st.convention == 2) {
-        write_chain_identity(*store_, options_.prefix, db_name, {2, db->st.lineage, db->st.base_checksum});
-      }
+    auto check = impl_->store_check_of(*db);
+    if (options_.spool_first) {
+      db->deferred_check = check;
     } else {
-      check_store_holds_our_head(*store_, options_.prefix, db_name, chain, store_id, db->st.lineage,
-                                 db->st.uploaded_seq, impl_->checksum_at(*db, db->st.uploaded_seq), db->dir);
+      try {
+        impl_->check_against_store(db_name, check, db->dir);
+      } catch (const Error& e) {
+        // With a spool, the state to continue from is local: an unreachable
+        // store (retries exhausted) must not keep the database from opening.
+        // Its segments spool; the uploader makes the checks once the store
+        // answers, before it uploads anything.
+        if (e.kind() != ErrorKind::kRetryable) throw;
+        db->deferred_check = check;
+      }
     }
     db->index = impl_->load_index(*db);
-  } else if (chain.empty()) {
+  } else {
+    chain = list_chain(*store_, options_.prefix, db_name);
+  }
+  if (!st && chain.empty()) {
     // A new database: its first snapshot, at seq 0.
     for (auto& [seq, path] : spool_files(db->snap_dir())) ::unlink(path.c_str());
     db->st = State{};
@@ -948,7 +1032,7 @@ void Replicator::add(const std::string& db_name, PageReader& reader) {
     // Before anything of the chain is uploaded (the uploader starts on it
     // only once add() returns).
     write_chain_identity(*store_, options_.prefix, db_name, {2, db->st.lineage, db->st.base_checksum});
-  } else {
+  } else if (!st) {
     // The store has a chain but this machine has no spool: rebuild the
     // shipped state from the store, then ship whatever the file differs by.
     ChainIdentity store_id = read_chain_identity(*store_, options_.prefix, db_name);
@@ -1115,11 +1199,11 @@ void Replicator::sync_segments(const std::string& db_name, std::chrono::millisec
     for (auto& [name, db] : impl_->dbs) {
       if (!db_name.empty() && name != db_name) continue;
       if (db->status.fenced) throw Error(ErrorKind::kFenced, *db->status.last_error);
-      if (db->damaged) throw Error(ErrorKind::kCorruption, *db->status.last_error);
+      if (db->damaged) throw Error(db->damage_kind, *db->status.last_error);
       if (db->resync_needed) {
         throw Error(ErrorKind::kIO, *db->status.last_error + " (the next checkpoint ships everything that differs)");
       }
-      if (impl_->pending(*db) > 0) done = false;
+      if (impl_->pending(*db) > 0 || db->deferred_check) done = false;
     }
     if (!db_name.empty() && !impl_->dbs.count(db_name)) {
       throw Error(ErrorKind::kNotFound, "database '" + db_name + "' is not added");

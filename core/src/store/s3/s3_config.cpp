@@ -263,6 +263,14 @@ S3Config s3_config_from_url(const std::string& url, const StoreOptions& options)
                                                                                    : host_part.rfind(':'));
   if (host == "127.0.0.1" || host == "localhost" || host == "[::1]") c.download_concurrency = 1;
   c.verify_tls = options.verify_tls;
+  // The AWS SDKs' retry budget setting: attempts per request, first included.
+  if (const char* v = std::getenv("AWS_MAX_ATTEMPTS"); v && *v) {
+    std::string s = v;
+    if (s.size() > 9 || s.find_first_not_of("0123456789") != std::string::npos || std::stoul(s) == 0) {
+      throw Error(ErrorKind::kInvalidArgument, "AWS_MAX_ATTEMPTS is '" + s + "': give a whole number of attempts, 1 or more");
+    }
+    c.max_attempts = static_cast<int>(std::stoul(s));
+  }
   if (const char* mode = std::getenv("DUCKBLOCK_S3_CONDITIONAL_PUT")) {
     std::string m = mode;
     if (m == "trust") c.conditional_put = ConditionalPut::kTrust;
