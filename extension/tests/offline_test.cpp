@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "host_util.h"
+#include "http_get.h"
 #include "s3_fault_proxy.h"
 
 namespace fs = std::filesystem;
@@ -56,6 +57,16 @@ class ExtensionOffline : public ::testing::Test {
 
   int64_t count(Host& h, const std::string& table) {
     return q(*h.con, "SELECT count(*) FROM " + table)->GetValue(0, 0).GetValue<int64_t>();
+  }
+
+  // The duckblock_error gauge of `db` that duckblock_metrics_port serves.
+  std::optional<double> error_gauge(Host& h, const std::string& db) {
+    uint16_t port = 0;
+    ::close(duckblock::test::listen_on_free_port(port));  // free a moment ago
+    q(*h.con, "SET duckblock_metrics_port = " + std::to_string(port));
+    auto body = duckblock::test::http_request(port, "/metrics").body;
+    q(*h.con, "SET duckblock_metrics_port = 0");
+    return duckblock::test::metric_value(body, "duckblock_error{db=\"" + db + "\"}");
   }
 
   // sales.duckdb replicated while the store answers (so it has a spool);
@@ -117,6 +128,7 @@ TEST_F(ExtensionOffline, WithNoSpoolItOpensAndStartsOnceTheStoreAnswers) {
   EXPECT_FALSE(st->GetValue(1, 0).GetValue<bool>());  // not replicating yet
   EXPECT_NE(st->GetValue(3, 0).ToString().find("could not be reached"), std::string::npos)
       << st->GetValue(3, 0).ToString();
+  EXPECT_EQ(error_gauge(*h, "fresh"), 1);  // the metrics say so too
 
   offline = false;
   // The background probe notices the store is back (bounded only to fail a hang).
@@ -185,10 +197,12 @@ TEST_F(ExtensionOffline, WithASpoolTheStatusSaysTheStoreIsUnreachable) {
   }
   EXPECT_TRUE(q(*h->con, "SELECT attached FROM duckblock_status()")->GetValue(0, 0).GetValue<bool>());
   EXPECT_NE(q_error(*h->con, "CALL duckblock_sync('sales', timeout_ms := 200)"), "");
+  EXPECT_EQ(error_gauge(*h, "sales"), 1);
 
   offline = false;
   q(*h->con, "CALL duckblock_sync('sales')");
   EXPECT_EQ(last_error(), "");
+  EXPECT_EQ(error_gauge(*h, "sales"), 0);
 }
 
 }  // namespace
