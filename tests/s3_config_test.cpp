@@ -19,7 +19,7 @@ class CleanAwsEnv : public ::testing::Test {
   static constexpr const char* kVars[] = {
       "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION",
       "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE",
-      "HOME"};
+      "AWS_MAX_ATTEMPTS", "HOME"};
   void SetUp() override {
     for (const char* v : kVars) {
       const char* cur = std::getenv(v);
@@ -67,6 +67,20 @@ TEST_F(S3ConfigEnv, ParsesUrlsAndNormalisesThePrefix) {
   EXPECT_TRUE(c.verify_tls);
   EXPECT_EQ(s3_config_from_url("s3://my-bucket", {}).prefix, "");
   EXPECT_EQ(s3_config_from_url("s3://my-bucket/", {}).url, "s3://my-bucket/");
+}
+
+TEST_F(S3ConfigEnv, MaxAttemptsFromTheEnvironment) {
+  ::setenv("AWS_ACCESS_KEY_ID", "AKID", 1);
+  ::setenv("AWS_SECRET_ACCESS_KEY", "secret", 1);
+  EXPECT_EQ(s3_config_from_url("s3://my-bucket/", {}).max_attempts, 6);
+  ::setenv("AWS_MAX_ATTEMPTS", "1000000", 1);
+  EXPECT_EQ(s3_config_from_url("s3://my-bucket/", {}).max_attempts, 1000000);
+  for (const char* bad : {"0", "-1", "three", "1e3", "99999999999"}) {
+    ::setenv("AWS_MAX_ATTEMPTS", bad, 1);
+    std::string message;
+    EXPECT_EQ(kind_of([] { s3_config_from_url("s3://my-bucket/", {}); }, &message), ErrorKind::kInvalidArgument) << bad;
+    EXPECT_NE(message.find("AWS_MAX_ATTEMPTS"), std::string::npos) << message;
+  }
 }
 
 TEST_F(S3ConfigEnv, RejectsBadUrlsAsInvalidArgument) {
