@@ -64,6 +64,8 @@ secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 mb() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1e6 }'; }
 mbps() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.0f", (s > 0 ? b / s / 1e6 : 0) }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+# The smaller of a time and the best so far ("" for none yet).
+best() { awk -v a="$1" -v b="$2" 'BEGIN { print (b == "" || a < b) ? a : b }'; }
 # Seconds a command takes (stdout discarded; it must succeed).
 timed() {
   local t0 t1
@@ -118,8 +120,7 @@ section_restore() {
     for ((i = 0; i < RUNS; i++)); do
       d=$(dd_once "$db")
       r=$(restore_once "$store")
-      [[ -z $dd_best ]] || awk -v a="$d" -v b="$dd_best" 'BEGIN { exit !(a < b) }' && dd_best=$d
-      [[ -z $restore_best ]] || awk -v a="$r" -v b="$restore_best" 'BEGIN { exit !(a < b) }' && restore_best=$r
+      dd_best=$(best "$d" "$dd_best") restore_best=$(best "$r" "$restore_best")
       echo "bench_scale: $size MB $comp run $i: dd ${d} s, restore ${r} s" >&2
     done
     cmp -s "$db" "$WORK/restored.duckdb" || { echo "bench_scale: restored file differs from $db" >&2; exit 1; }
@@ -180,8 +181,7 @@ section_s3() {
     rm -f "$out" "$out.duckblock"
     sync
     r=$(timed "$CLI" restore "${s3[@]}" --to "$out" -q)
-    [[ -z $c_best ]] || awk -v a="$c" -v b="$c_best" 'BEGIN { exit !(a < b) }' && c_best=$c
-    [[ -z $r_best ]] || awk -v a="$r" -v b="$r_best" 'BEGIN { exit !(a < b) }' && r_best=$r
+    c_best=$(best "$c" "$c_best") r_best=$(best "$r" "$r_best")
     echo "bench_scale: $size MB s3 run $i: curl ${c} s, restore ${r} s" >&2
   done
   cmp -s "$db" "$out" || { echo "bench_scale: restored file differs from $db" >&2; exit 1; }
