@@ -29,7 +29,6 @@ class Fd {
   }
   int get() const { return fd_; }
   Env& env() const { return env_; }
-  const std::string& path() const { return path_; }
   void pwrite_all(const uint8_t* p, size_t n, uint64_t off) { detail::pwrite_all(env_, fd_, p, n, off, path_); }
   void sync() {
     if (env_.fdatasync(fd_) != 0) throw_errno("cannot sync " + path_);
@@ -54,7 +53,8 @@ bool offset_ok(uint64_t id, uint32_t page_size, uint64_t len) {
 // before a byte of the target is written: every page lies at a possible
 // file offset, and a file-length record is 8 bytes (a short one used to be
 // skipped by verification and then stop write_pages half way).
-SegmentSummary verify_for_apply(ByteSource& src, const std::string& path) {
+SegmentSummary verify_for_apply(const std::string& path) {
+  FileSource src(path);
   SegmentReader r(src);
   SegmentSummary s;
   s.header = r.header();
@@ -72,11 +72,6 @@ SegmentSummary verify_for_apply(ByteSource& src, const std::string& path) {
   s.checksum = r.checksum();
   s.encoded_size = r.bytes_read();
   return s;
-}
-
-SegmentSummary verify_for_apply(const std::string& path) {
-  FileSource src(path);
-  return verify_for_apply(src, path);
 }
 
 // Second pass over an already verified segment: write its pages.
