@@ -18,6 +18,9 @@
 //
 //   duckdb_bench [--rows N] [--latency-runs N] [--lag-samples N] [--dir DIR]
 //                [--only bytes|latency|lag|compression]
+//   duckdb_bench --make-db PATH --size-mb N
+//       builds a DuckDB database of about N MB from SQL (range(), random()),
+//       plain DuckDB without capture, for scripts/bench_scale.sh
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
@@ -312,12 +315,37 @@ void compressed_vs_plain(const std::string& dir, long rows) {
   }
 }
 
+// Appends 5-million-row batches (integers, random doubles, strings of 9973
+// distinct values) until the checkpointed file reaches `mb` MB; built under
+// another name and renamed, so a killed build is never taken for a cached one.
+int make_db(const std::string& path, long mb) {
+  std::string tmp = path + ".building";
+  std::filesystem::remove(tmp);
+  std::filesystem::remove(tmp + ".wal");
+  {
+    duckdb::DuckDB db(tmp);
+    duckdb::Connection con(db);
+    run(con, "CREATE TABLE t (id BIGINT, v DOUBLE, name VARCHAR, grp INTEGER)");
+    const long batch = 5000000;
+    for (long start = 0;; start += batch) {
+      run(con, "INSERT INTO t SELECT range, random(), 'customer-' || (range % 9973), range % 100 FROM range(" +
+                   std::to_string(start) + ", " + std::to_string(start + batch) + ")");
+      run(con, "CHECKPOINT");
+      if (std::filesystem::file_size(tmp) >= static_cast<uintmax_t>(mb) * 1000000) break;
+    }
+  }
+  std::filesystem::rename(tmp, path);
+  std::printf("%s: %ju bytes\n", path.c_str(), static_cast<uintmax_t>(std::filesystem::file_size(path)));
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   long rows = 2000000;
   int latency_runs = 30, lag_samples = 40;
-  std::string dir, only;
+  std::string dir, only, make_db_path;
+  long size_mb = 0;
   for (int i = 1; i < argc; i += 2) {
     std::string a = argv[i];
     if (i + 1 == argc) a = "--help";  // every option takes a value
@@ -326,10 +354,25 @@ int main(int argc, char** argv) {
     else if (a == "--lag-samples") lag_samples = std::atoi(argv[i + 1]);
     else if (a == "--dir") dir = argv[i + 1];
     else if (a == "--only") only = argv[i + 1];
+    else if (a == "--make-db") make_db_path = argv[i + 1];
+    else if (a == "--size-mb") size_mb = std::atol(argv[i + 1]);
     else {
       std::fprintf(stderr, "usage: duckdb_bench [--rows N] [--latency-runs N] [--lag-samples N] [--dir DIR] "
-                           "[--only bytes|latency|lag|compression]\n");
+                           "[--only bytes|latency|lag|compression]\n"
+                           "       duckdb_bench --make-db PATH --size-mb N\n");
       return 2;
+    }
+  }
+  if (!make_db_path.empty()) {
+    if (size_mb <= 0) {
+      std::fprintf(stderr, "duckdb_bench: --make-db needs --size-mb N\n");
+      return 2;
+    }
+    try {
+      return make_db(make_db_path, size_mb);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "duckdb_bench: %s\n", e.what());
+      return 1;
     }
   }
   return bench::run_in_dir("duckblock-bench", dir, [&](const std::string& d) {

@@ -9,7 +9,10 @@
 //             the CPU's share from the disk's;
 //   decode    verify_segment over a FileSource: read, parse, hash, check;
 //   apply     apply_segment into a new file (verify pass, write pass, fsync),
-//             then the result is compared with the original (not timed).
+//             then the result is compared with the original (not timed);
+//   restore   restore() from the local-directory store into a new file (the
+//             snapshot streamed from the store, verified and written in one
+//             pass), compared with the original too.
 //
 // Baselines: `sha256sum FILE`, OpenSSL EVP SHA-256 in-process over the file
 // with 256 KiB reads and over a 256 KiB buffer in memory, `cp FILE`, and
@@ -43,6 +46,7 @@
 #include "duckblock/format.h"
 #include "duckblock/io.h"
 #include "duckblock/key.h"
+#include "duckblock/restore.h"
 #include "duckblock/store.h"
 
 namespace fs = std::filesystem;
@@ -531,7 +535,7 @@ int main(int argc, char** argv) {
   // ---- the pipeline, per page size
   struct Row {
     uint32_t page_size;
-    Result encode, snapshot, decode, apply;
+    Result encode, snapshot, decode, apply, restore;
   };
   std::vector<Row> rows;
   for (uint32_t ps : {256u << 10, 4u << 10}) {
@@ -592,6 +596,23 @@ int main(int argc, char** argv) {
                                            : "RESTORED FILE DIFFERS FROM THE INPUT");
     }
     fs::remove(restored);
+    auto restore_prep = prepare({seg_path}, "segment");
+    row.restore = measure([&] { remove_and_settle(restored); fs::remove(restored + ".duckblock"); restore_prep(); }, [&] {
+      return run_child("restore (store -> new file)", [&](std::string& n) {
+        auto store = make_local_store(store_dir);
+        duckblock::restore(*store, "bench" + label, restored);
+        n = note;
+        return size;
+      });
+    });
+    if (row.restore.ok) {
+      bool same = same_contents(opt.file, restored);
+      if (!same) all_ok = false;
+      std::printf("  %-34s %s\n", "", same ? "(restored file identical to the input)"
+                                           : "RESTORED FILE DIFFERS FROM THE INPUT");
+    }
+    fs::remove(restored);
+    fs::remove(restored + ".duckblock");
     fs::remove(seg_path);
     rows.push_back(row);
   }
@@ -609,6 +630,8 @@ int main(int argc, char** argv) {
     }
     std::printf("  %-6s %-28s  apply/cp %.2fx, apply/dd-fdatasync %.2fx, snapshot/dd-fdatasync %.2fx\n",
                 label.c_str(), "", ratio(row.apply, cp), ratio(row.apply, dd), ratio(row.snapshot, dd));
+    std::printf("  %-6s %-28s  restore/dd-fdatasync %.2fx (target >= 0.8x)\n", label.c_str(), "",
+                ratio(row.restore, dd));
   }
   long peak = 0;
   for (const auto& r : results) {

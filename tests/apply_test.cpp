@@ -1,5 +1,7 @@
 // Verified, crash-safe apply.
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -103,6 +105,122 @@ TEST(Apply, SnapshotResetsTheFileAtomicallyAndContinuesTheChain) {
   EXPECT_EQ(r.position(), (ChainPosition{41, 0xfeedface}));
   r.apply(dir / "42.hadbp");
   EXPECT_EQ(read_file(dir / "db"), v2);
+}
+
+// A snapshot large enough to fill the page writer's runs many times over,
+// with gaps (runs break) and a short last page, streamed in one pass into a
+// file of the given mode; then damaged copies and a refused binding, each of
+// which must leave the replica as it was and no temp file.
+TEST(Apply, StreamedSnapshotWritesEveryRunAndADamagedOrRefusedOneChangesNothing) {
+  test::TempDir dir;
+  auto file = pattern(3000 * kPage + 100, 9);
+  std::vector<uint64_t> ids;
+  for (uint64_t id = 0; id * kPage < file.size(); ++id) {
+    if (id % 97 == 5) {
+      std::fill(file.begin() + id * kPage, file.begin() + std::min(file.size(), (id + 1) * kPage), 0);
+    } else {
+      ids.push_back(id);  // a page left out reads back as zeros (a hole)
+    }
+  }
+  uint64_t sum = 0;
+  write_segment(dir / "snap.hadbp", file, ids, 7, 0x42, file.size(), &sum);
+  auto bytes = read_file(dir / "snap.hadbp");
+  Replica r(dir / "db");
+  MemorySource src(bytes);
+  mode_t mask = ::umask(0);
+  ::umask(mask);
+  auto res = r.reset_from_snapshot(src, 0640);
+  EXPECT_EQ(test::digest_of(read_file(dir / "db")), test::digest_of(file));
+  EXPECT_EQ(res.summary.checksum, sum);
+  EXPECT_EQ(res.summary.encoded_size, bytes.size());
+  EXPECT_EQ(res.summary.file_length, file.size());
+  EXPECT_EQ(r.position(), (ChainPosition{7, 0x42}));
+  struct stat st {};
+  ASSERT_EQ(::stat((dir / "db").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0640u & ~mask);
+  auto unchanged = [&] {
+    EXPECT_EQ(test::digest_of(read_file(dir / "db")), test::digest_of(file));
+    EXPECT_EQ(r.position(), (ChainPosition{7, 0x42}));
+    EXPECT_EQ(Replica(dir / "db").position(), (ChainPosition{7, 0x42}));
+    EXPECT_NE(::access((dir / "db.duckblock-restore").c_str(), F_OK), 0);
+  };
+  for (size_t at : {size_t{100}, bytes.size() / 2, bytes.size() - 1}) {
+    SCOPED_TRACE(at);
+    auto bad = bytes;
+    bad[at] ^= 1;
+    MemorySource bad_src(bad);
+    try {
+      r.reset_from_snapshot(bad_src, 0600);
+      ADD_FAILURE() << "applied a damaged snapshot (byte " << at << ")";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::kCorruption) << e.what();
+    }
+    unchanged();
+  }
+  // The binding sees the verified summary and can refuse it.
+  MemorySource again(bytes);
+  try {
+    r.reset_from_snapshot(again, 0600, [&](const SegmentSummary& s) -> ChainPosition {
+      EXPECT_EQ(s.checksum, sum);
+      throw Error(ErrorKind::kChainBroken, "refused");
+    });
+    ADD_FAILURE() << "the binding's refusal was ignored";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kChainBroken) << e.what();
+  }
+  unchanged();
+  // Or give the position (bind_snapshot's rule, chain.h).
+  MemorySource bound(bytes);
+  auto b = r.reset_from_snapshot(bound, 0600, [](const SegmentSummary& s) { return ChainPosition{s.header.seq, 99}; });
+  EXPECT_EQ(b.position, (ChainPosition{7, 99}));
+  EXPECT_EQ(test::digest_of(read_file(dir / "db")), test::digest_of(file));
+}
+
+// A segment verified on one thread and applied on another is not hashed
+// again before its write pass, so the file must still be the one verified:
+// replaced or grown since, it is refused and nothing is written.
+TEST(Apply, AVerifiedSegmentChangedSinceItsVerificationIsRefused) {
+  test::TempDir dir;
+  auto v1 = pattern(8 * kPage, 1);
+  uint64_t c1 = 0, c2 = 0;
+  write_segment(dir / "1.hadbp", v1, all_ids(v1.size()), 1, 0, v1.size(), &c1);
+  Replica r(dir / "db");
+  r.apply(dir / "1.hadbp");
+  auto v2 = v1;
+  for (size_t i = 2 * kPage; i < 3 * kPage; ++i) v2[i] ^= 0x5a;
+  auto other = pattern(8 * kPage, 3);
+  for (int how = 0; how < 2; ++how) {
+    SCOPED_TRACE(how);
+    write_segment(dir / "2.hadbp", v2, {2}, 2, c1, std::nullopt, &c2);
+    VerifiedSegment seg = verify_segment_file(dir / "2.hadbp");
+    EXPECT_EQ(seg.summary.checksum, c2);
+    if (how == 0) {
+      // Replaced by another valid segment of the same seq (a new inode).
+      uint64_t c = 0;
+      write_segment(dir / "2.hadbp", other, {2}, 2, c1, std::nullopt, &c);
+    } else {
+      // Written in place (one byte appended).
+      int fd = ::open((dir / "2.hadbp").c_str(), O_WRONLY | O_APPEND);
+      ASSERT_GE(fd, 0);
+      ASSERT_EQ(::write(fd, "x", 1), 1);
+      ::close(fd);
+    }
+    try {
+      r.apply(seg);
+      ADD_FAILURE() << "applied a segment that changed after verification";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::kCorruption) << e.what();
+    }
+    EXPECT_EQ(read_file(dir / "db"), v1);
+    EXPECT_EQ(r.position(), (ChainPosition{1, c1}));
+    EXPECT_NE(::access(r.pending_path().c_str(), F_OK), 0);
+  }
+  // Unchanged, it applies (and is moved, not copied).
+  write_segment(dir / "2.hadbp", v2, {2}, 2, c1, std::nullopt, &c2);
+  auto res = r.apply(verify_segment_file(dir / "2.hadbp"));
+  EXPECT_EQ(res.position, (ChainPosition{2, c2}));
+  EXPECT_EQ(read_file(dir / "db"), v2);
+  EXPECT_NE(::access((dir / "2.hadbp").c_str(), F_OK), 0);
 }
 
 // Kill -9 a child process in the middle of applying a large segment, at

@@ -45,21 +45,7 @@ bool has_length_record(const Segment& s) {
   return !s.pages.empty() && s.pages.back().id == kFileLengthPageId;
 }
 
-// Forwards everything to another store; tests override the writes.
-class WrappedStore : public ObjectStore {
- public:
-  explicit WrappedStore(std::shared_ptr<ObjectStore> inner) : inner_(std::move(inner)) {}
-  void put(const std::string& k, ByteSource& d) override { inner_->put(k, d); }
-  void put_if_absent(const std::string& k, ByteSource& d) override { inner_->put_if_absent(k, d); }
-  void get(const std::string& k, ByteSink& o, std::optional<ByteRange> r) override { inner_->get(k, o, r); }
-  std::optional<ObjectInfo> head(const std::string& k) override { return inner_->head(k); }
-  std::vector<ObjectInfo> list(const std::string& p, const std::string& s) override { return inner_->list(p, s); }
-  void remove(const std::vector<std::string>& k) override { inner_->remove(k); }
-  std::string url() const override { return inner_->url(); }
-
- protected:
-  std::shared_ptr<ObjectStore> inner_;
-};
+using test::WrappedStore;
 
 // Holds uploads back until released, so a test can act on the spool first.
 class GatedStore final : public WrappedStore {

@@ -28,6 +28,22 @@ std::vector<StoreBackend> all_store_backends();
 // store is made, to start it on first use.
 extern void (*prepare_s3_backend)();
 
+// Forwards everything to another store; tests override the writes.
+class WrappedStore : public ObjectStore {
+ public:
+  explicit WrappedStore(std::shared_ptr<ObjectStore> inner) : inner_(std::move(inner)) {}
+  void put(const std::string& k, ByteSource& d) override { inner_->put(k, d); }
+  void put_if_absent(const std::string& k, ByteSource& d) override { inner_->put_if_absent(k, d); }
+  void get(const std::string& k, ByteSink& o, std::optional<ByteRange> r) override { inner_->get(k, o, r); }
+  std::optional<ObjectInfo> head(const std::string& k) override { return inner_->head(k); }
+  std::vector<ObjectInfo> list(const std::string& p, const std::string& s) override { return inner_->list(p, s); }
+  void remove(const std::vector<std::string>& k) override { inner_->remove(k); }
+  std::string url() const override { return inner_->url(); }
+
+ protected:
+  std::shared_ptr<ObjectStore> inner_;
+};
+
 }  // namespace duckblock::test
 
 namespace duckblock::test {

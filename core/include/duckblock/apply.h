@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -63,6 +64,17 @@ ApplyResult apply_segment(const std::string& target, const std::string& segment_
 // carries the chain checksum at S in its prev_checksum field.
 ChainPosition snapshot_position(const SegmentHeader& snapshot_header);
 
+// A segment file verified for applying (checksum, and every page at a
+// possible offset, a file-length record of 8 bytes), and which file it was:
+// device, inode, size and modification time, taken before the read.
+struct VerifiedSegment {
+  std::string path;
+  SegmentSummary summary;
+  std::string identity;
+};
+// Throws Error(kCorruption) on any defect.
+VerifiedSegment verify_segment_file(const std::string& path);
+
 // A local file kept in step with a chain. Its position and any apply in
 // flight live in a sidecar journal, `<path>.duckblock` (JSON), and the
 // pending segment in `<path>.duckblock-pending`.
@@ -79,6 +91,12 @@ class Replica {
   // Applies the incremental segment in `segment_path` (verified first). If
   // `consume`, the segment file is moved into the journal instead of copied.
   ApplyResult apply(const std::string& segment_path, bool consume = false);
+  // Applies a segment file verified by verify_segment_file (for example on
+  // a download thread), moving it into the journal. It is not hashed again
+  // before its pages are written: the file must still be the one verified
+  // (same identity), else Error(kCorruption). The write pass hashes what it
+  // writes, as every apply does.
+  ApplyResult apply(const VerifiedSegment& segment);
 
   // Replaces the whole file with a snapshot segment: written to a temp file,
   // then renamed over `path` (a reader sees the old file or the new one).
@@ -86,6 +104,14 @@ class Replica {
   // established it (chain.h); without it, snapshot_position(header).
   ApplyResult reset_from_snapshot(const std::string& snapshot_path,
                                   std::optional<ChainPosition> position = std::nullopt);
+  // The same from a stream, in one pass: pages go to a temp file (created
+  // with `mode`) as they are decoded, on a writer thread, and the rename
+  // happens only once the trailer has verified and `bind`, given the
+  // verified summary, has returned the position (it throws to refuse the
+  // snapshot; empty: snapshot_position(header)). A failure leaves the
+  // replica as it was and no temp file.
+  ApplyResult reset_from_snapshot(ByteSource& in, unsigned mode,
+                                  const std::function<ChainPosition(const SegmentSummary&)>& bind = {});
 
   // The chain's identity (chain.h) this replica follows; "" if unknown
   // (a chain written before chain.json, or a journal older than it).
@@ -109,6 +135,7 @@ class Replica {
  private:
   void save_journal(bool pending, uint64_t pending_seq, bool replacing = false);
   void recover();
+  ApplyResult write_pending(ApplyResult& result);
   void finish_replace();
   std::string restore_path() const { return path_ + ".duckblock-restore"; }
 

@@ -79,6 +79,16 @@ RestoreResult restore(ObjectStore& store, const std::string& db, const std::stri
 // file is removed), and checks the header seq against the key's.
 SegmentSummary download_segment(ObjectStore& store, const ChainEntry& entry, const std::string& path);
 
+// Restores `replica` from the snapshot `entry` in one pass, with no copy of
+// the segment on disk: the download (a helper thread), decoding with
+// verification (this thread) and the writes (the replica's writer thread)
+// overlap. The replica's file is replaced only once the trailer verifies,
+// the header's seq matches the key's and `bind` (chain.h's bind_snapshot,
+// given the verified summary) returns the position. Throws like
+// download_segment, plus what `bind` throws.
+ApplyResult restore_snapshot_streaming(ObjectStore& store, const ChainEntry& entry, Replica& replica,
+                                      const std::function<ChainPosition(const SegmentSummary&)>& bind = {});
+
 // Applies to `replica` every incremental after its position (up to
 // `up_to_seq`), restoring from a snapshot first if the replica has no
 // position or the incrementals it needs were pruned. Returns segments applied.

@@ -28,6 +28,10 @@ class Sha256 {
 };
 
 Sha256Digest sha256(std::span<const uint8_t> data);
+
+// Bytes every Sha256 in the process has hashed so far. For tests that count
+// the hash passes over a segment (docs/ARCHITECTURE.md).
+uint64_t sha256_bytes_hashed();
 std::string to_hex(std::span<const uint8_t> bytes);
 
 }  // namespace duckblock

@@ -11,6 +11,7 @@
 #include "duckblock/env.h"
 #include "duckblock/error.h"
 #include "duckblock/sha256.h"
+#include "page_writer.h"
 
 namespace duckblock {
 
@@ -18,26 +19,17 @@ namespace {
 
 class Fd {
  public:
-  Fd(const std::string& path, int flags, Env* env) : path_(path), env_(env ? *env : Env::posix()) {
-    fd_ = env_.open(path, flags | O_CLOEXEC, 0644);
-    if (fd_ < 0) throw_errno("cannot open " + path);
+  Fd(const std::string& path, int flags, Env* env, unsigned mode = 0644)
+      : path_(path), env_(env ? *env : Env::posix()) {
+    fd_ = env_.open(path, flags | O_CLOEXEC, mode);
+    if (fd_ < 0) throw_errno((flags & O_EXCL ? "cannot create " : "cannot open ") + path);
   }
   ~Fd() {
     if (fd_ >= 0) env_.close(fd_);
   }
   int get() const { return fd_; }
-  void pwrite_all(const uint8_t* p, size_t n, uint64_t off) {
-    while (n > 0) {
-      ssize_t w = env_.pwrite(fd_, p, n, static_cast<int64_t>(off));
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        throw_errno("cannot write " + path_);
-      }
-      p += w;
-      n -= static_cast<size_t>(w);
-      off += static_cast<uint64_t>(w);
-    }
-  }
+  Env& env() const { return env_; }
+  void pwrite_all(const uint8_t* p, size_t n, uint64_t off) { detail::pwrite_all(env_, fd_, p, n, off, path_); }
   void sync() {
     if (env_.fdatasync(fd_) != 0) throw_errno("cannot sync " + path_);
   }
@@ -93,6 +85,9 @@ void write_pages(const std::string& target, const std::string& segment_path,
   Fd fd(target, O_WRONLY | O_CREAT, opt.env);
   uint32_t ps = verified.header.page_size;
   std::vector<Page> deferred;  // header pages: at most write_last_below bytes
+  // Decoding and hashing stay on this thread; runs of adjacent pages are
+  // written in large pwrites on the writer's thread meanwhile.
+  detail::PageWriter writer(fd.env(), fd.get(), target);
   PageView page;
   while (reader.next(page)) {
     if (page.id == kFileLengthPageId) continue;  // 8 bytes: verify_for_apply checked
@@ -105,13 +100,14 @@ void write_pages(const std::string& target, const std::string& segment_path,
       deferred.push_back(Page{page.id, {page.data.begin(), page.data.end()}});
       continue;
     }
-    fd.pwrite_all(page.data.data(), page.data.size(), off);
+    writer.write(off, page.data.data(), page.data.size());
     result.pages_written++;
     result.bytes_written += page.data.size();
   }
   if (reader.checksum() != verified.checksum) {
     throw Error(ErrorKind::kCorruption, "segment " + segment_path + " changed while being applied");
   }
+  writer.flush();
   if (!deferred.empty()) {
     fd.sync();
     for (const auto& p : deferred) {
@@ -287,19 +283,39 @@ void Replica::recover() {
   ::unlink(pending_path().c_str());
 }
 
+namespace {
+
+// Which file a path names and whether it was written since: device, inode,
+// size and modification time. A rename keeps all four.
+std::string file_identity(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) throw_errno("cannot stat " + path);
+  int64_t mtime_ns = int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+  return std::to_string(st.st_dev) + " " + std::to_string(st.st_ino) + " " + std::to_string(st.st_size) + " " +
+         std::to_string(mtime_ns);
+}
+
+}  // namespace
+
+VerifiedSegment verify_segment_file(const std::string& path) {
+  VerifiedSegment v;
+  v.path = path;
+  // Taken before the read: a write during or after it changes the mtime.
+  v.identity = file_identity(path);
+  v.summary = verify_for_apply(path);
+  return v;
+}
+
 ApplyResult Replica::apply(const std::string& segment_path, bool consume) {
   check_unchanged();
+  if (consume) return apply(verify_segment_file(segment_path));
   ApplyOptions opt = options_;
   opt.page_size = page_size_;
   ApplyResult result;
   result.summary = verify_for_apply(segment_path);
   check_continues(result.summary, position_, opt);
   // Journal first: the pending copy is durable before the target changes.
-  if (consume) {
-    if (::rename(segment_path.c_str(), pending_path().c_str()) != 0) {
-      throw_errno("cannot move " + segment_path + " to " + pending_path());
-    }
-  } else {
+  {
     FileSource src(segment_path);
     FileSink sink(pending_path(), 0600, options_.env);
     copy_stream(src, sink);
@@ -308,13 +324,42 @@ ApplyResult Replica::apply(const std::string& segment_path, bool consume) {
   }
   fsync_dir(dirname_of(pending_path()));
   save_journal(true, result.summary.header.seq);
-  // Re-verify from the journal's copy: that is what we write from.
+  // Re-verify the copy: that is what we write from, and it is another file
+  // than the one verified above.
   {
     SegmentSummary again = verify_for_apply(pending_path());
     if (again.checksum != result.summary.checksum) {
       throw Error(ErrorKind::kCorruption, "pending segment changed on disk: " + pending_path());
     }
   }
+  return write_pending(result);
+}
+
+ApplyResult Replica::apply(const VerifiedSegment& segment) {
+  check_unchanged();
+  ApplyOptions opt = options_;
+  opt.page_size = page_size_;
+  ApplyResult result;
+  result.summary = segment.summary;
+  check_continues(result.summary, position_, opt);
+  // The file is moved, not copied, so the pending file is the very file
+  // (the same inode, unwritten since: same size and mtime) that was
+  // verified, and it is not hashed again before the write pass (which
+  // hashes what it writes and refuses a mismatch).
+  if (file_identity(segment.path) != segment.identity) {
+    throw Error(ErrorKind::kCorruption, "segment " + segment.path + " changed after it was verified");
+  }
+  if (::rename(segment.path.c_str(), pending_path().c_str()) != 0) {
+    throw_errno("cannot move " + segment.path + " to " + pending_path());
+  }
+  fsync_dir(dirname_of(pending_path()));
+  save_journal(true, result.summary.header.seq);
+  return write_pending(result);
+}
+
+ApplyResult Replica::write_pending(ApplyResult& result) {
+  ApplyOptions opt = options_;
+  opt.page_size = page_size_;
   write_pages(path_, pending_path(), result.summary, opt, result);
   position_ = {result.summary.header.seq, result.summary.checksum};
   page_size_ = result.summary.header.page_size;
@@ -325,20 +370,63 @@ ApplyResult Replica::apply(const std::string& segment_path, bool consume) {
 }
 
 ApplyResult Replica::reset_from_snapshot(const std::string& snapshot_path, std::optional<ChainPosition> position) {
+  // The new file takes the snapshot file's mode (see download_segment).
+  struct stat st {};
+  unsigned mode = ::stat(snapshot_path.c_str(), &st) == 0 ? (st.st_mode & 0666) : 0600;
+  FileSource src(snapshot_path);
+  return reset_from_snapshot(src, mode, [&](const SegmentSummary& s) {
+    ChainPosition p = position ? *position : snapshot_position(s.header);
+    if (p.seq != s.header.seq) {
+      throw Error(ErrorKind::kChainBroken, "snapshot " + snapshot_path + " holds seq " +
+                                               std::to_string(s.header.seq) + ", expected " + std::to_string(p.seq));
+    }
+    return p;
+  });
+}
+
+// One pass: the snapshot is decoded and hashed on this thread while its
+// pages are written to the temp file on the page writer's, and the temp
+// file becomes the replica only by the rename below, after the trailer has
+// verified and `bind` accepted it. Nothing reads the temp file, so writing
+// it before verification breaks no rule: the replica itself never holds
+// unverified bytes. A snapshot that fails leaves no temp file. (An
+// incremental, written into the live file, is verified in full before its
+// first write: apply().)
+ApplyResult Replica::reset_from_snapshot(ByteSource& in, unsigned mode,
+                                         const std::function<ChainPosition(const SegmentSummary&)>& bind) {
   ApplyResult result;
-  result.summary = verify_for_apply(snapshot_path);
   std::string tmp = restore_path();
   ::unlink(tmp.c_str());
-  ApplyOptions opt = options_;
-  opt.write_last_below = 0;  // nobody reads the temp file
+  ChainPosition pos;
   try {
-    // The new file takes the snapshot file's mode (see download_segment).
-    struct stat st {};
-    mode_t mode = ::stat(snapshot_path.c_str(), &st) == 0 ? (st.st_mode & 0666) : 0600;
-    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-    if (fd < 0) throw_errno("cannot create " + tmp);
-    ::close(fd);
-    write_pages(tmp, snapshot_path, result.summary, opt, result);
+    Fd fd(tmp, O_WRONLY | O_CREAT | O_EXCL, options_.env, mode);
+    SegmentReader reader(in);
+    const uint32_t ps = reader.header().page_size;
+    SegmentSummary& s = result.summary;
+    {
+      detail::PageWriter writer(fd.env(), fd.get(), tmp);
+      PageView page;
+      while (reader.next(page)) {
+        if (page.id == kFileLengthPageId) {
+          s.file_length = decode_file_length(page.data);  // throws kCorruption unless 8 bytes
+          continue;
+        }
+        if (!offset_ok(page.id, ps, page.data.size())) {
+          throw Error(ErrorKind::kCorruption,
+                      "page " + std::to_string(page.id) + " lies beyond any possible file offset");
+        }
+        writer.write(page.id * ps, page.data.data(), page.data.size());
+        result.pages_written++;
+        result.bytes_written += page.data.size();
+      }
+      s.header = reader.header();
+      s.checksum = reader.checksum();
+      s.encoded_size = reader.bytes_read();
+      pos = bind ? bind(s) : snapshot_position(s.header);
+      writer.flush();
+    }
+    if (s.file_length) fd.truncate(*s.file_length);
+    fd.sync();
   } catch (...) {
     ::unlink(tmp.c_str());
     throw;
@@ -347,12 +435,7 @@ ApplyResult Replica::reset_from_snapshot(const std::string& snapshot_path, std::
   // The journal names the new position and the file that carries it before
   // the rename, so a crash on either side of the rename is finished by
   // recover() and the journal never describes the wrong file.
-  position_ = position ? *position : snapshot_position(result.summary.header);
-  if (position_.seq != result.summary.header.seq) {
-    throw Error(ErrorKind::kChainBroken, "snapshot " + snapshot_path + " holds seq " +
-                                             std::to_string(result.summary.header.seq) + ", expected " +
-                                             std::to_string(position_.seq));
-  }
+  position_ = pos;
   page_size_ = result.summary.header.page_size;
   save_journal(false, 0, /*replacing=*/true);
   finish_replace();

@@ -33,7 +33,11 @@ ChainListing list_chain(ObjectStore& store, const std::string& prefix, const std
   return out;
 }
 
-SegmentSummary download_segment(ObjectStore& store, const ChainEntry& entry, const std::string& path) {
+namespace {
+
+// download_segment's work, keeping what Replica::apply(VerifiedSegment)
+// needs so that the segment is not hashed again before its write pass.
+VerifiedSegment download_verified(ObjectStore& store, const ChainEntry& entry, const std::string& path) {
   try {
     {
       // The object's mode where the store keeps it (the leader file's), else
@@ -43,22 +47,28 @@ SegmentSummary download_segment(ObjectStore& store, const ChainEntry& entry, con
       sink.sync();
       sink.close();
     }
-    FileSource src(path);
-    SegmentSummary s;
+    VerifiedSegment v;
     try {
-      s = verify_segment(src);
+      v = verify_segment_file(path);
     } catch (const Error& e) {
       throw Error(e.kind(), "object " + entry.key + ": " + e.what());
     }
-    if (s.header.seq != entry.seq) {
-      throw Error(ErrorKind::kCorruption, "object " + entry.key + " holds seq " + std::to_string(s.header.seq) +
-                                              ", its key says " + std::to_string(entry.seq));
+    if (v.summary.header.seq != entry.seq) {
+      throw Error(ErrorKind::kCorruption, "object " + entry.key + " holds seq " +
+                                              std::to_string(v.summary.header.seq) + ", its key says " +
+                                              std::to_string(entry.seq));
     }
-    return s;
+    return v;
   } catch (...) {
     ::unlink(path.c_str());
     throw;
   }
+}
+
+}  // namespace
+
+SegmentSummary download_segment(ObjectStore& store, const ChainEntry& entry, const std::string& path) {
+  return download_verified(store, entry, path).summary;
 }
 
 namespace {
@@ -90,11 +100,10 @@ class Prefetcher {
     }
     cv_.notify_all();
     thread_.join();
-    for (auto& r : ready_) ::unlink(r.path.c_str());
+    for (auto& r : ready_) ::unlink(r.segment.path.c_str());
   }
   struct Ready {
-    std::string path;
-    SegmentSummary summary;
+    VerifiedSegment segment;
     ChainEntry entry;
   };
   // Next downloaded segment; rethrows a download error.
@@ -118,9 +127,10 @@ class Prefetcher {
       }
       Ready r;
       r.entry = e;
-      r.path = temp_name(dir_, std::to_string(e.seq));
       try {
-        r.summary = download_segment(store_, e, r.path);
+        // Downloaded and verified here, on this thread, once: the apply
+        // thread does not hash it again before writing (Replica::apply).
+        r.segment = download_verified(store_, e, temp_name(dir_, std::to_string(e.seq)));
       } catch (...) {
         std::lock_guard l(mu_);
         error_ = std::current_exception();
@@ -129,7 +139,7 @@ class Prefetcher {
       }
       std::lock_guard l(mu_);
       if (stop_) {
-        ::unlink(r.path.c_str());
+        ::unlink(r.segment.path.c_str());
         return;
       }
       ready_.push_back(std::move(r));
@@ -179,11 +189,16 @@ uint64_t apply_all(ObjectStore& store, Replica& replica, const std::vector<Chain
   uint64_t n = 0;
   for (size_t i = 0; i < entries.size(); ++i) {
     auto r = pf.next();
-    replica.apply(r.path, /*consume=*/true);
+    try {
+      replica.apply(r.segment);
+    } catch (...) {
+      ::unlink(r.segment.path.c_str());
+      throw;
+    }
     ++n;
     if (result) {
-      result->bytes_downloaded += r.summary.encoded_size;
-      result->created_ms = r.summary.header.created_ms;
+      result->bytes_downloaded += r.segment.summary.encoded_size;
+      result->created_ms = r.segment.summary.header.created_ms;
     }
     if (progress && options && options->progress) {
       progress->segments_done++;
@@ -206,22 +221,21 @@ struct Chosen {
 };
 Chosen reset_from_bound_snapshot(ObjectStore& store, const ChainListing& chain, const ChainIdentity& id,
                                  const std::vector<const ChainEntry*>& candidates, uint64_t to, Replica& replica,
-                                 const std::string& dir, std::vector<std::string>& skipped) {
+                                 std::vector<std::string>& skipped) {
   std::exception_ptr first;
   for (const ChainEntry* cand : candidates) {
     Chosen c;
     c.entry = cand;
-    std::string path = temp_name(dir, "snapshot");
     try {
       c.incrementals = incrementals_between(chain, cand->seq, to);
-      c.summary = download_segment(store, *cand, path);
-      ChainPosition pos = bind_snapshot(store, chain, id, *cand, c.summary);
-      replica.reset_from_snapshot(path, pos);
-      ::unlink(path.c_str());
+      // Streamed: no copy on disk, one pass; bound to the chain before the
+      // replica's file is replaced.
+      c.summary = restore_snapshot_streaming(store, *cand, replica, [&](const SegmentSummary& s) {
+                    return bind_snapshot(store, chain, id, *cand, s);
+                  }).summary;
       replica.set_lineage(id.lineage);
       return c;
     } catch (const Error& e) {
-      ::unlink(path.c_str());
       // Only what an older snapshot can get round: damage, a foreign
       // object, a gap, an object gone since the listing.
       if (e.kind() != ErrorKind::kCorruption && e.kind() != ErrorKind::kChainBroken &&
@@ -296,7 +310,7 @@ RestoreResult restore(ObjectStore& store, const std::string& db, const std::stri
   RestoreProgress progress;
   try {
     Replica replica(work);
-    Chosen c = reset_from_bound_snapshot(store, chain, id, candidates, want, replica, dir, result.skipped_snapshots);
+    Chosen c = reset_from_bound_snapshot(store, chain, id, candidates, want, replica, result.skipped_snapshots);
     const auto& incs = c.incrementals;
     progress.segments_total = 1 + incs.size();
     progress.bytes_total = c.entry->size;
@@ -356,7 +370,7 @@ uint64_t catch_up(ObjectStore& store, const std::string& prefix, const std::stri
                         : "incremental seq " + std::to_string(pos + 1) + " is gone from the store and no newer snapshot exists");
     }
     std::vector<std::string> skipped;
-    reset_from_bound_snapshot(store, chain, id, candidates, head, replica, dir, skipped);
+    reset_from_bound_snapshot(store, chain, id, candidates, head, replica, skipped);
     ++applied;
   }
   pos = replica.position().seq;
