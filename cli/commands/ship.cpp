@@ -129,10 +129,7 @@ int run_ship(ShipFlags& f, bool force_snapshot) {
   if (spool.empty()) spool = dirname_of(file) + "/.duckblock-spool";
   spool = absolute_path(spool);
   std::string db_dir = spool + "/" + f.store.db;
-  std::string compression = f.compression;
-  if (compression.empty() && std::getenv("DUCKBLOCK_COMPRESSION")) compression = std::getenv("DUCKBLOCK_COMPRESSION");
-  if (compression.empty()) compression = config_string("compression");
-  const int level = compression.empty() ? kDefaultCompressionLevel : parse_compression(compression);
+  const int level = resolve_compression(f.compression);
 
   auto counting = std::make_shared<CountingStore>(open_store_for(f.store, StoreUse::kWrite));
   std::shared_ptr<ObjectStore> store = counting;

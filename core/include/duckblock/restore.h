@@ -79,6 +79,10 @@ RestoreResult restore(ObjectStore& store, const std::string& db, const std::stri
 // file is removed), and checks the header seq against the key's.
 SegmentSummary download_segment(ObjectStore& store, const ChainEntry& entry, const std::string& path);
 
+// The listed incrementals after `from` up to `to`, by seq; throws
+// Error(kChainBroken) naming the first one missing.
+std::vector<ChainEntry> incrementals_between(const ChainListing& chain, uint64_t from, uint64_t to);
+
 // Applies to `replica` every incremental after its position (up to
 // `up_to_seq`), restoring from a snapshot first if the replica has no
 // position or the incrementals it needs were pruned. Returns segments applied.
