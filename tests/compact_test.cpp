@@ -510,6 +510,65 @@ TEST(CompactCli, CompactsUploadsRefusesTwiceAndReplacesADamagedOneOnlyWithForce)
   EXPECT_EQ(missing.rc, 4) << test::describe(missing);
 }
 
+// kill -9 while the merge writes its output: nothing is in the store at
+// the seq (or, had the kill come after the upload, a sound snapshot), and
+// the next run removes the dead run's temp files and compacts.
+TEST(CompactCli, AKilledRunLeavesNoSnapshotAndTheNextRunCleansUp) {
+  test::TempDir dir;
+  std::string store_dir = dir / "store";
+  std::shared_ptr<ObjectStore> store = make_local_store(store_dir);
+  {
+    // A file large enough that the merge takes a while.
+    ReplicatorOptions o;
+    o.spool_dir = dir / "spool";
+    o.snapshots.every_segments = 0;
+    o.snapshots.every_bytes = 0;
+    std::mt19937_64 rng(3);
+    std::vector<uint8_t> file(24 << 20);
+    for (size_t i = 0; i < file.size(); i += 8) {
+      uint64_t v = rng();
+      std::memcpy(&file[i], &v, 8);
+    }
+    write_bytes(dir / "db.duckdb", file);
+    Replicator rep(store, o);
+    FilePageReader reader(dir / "db.duckdb");
+    rep.add("db", reader);
+    write_at(dir / "db.duckdb", 4096, std::vector<uint8_t>(4096, 1));
+    rep.push_checkpoint("db", reader);
+    rep.sync("db", std::chrono::minutes(2));
+  }
+  std::string tmp = dir / "tmp";
+  std::filesystem::create_directories(tmp);
+  std::vector<std::string> args =
+      test::cli_args("compact", {}, {"--store", "file://" + store_dir, "--db", "db"});
+  pid_t pid = test::cli_spawn(args, dir.path(), {{"TMPDIR", tmp}}, dir / "out", dir / "err");
+  // Until the output's temp file exists (or the run ended first).
+  for (;;) {
+    bool started = false;
+    for (const auto& e : std::filesystem::directory_iterator(tmp)) {
+      if (e.path().filename().string().find("out-1") != std::string::npos) started = true;
+    }
+    siginfo_t info{};
+    bool ended = ::waitid(P_PID, pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == pid;
+    if (started || ended) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  ::kill(pid, SIGKILL);
+  test::cli_wait(pid);
+  ChainListing chain = list_chain(*store, "", "db");
+  for (const auto& e : chain.snapshots) {
+    if (e.seq == 1) {
+      EXPECT_NO_THROW(download_segment(*store, e, dir / "check.hadbp")) << "a partial snapshot in the store";
+    }
+  }
+  auto again = test::cli_run(args, dir.path(), {{"TMPDIR", tmp}});
+  EXPECT_TRUE(again.rc == 0 || again.rc == 5) << test::describe(again);
+  EXPECT_TRUE(std::filesystem::is_empty(tmp));
+  RestoreResult r = restore(*store, "db", dir / "restored.db");
+  EXPECT_EQ(r.snapshot_seq, 1u);
+  EXPECT_EQ(read_file(dir / "restored.db"), read_file(dir / "db.duckdb"));
+}
+
 INSTANTIATE_TEST_SUITE_P(AllBackends, Compaction, ::testing::ValuesIn(test::all_store_backends()),
                          [](const auto& info) { return info.param.name; });
 
