@@ -569,6 +569,37 @@ TEST(CompactCli, AKilledRunLeavesNoSnapshotAndTheNextRunCleansUp) {
   EXPECT_EQ(read_file(dir / "restored.db"), read_file(dir / "db.duckdb"));
 }
 
+// A due snapshot the leader cannot compact (its only base is damaged): the
+// incremental still ships (exit 0), and push says the snapshot is missing.
+TEST(CompactCli, PushWarnsWhenADueSnapshotCouldNotBeCompacted) {
+  test::TempDir dir;
+  std::string store_dir = dir / "store";
+  std::string db = dir / "app.duckdb";
+  test::DbBytes bytes(5);
+  bytes.write(db, 8);
+  auto run = [&](const std::string& cmd, std::vector<std::string> args) {
+    return test::cli_run(test::cli_args(cmd, args, {"--store", "file://" + store_dir, "--db", "app"}), dir.path());
+  };
+  ASSERT_EQ(run("snapshot", {db}).rc, 0);
+  bytes.modify(db);
+  auto first = run("push", {db, "--snapshot-every", "2", "--json"});
+  ASSERT_EQ(first.rc, 0) << test::describe(first);
+  EXPECT_TRUE(nlohmann::json::parse(first.out).at("compaction_error").is_null());
+  std::shared_ptr<ObjectStore> store = make_local_store(store_dir);
+  auto snap = get_bytes(*store, format_key("", {"app", kSnapshotGeneration, 0}));
+  snap[snap.size() / 2] ^= 0x20;
+  MemorySource src(snap);
+  store->put(format_key("", {"app", kSnapshotGeneration, 0}), src);
+  bytes.modify(db);
+  auto due = run("push", {db, "--snapshot-every", "2", "--json"});
+  ASSERT_EQ(due.rc, 0) << test::describe(due);
+  auto j = nlohmann::json::parse(due.out);
+  EXPECT_EQ(j.at("seq"), 2);
+  EXPECT_FALSE(j.at("compaction_error").is_null()) << due.out;
+  EXPECT_NE(due.err.find("the snapshot at seq 2 was not made"), std::string::npos) << due.err;
+  EXPECT_EQ(list_chain(*store, "", "app").snapshots.size(), 1u);
+}
+
 INSTANTIATE_TEST_SUITE_P(AllBackends, Compaction, ::testing::ValuesIn(test::all_store_backends()),
                          [](const auto& info) { return info.param.name; });
 

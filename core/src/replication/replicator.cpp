@@ -538,7 +538,7 @@ struct Replicator::Impl {
         db->status.pending_segments = pending(*db);
         work_cv.notify_all();
       } else if (!compactor_stopping && db->active) {
-        db->status.compaction_error = error->second;
+        db->status.compaction_error = "the snapshot at seq " + std::to_string(seq) + " was not made: " + error->second;
         if (error->first == ErrorKind::kRetryable || error->first == ErrorKind::kIO) {
           db->compact_retry_at = std::chrono::steady_clock::now() + self->options_.retry_max;
         } else {
