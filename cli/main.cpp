@@ -75,6 +75,7 @@ int main(int argc, char** argv) {
   reg(cli::add_ls);
   reg(cli::add_verify);
   reg(cli::add_prune);
+  reg(cli::add_compact);
   reg(cli::add_inspect);
   reg(cli::add_apply);
   try {

@@ -75,6 +75,33 @@ TEST_F(S3Cli, SnapshotPushFollowRestoreVerify) {
   EXPECT_EQ(v.rc, 0) << describe(v);
 }
 
+// `duckblock compact` over S3: the snapshot at the head from the seq-0
+// snapshot and the incrementals, uploaded, then restorable alone.
+TEST_F(S3Cli, CompactBuildsTheSnapshotAtTheHead) {
+  std::string db = dir / "app.duckdb";
+  bytes.write(db, 16);
+  ASSERT_EQ(run("snapshot", {db}).rc, 0);
+  for (int i = 0; i < 3; ++i) {
+    bytes.modify(db);
+    auto push = run("push", {db});
+    ASSERT_EQ(push.rc, 0) << describe(push);
+  }
+  auto c = run("compact", {"--json"});
+  ASSERT_EQ(c.rc, 0) << describe(c);
+  auto j = nlohmann::json::parse(c.out);
+  EXPECT_EQ(j.at("seq"), 3);
+  EXPECT_EQ(j.at("base_seq"), 0);
+  auto ls = run("ls", {"--json"});
+  ASSERT_EQ(ls.rc, 0) << describe(ls);
+  EXPECT_NE(ls.out.find("0001/0000000000000003.hadbp"), std::string::npos) << ls.out;
+  auto r = run("restore", {"--to", dir / "r.duckdb", "--seq", "3", "--json"});
+  ASSERT_EQ(r.rc, 0) << describe(r);
+  EXPECT_EQ(nlohmann::json::parse(r.out).at("snapshot_seq"), 3);
+  EXPECT_EQ(file_digest(dir / "r.duckdb"), bytes.digest());
+  EXPECT_EQ(run("compact", {}).rc, 5);
+  EXPECT_EQ(run("verify", {}).rc, 0);
+}
+
 // The library's warnings reach stderr through its log (duckblock/log.h):
 // shown by default, gone with -q. s3rver ignores If-None-Match, which the
 // store notes once per process when it first needs a conditional PUT.

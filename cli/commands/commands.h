@@ -30,5 +30,6 @@ Runner add_follow(CLI::App& app);
 Runner add_ls(CLI::App& app);
 Runner add_verify(CLI::App& app);
 Runner add_prune(CLI::App& app);
+Runner add_compact(CLI::App& app);
 
 }  // namespace duckblock::cli

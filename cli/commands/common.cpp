@@ -1,5 +1,7 @@
 #include "common.h"
 
+#include "duckblock/format.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -509,6 +511,13 @@ CLI::Validator whole_number() {
         return "";
       },
       "UINT");
+}
+
+int resolve_compression(const std::string& flag) {
+  std::string compression = flag;
+  if (compression.empty() && std::getenv("DUCKBLOCK_COMPRESSION")) compression = std::getenv("DUCKBLOCK_COMPRESSION");
+  if (compression.empty()) compression = config_string("compression");
+  return compression.empty() ? kDefaultCompressionLevel : parse_compression(compression);
 }
 
 }  // namespace duckblock::cli

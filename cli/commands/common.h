@@ -48,6 +48,11 @@ void set_config_path(const std::string& path);
 // A string setting from the config file ("" if absent).
 std::string config_string(const std::string& key);
 
+// The compression level a writing command uses: its --compression flag,
+// else $DUCKBLOCK_COMPRESSION, else the config file's "compression", else the
+// default (format.h's spelling: none, zstd, zstd:N).
+int resolve_compression(const std::string& flag);
+
 // How a command will use the store. For file:// URLs a read-only command
 // refuses a directory that does not exist (opening would create it, and a
 // mistyped path would then look like an empty store).

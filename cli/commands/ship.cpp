@@ -129,10 +129,7 @@ int run_ship(ShipFlags& f, bool force_snapshot) {
   if (spool.empty()) spool = dirname_of(file) + "/.duckblock-spool";
   spool = absolute_path(spool);
   std::string db_dir = spool + "/" + f.store.db;
-  std::string compression = f.compression;
-  if (compression.empty() && std::getenv("DUCKBLOCK_COMPRESSION")) compression = std::getenv("DUCKBLOCK_COMPRESSION");
-  if (compression.empty()) compression = config_string("compression");
-  const int level = compression.empty() ? kDefaultCompressionLevel : parse_compression(compression);
+  const int level = resolve_compression(f.compression);
 
   auto counting = std::make_shared<CountingStore>(open_store_for(f.store, StoreUse::kWrite));
   std::shared_ptr<ObjectStore> store = counting;
@@ -233,7 +230,16 @@ int run_ship(ShipFlags& f, bool force_snapshot) {
                       {"bytes_uploaded", status.bytes_shipped + status.log_bytes_shipped},
                       {"log_bytes", log_bytes},
                       {"log_shipped", log_shipped},
+                      {"compacted_seq", status.last_compacted_seq},
+                      {"compaction_error", status.compaction_error ? nlohmann::json(*status.compaction_error)
+                                                                    : nlohmann::json(nullptr)},
                       {"spool", spool}};
+  // The incremental shipped; a due snapshot that could not be compacted is
+  // missing, which a restore pays for in incrementals: say so.
+  if (status.compaction_error) {
+    std::cerr << verb << ": warning: " << *status.compaction_error
+              << " (the incremental shipped: `duckblock verify` checks the chain)\n";
+  }
   if (f.store.json) {
     std::cout << j.dump(2) << "\n";
     return 0;

@@ -163,6 +163,10 @@ struct SegmentSummary {
   uint64_t checksum = 0;
   uint64_t encoded_size = 0;
   std::optional<uint64_t> file_length;  // from the file-length record
+  // Where the segment's data pages end in the file: id * page_size + length
+  // of its highest page other than the length record (0 if it has none).
+  // With file_length, what an applier's file length becomes (compaction).
+  uint64_t data_end = 0;
 };
 SegmentSummary verify_segment(ByteSource& in);
 

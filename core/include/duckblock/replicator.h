@@ -96,6 +96,12 @@ struct ReplicationStatus {
   uint64_t bytes_shipped = 0;  // encoded bytes uploaded since add()
   uint64_t segments_shipped = 0;  // segments (incrementals and snapshots) uploaded since add()
   uint64_t last_snapshot_seq = 0;
+  // Snapshots after seq 0 are compacted in the background (compact.h): the
+  // one being built (0: none), the last one built since add(), and why the
+  // last attempt failed (cleared by a success).
+  uint64_t compacting_seq = 0;
+  uint64_t last_compacted_seq = 0;
+  std::optional<std::string> compaction_error;
   uint64_t upload_retries = 0;
   std::optional<std::string> last_error;
   bool fenced = false;
@@ -119,7 +125,9 @@ struct PushResult {
   // Segment size; for a push spooled in the background (compressed before
   // it is written) the plain v1 size, an upper bound.
   uint64_t encoded_bytes = 0;
-  bool snapshot = false;        // a snapshot was spooled too
+  // A snapshot was due at this seq: the compactor builds it in the
+  // background from the chain (the checkpoint never reads the whole file).
+  bool snapshot = false;
 };
 
 struct SnapshotResult {
@@ -165,6 +173,9 @@ class Replicator {
   // spools the whole file as the snapshot at the resulting head seq, so a
   // restore to the head needs no incrementals. Does nothing more if a
   // snapshot at that seq already exists. Uploaded in the background.
+  // This explicit request (`duckblock snapshot`, duckblock_snapshot()) still
+  // reads the whole file, on the caller's thread: the caller asked for it and
+  // waits for it. Snapshots due by SnapshotPolicy are compacted instead.
   SnapshotResult snapshot_now(const std::string& db, PageReader& reader);
 
   // Ships committed log bytes of `db` (for DuckDB: its .wal after a commit's

@@ -88,6 +88,9 @@ SegmentSummary download_segment(ObjectStore& store, const ChainEntry& entry, con
 // download_segment, plus what `bind` throws.
 ApplyResult restore_snapshot_streaming(ObjectStore& store, const ChainEntry& entry, Replica& replica,
                                       const std::function<ChainPosition(const SegmentSummary&)>& bind = {});
+// The listed incrementals after `from` up to `to`, by seq; throws
+// Error(kChainBroken) naming the first one missing.
+std::vector<ChainEntry> incrementals_between(const ChainListing& chain, uint64_t from, uint64_t to);
 
 // Applies to `replica` every incremental after its position (up to
 // `up_to_seq`), restoring from a snapshot first if the replica has no

@@ -350,7 +350,11 @@ SegmentSummary verify_segment(ByteSource& in) {
   s.header = r.header();
   PageView p;
   while (r.next(p)) {
-    if (p.id == kFileLengthPageId && p.data.size() == 8) s.file_length = decode_file_length(p.data);
+    if (p.id == kFileLengthPageId && p.data.size() == 8) {
+      s.file_length = decode_file_length(p.data);
+    } else {
+      s.data_end = p.id * s.header.page_size + p.data.size();  // ids ascend: the last one is the highest
+    }
   }
   s.checksum = r.checksum();
   s.encoded_size = r.bytes_read();

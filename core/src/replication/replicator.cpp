@@ -5,7 +5,9 @@
 //   pages.idx         PageIndex at some seq <= the head, saved every few
 //                     pushes without fsync (it carries its seq and a digest)
 //   0000/<seq>.hadbp  incrementals waiting for upload
-//   0001/<seq>.hadbp  snapshots waiting for upload
+//   0001/<seq>.hadbp  snapshots waiting for upload (after seq 0, built by the
+//                     compactor thread from the spool and the store, never
+//                     from the live file on the checkpoint path; compact.h)
 // A push makes only its segment durable (data fsync, rename, directory
 // fsync): that is all a DuckDB checkpoint waits for. The rest is derived at
 // the next add(): the head from state.json plus the spooled segments after
@@ -28,6 +30,7 @@
 #include <thread>
 
 #include "duckblock/chain.h"
+#include "duckblock/compact.h"
 #include "duckblock/error.h"
 #include "duckblock/key.h"
 #include "duckblock/restore.h"
@@ -141,6 +144,11 @@ struct Replicator::Impl {
     std::unique_ptr<LogShipper> log;
     std::unique_ptr<SpoolLock> lock;  // one writer process per spool directory
     uint32_t file_mode = 0600;        // the source file's: spool files hold its pages
+    // Snapshots due at these seqs, oldest first, wait for the compactor,
+    // which builds each once its incremental is spooled (compact_loop).
+    std::deque<uint64_t> compact_queue;
+    bool compacting = false;
+    std::chrono::steady_clock::time_point compact_retry_at{};
     std::string incr_dir() const { return dir + "/0000"; }
     std::string snap_dir() const { return dir + "/0001"; }
   };
@@ -168,6 +176,9 @@ struct Replicator::Impl {
   bool spooler_stopping = false;
   std::thread spooler;
   std::mt19937_64 rng{std::random_device{}()};
+  std::condition_variable compact_cv;
+  bool compactor_stopping = false;
+  std::thread compactor;
 
   explicit Impl(Replicator* s) : self(s) {}
 
@@ -381,8 +392,8 @@ struct Replicator::Impl {
   // them on. Normally they are copied into memory and the spooler thread
   // encodes, writes and fsyncs the segment, so the checkpoint waits only for
   // the diff. The push writes the segment itself when the pages would exceed
-  // options.background_spool_bytes, and when a snapshot is due (a snapshot
-  // reads the whole file, which is only consistent now).
+  // options.background_spool_bytes. A snapshot that is due is not read from
+  // the file here: the compactor builds it from the chain (schedule_snapshot).
   PushResult push_locked(Db& db, PageReader& reader, const std::vector<uint64_t>* candidates) {
     const uint32_t ps = self->options_.page_size;
     {
@@ -410,7 +421,6 @@ struct Replicator::Impl {
     std::unique_lock l(mu);
     bool snapshot_due = (pol.every_segments && db.st.segments_since_snapshot + 1 >= pol.every_segments) ||
                         (pol.every_bytes && db.st.bytes_since_snapshot + result.encoded_bytes >= pol.every_bytes);
-    background = background && !snapshot_due;
     // Bounded memory: a background push waits while the queue is full; a
     // foreground one for the queue to empty (its segment comes after them).
     done_cv.wait(l, [&] { return db.queued == 0 || (background && db.queued_bytes + data_bytes <= limit); });
@@ -425,8 +435,13 @@ struct Replicator::Impl {
       db.assigned_seq = seq;
       db.queued++;
       db.queued_bytes += data_bytes;
-      db.st.segments_since_snapshot++;
-      db.st.bytes_since_snapshot += result.encoded_bytes;
+      if (snapshot_due) {
+        schedule_snapshot(db, seq);
+        result.snapshot = true;
+      } else {
+        db.st.segments_since_snapshot++;
+        db.st.bytes_since_snapshot += result.encoded_bytes;
+      }
       std::vector<uint64_t> ids = diff.changed;
       spool_queue.push_back(SpoolJob{db.shared_from_this(), seq, diff.file_length, diff.length_changed,
                                      std::move(ids), std::move(diff.data), now()});
@@ -442,22 +457,12 @@ struct Replicator::Impl {
                       pages_from_file(reader, ps, diff.file_length, diff.changed), diff.file_length,
                       diff.length_changed);
     result.encoded_bytes = size;
-    if (snapshot_due) {
-      // The file is exactly the state after `seq` right now (the caller
-      // holds the checkpoint), so this is the snapshot at `seq`.
-      uint64_t length = reader.file_size();
-      auto ids = all_ids(length, ps);
-      write_segment(db.snap_dir(), db.file_mode, seq, checksum, now(), ids.size(),
-                    pages_from_file(reader, ps, length, ids), length, false);
-      result.snapshot = true;
-    }
+    result.snapshot = snapshot_due;
     l.lock();
     db.assigned_seq = db.st.seq = seq;
     db.st.checksum = checksum;
     if (snapshot_due) {
-      db.st.last_snapshot_seq = seq;
-      db.st.segments_since_snapshot = 0;
-      db.st.bytes_since_snapshot = 0;
+      schedule_snapshot(db, seq);
     } else {
       db.st.segments_since_snapshot++;
       db.st.bytes_since_snapshot += size;
@@ -468,6 +473,92 @@ struct Replicator::Impl {
     record_shipped(db, diff);
     if (db.pushes_since_index_save >= kIndexSaveEvery) save_index(db, false);
     return result;
+  }
+
+  // A snapshot is due at `seq`: the compactor builds it off the checkpoint
+  // path once incremental `seq` is spooled. Each due snapshot is made, in
+  // order (retention counts on them), each from the one before. Caller holds mu.
+  void schedule_snapshot(Db& db, uint64_t seq) {
+    db.st.last_snapshot_seq = seq;
+    db.st.segments_since_snapshot = 0;
+    db.st.bytes_since_snapshot = 0;
+    db.compact_queue.push_back(seq);
+    db.compact_retry_at = {};
+    compact_cv.notify_all();
+  }
+
+  // The compactor: builds each scheduled snapshot from the newest snapshot
+  // before it and the incrementals after that (from the spool while they are
+  // there, else the store), into 0001/<seq>.hadbp through a temp file the
+  // next add() removes if a crash leaves it. The uploader takes it from
+  // there. A failure is kept in status().compaction_error; a transient one
+  // (store, disk) is retried, any other drops this snapshot (the next one due
+  // is tried afresh, from an older base if need be).
+  void compact_loop() {
+    std::unique_lock l(mu);
+    while (!compactor_stopping) {
+      std::shared_ptr<Db> db;
+      auto now_steady = std::chrono::steady_clock::now();
+      for (auto& [name, d] : dbs) {
+        if (d->active && !d->compact_queue.empty() && d->st.seq >= d->compact_queue.front() && !d->status.fenced &&
+            !d->damaged && now_steady >= d->compact_retry_at) {
+          db = d;
+          break;
+        }
+      }
+      if (!db) {
+        compact_cv.wait_for(l, std::chrono::seconds(1));
+        continue;
+      }
+      const uint64_t seq = db->compact_queue.front();
+      db->compacting = true;
+      db->status.compacting_seq = seq;
+      CompactSources src;
+      src.store = self->store_.get();
+      src.prefix = self->options_.prefix;
+      src.db = db->name;
+      src.id = ChainIdentity{db->st.convention, db->st.lineage, db->st.base_checksum};
+      src.work_dir = db->snap_dir();
+      src.temp_prefix = ".tmp-compact-";  // adopt_spool's cleanup removes what a crash leaves
+      l.unlock();
+      CompactOptions o;
+      o.compression = self->options_.compression;
+      o.now_ms = [this] { return now(); };
+      o.file_mode = db->file_mode;
+      o.cancelled = [this, db] {
+        std::lock_guard g(mu);
+        return compactor_stopping || !db->active;
+      };
+      std::optional<std::pair<ErrorKind, std::string>> error;
+      try {
+        make_dirs(db->snap_dir());
+        src.spool_snapshots = spool_files(db->snap_dir());
+        src.spool_incrementals = spool_files(db->incr_dir());
+        compact_snapshot(src, seq, db->snap_dir() + "/" + seq_name(seq), o);
+      } catch (const Error& e) {
+        error.emplace(e.kind(), e.what());
+      } catch (const std::exception& e) {
+        error.emplace(ErrorKind::kIO, e.what());
+      }
+      l.lock();
+      db->compacting = false;
+      db->status.compacting_seq = 0;
+      if (!error) {
+        db->status.last_compacted_seq = seq;
+        db->status.compaction_error.reset();
+        db->compact_queue.pop_front();
+        db->status.pending_segments = pending(*db);
+        work_cv.notify_all();
+      } else if (!compactor_stopping && db->active) {
+        db->status.compaction_error = "the snapshot at seq " + std::to_string(seq) + " was not made: " + error->second;
+        if (error->first == ErrorKind::kRetryable || error->first == ErrorKind::kIO) {
+          db->compact_retry_at = std::chrono::steady_clock::now() + self->options_.retry_max;
+        } else {
+          db->compact_queue.pop_front();
+        }
+      }
+      done_cv.notify_all();
+    }
   }
 
   // A grown file whose last page ships ends where that page ends: pages
@@ -543,6 +634,7 @@ struct Replicator::Impl {
           db.st.checksum = checksum;
           db.status.spooled_seq = job.seq;
           work_cv.notify_all();
+          compact_cv.notify_all();
         }
       }
       db.queued--;
@@ -748,7 +840,8 @@ struct Replicator::Impl {
   }
 
   uint64_t pending(const Db& db) const {
-    return db.queued + spool_files(db.incr_dir()).size() + spool_files(db.snap_dir()).size();
+    return db.queued + spool_files(db.incr_dir()).size() + spool_files(db.snap_dir()).size() +
+           db.compact_queue.size();
   }
 
   // Uploads one spooled segment, re-verified first. If the key is taken:
@@ -959,9 +1052,17 @@ Replicator::Replicator(std::shared_ptr<ObjectStore> store, ReplicatorOptions opt
   make_dirs(options_.spool_dir);
   impl_->uploader = std::thread([this] { impl_->upload_loop(); });
   impl_->spooler = std::thread([this] { impl_->spool_loop(); });
+  impl_->compactor = std::thread([this] { impl_->compact_loop(); });
 }
 
 Replicator::~Replicator() {
+  {
+    // A compaction in progress stops; the next add() schedules it again.
+    std::lock_guard l(impl_->mu);
+    impl_->compactor_stopping = true;
+  }
+  impl_->compact_cv.notify_all();
+  impl_->compactor.join();
   for (auto& [name, db] : impl_->dbs) db->log.reset();
   {
     std::lock_guard l(impl_->mu);
@@ -1062,6 +1163,13 @@ void Replicator::add(const std::string& db_name, PageReader& reader) {
   db->status.spooled_seq = db->st.seq;
   db->status.uploaded_seq = db->st.uploaded_seq;
   db->status.last_snapshot_seq = db->st.last_snapshot_seq;
+  // A snapshot scheduled before a crash or a stop and not made yet.
+  if (st && db->st.last_snapshot_seq > 0 && db->st.last_snapshot_seq <= db->st.seq &&
+      !spool_files(db->snap_dir()).count(db->st.last_snapshot_seq) &&
+      (!listed || std::none_of(chain.snapshots.begin(), chain.snapshots.end(),
+                               [&](const ChainEntry& e) { return e.seq == db->st.last_snapshot_seq; }))) {
+    db->compact_queue.push_back(db->st.last_snapshot_seq);
+  }
   // Whatever the file holds beyond the shipped state (a checkpoint that
   // committed before a crash could spool it) ships now.
   impl_->push(*db, reader, nullptr);
@@ -1233,7 +1341,7 @@ void Replicator::remove(const std::string& db_name) {
     // An upload in flight finishes first: it records its result in the
     // spool, which a later add() of the same database reads.
     std::unique_lock l(impl_->mu);
-    impl_->done_cv.wait(l, [&] { return !db->uploading; });
+    impl_->done_cv.wait(l, [&] { return !db->uploading && !db->compacting; });
   }
   db->log.reset();
   impl_->save_index_quietly(*db);

@@ -71,6 +71,26 @@ SegmentSummary download_segment(ObjectStore& store, const ChainEntry& entry, con
   return download_verified(store, entry, path).summary;
 }
 
+std::vector<ChainEntry> incrementals_between(const ChainListing& chain, uint64_t from, uint64_t to) {
+  std::vector<ChainEntry> out;
+  uint64_t expect = from + 1;
+  for (const auto& e : chain.incrementals) {
+    if (e.seq <= from || e.seq > to) continue;
+    if (e.seq != expect) {
+      throw Error(ErrorKind::kChainBroken,
+                  "the store is missing incremental seq " + std::to_string(expect) + " (next present: " +
+                      std::to_string(e.seq) + "); the chain cannot be replayed past seq " + std::to_string(expect - 1));
+    }
+    out.push_back(e);
+    ++expect;
+  }
+  if (expect != to + 1) {
+    throw Error(ErrorKind::kChainBroken, "the store is missing incremental seq " + std::to_string(expect) +
+                                             " (wanted up to " + std::to_string(to) + ")");
+  }
+  return out;
+}
+
 namespace {
 
 constexpr const char* kDownloadPrefix = ".duckblock-dl-";
@@ -158,27 +178,6 @@ class Prefetcher {
   bool stop_ = false;
   std::thread thread_;
 };
-
-// Incrementals (from..to] from the listing, checked for gaps.
-std::vector<ChainEntry> incrementals_between(const ChainListing& chain, uint64_t from, uint64_t to) {
-  std::vector<ChainEntry> out;
-  uint64_t expect = from + 1;
-  for (const auto& e : chain.incrementals) {
-    if (e.seq <= from || e.seq > to) continue;
-    if (e.seq != expect) {
-      throw Error(ErrorKind::kChainBroken,
-                  "the store is missing incremental seq " + std::to_string(expect) + " (next present: " +
-                      std::to_string(e.seq) + "); the chain cannot be replayed past seq " + std::to_string(expect - 1));
-    }
-    out.push_back(e);
-    ++expect;
-  }
-  if (expect != to + 1) {
-    throw Error(ErrorKind::kChainBroken, "the store is missing incremental seq " + std::to_string(expect) +
-                                             " (wanted up to " + std::to_string(to) + ")");
-  }
-  return out;
-}
 
 // Applies `entries` to the replica with downloads overlapped.
 uint64_t apply_all(ObjectStore& store, Replica& replica, const std::vector<ChainEntry>& entries,
