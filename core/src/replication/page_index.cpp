@@ -11,6 +11,7 @@
 #include <span>
 #include <thread>
 
+#include "duckblock/clean_close.h"
 #include "duckblock/error.h"
 #include "duckblock/io.h"
 
@@ -29,6 +30,12 @@ std::optional<uint32_t> FilePageReader::file_mode() {
   struct stat st {};
   if (::fstat(fd_, &st) != 0) return std::nullopt;
   return static_cast<uint32_t>(st.st_mode & 0777);
+}
+
+std::optional<FileStamp> FilePageReader::stamp() {
+  struct stat st {};
+  if (::fstat(fd_, &st) != 0) return std::nullopt;
+  return stamp_of(st);
 }
 
 size_t FilePageReader::read_at(uint64_t offset, void* buf, size_t n) {

@@ -28,6 +28,7 @@
 #include <thread>
 
 #include "duckblock/chain.h"
+#include "duckblock/clean_close.h"
 #include "duckblock/error.h"
 #include "duckblock/key.h"
 #include "duckblock/restore.h"
@@ -129,6 +130,7 @@ struct Replicator::Impl {
     std::unique_ptr<LogShipper> log;
     std::unique_ptr<SpoolLock> lock;  // one writer process per spool directory
     uint32_t file_mode = 0600;        // the source file's: spool files hold its pages
+    bool clean_recorded = false;      // clean.json vouches for the file (under mu)
     std::string incr_dir() const { return dir + "/0000"; }
     std::string snap_dir() const { return dir + "/0001"; }
   };
@@ -706,6 +708,50 @@ struct Replicator::Impl {
     }
   }
 
+  // ---- clean close (clean_close.h) ----
+
+  bool record_clean_close(Db& db, PageReader& reader) {
+    std::lock_guard push_lock(db.push_mu);
+    wait_spooled(db);
+    {
+      std::lock_guard l(mu);
+      if (db.resync_needed || db.status.fenced || db.damaged || db.assigned_seq != db.st.seq) return false;
+    }
+    auto proof = take_proof(reader, self->options_.page_size, true);
+    if (!proof || proof->stamp.size != db.index.file_length()) return false;
+    // The record vouches for the index at the head: it must be on disk
+    // first, at that position.
+    save_index(db, true);
+    {
+      std::lock_guard l(mu);
+      if (db.index.seq() != db.st.seq || db.index.chain_checksum() != db.st.checksum) return false;
+      proof->seq = db.st.seq;
+      proof->chain_checksum = db.st.checksum;
+    }
+    write_clean_close(db.dir, *proof, db.file_mode);
+    std::lock_guard l(mu);
+    db.clean_recorded = true;
+    return true;
+  }
+
+  // A push after the close: the record no longer describes the file.
+  void forget_clean_close(Db& db) {
+    {
+      std::lock_guard l(mu);
+      if (!db.clean_recorded) return;
+      db.clean_recorded = false;
+    }
+    drop_clean_close(db.dir);
+  }
+
+  // At add(), once the spool's head and index are loaded: the record is of
+  // this head, the index is at it, and the file is as it was at the close.
+  bool clean_close_holds(Db& db, const std::optional<CleanClose>& rec, PageReader& reader) {
+    return rec && rec->seq == db.st.seq && rec->chain_checksum == db.st.checksum && db.index.seq() == db.st.seq &&
+           db.index.chain_checksum() == db.st.checksum && db.index.file_length() == rec->stamp.size &&
+           proof_holds(*rec, reader, self->options_.page_size);
+  }
+
   // ---- uploader ----
 
   struct Job {
@@ -889,6 +935,10 @@ void Replicator::add(const std::string& db_name, PageReader& reader) {
   make_dirs(db->dir);
   db->lock = std::make_unique<SpoolLock>(db->dir, "the spool of '" + db_name + "'");
   db->file_mode = spool_file_mode(*db, reader);
+  // Consumed by every add(), whatever follows: once the file may change, a
+  // crash must not leave a record vouching for it.
+  std::optional<CleanClose> clean = take_clean_close(db->dir);
+  bool proven = false;
   auto st = impl_->load_state(db->dir);
   ChainListing chain;
   bool listed = true;
@@ -932,6 +982,7 @@ void Replicator::add(const std::string& db_name, PageReader& reader) {
                                  db->st.uploaded_seq, impl_->checksum_at(*db, db->st.uploaded_seq), db->dir);
     }
     db->index = impl_->load_index(*db);
+    proven = impl_->clean_close_holds(*db, clean, reader);
   } else if (chain.empty()) {
     // A new database: its first snapshot, at seq 0.
     for (auto& [seq, path] : spool_files(db->snap_dir())) ::unlink(path.c_str());
@@ -978,8 +1029,10 @@ void Replicator::add(const std::string& db_name, PageReader& reader) {
   db->status.uploaded_seq = db->st.uploaded_seq;
   db->status.last_snapshot_seq = db->st.last_snapshot_seq;
   // Whatever the file holds beyond the shipped state (a checkpoint that
-  // committed before a crash could spool it) ships now.
-  impl_->push(*db, reader, nullptr);
+  // committed before a crash could spool it) ships now, unless a clean
+  // close proved the file unchanged since the head.
+  db->status.full_compare_at_add = !proven;
+  if (!proven) impl_->push(*db, reader, nullptr);
   impl_->start_log(db);
   std::lock_guard l(impl_->mu);
   db->status.pending_segments = impl_->pending(*db);
@@ -1008,6 +1061,7 @@ void Replicator::add_continuing(const std::string& db_name, PageReader& reader, 
   make_dirs(db->dir);
   db->lock = std::make_unique<SpoolLock>(db->dir, "the spool of '" + db_name + "'");
   db->file_mode = spool_file_mode(*db, reader);
+  drop_clean_close(db->dir);  // it vouched for the old term's head
   for (auto& [seq, path] : spool_files(db->incr_dir())) ::unlink(path.c_str());
   for (auto& [seq, path] : spool_files(db->snap_dir())) ::unlink(path.c_str());
   db->st.seq = db->st.uploaded_seq = db->assigned_seq = position.seq;
@@ -1038,6 +1092,7 @@ PushResult Replicator::push_checkpoint(const std::string& db_name, PageReader& r
     if (it == impl_->dbs.end()) throw Error(ErrorKind::kNotFound, "database '" + db_name + "' is not added");
     db = it->second;
   }
+  impl_->forget_clean_close(*db);
   PushResult r = impl_->push(*db, reader, candidates);
   std::lock_guard l(impl_->mu);
   db->status.pending_segments = impl_->pending(*db);
@@ -1132,6 +1187,17 @@ void Replicator::sync_segments(const std::string& db_name, std::chrono::millisec
       throw Error(ErrorKind::kRetryable, "sync timed out with segments still pending;" + (why.empty() ? std::string(" no error recorded") : why));
     }
   }
+}
+
+bool Replicator::record_clean_close(const std::string& db_name, PageReader& reader) {
+  std::shared_ptr<Impl::Db> db;
+  {
+    std::lock_guard l(impl_->mu);
+    auto it = impl_->dbs.find(db_name);
+    if (it == impl_->dbs.end()) throw Error(ErrorKind::kNotFound, "database '" + db_name + "' is not added");
+    db = it->second;
+  }
+  return impl_->record_clean_close(*db, reader);
 }
 
 void Replicator::remove(const std::string& db_name) {
