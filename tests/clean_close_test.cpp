@@ -57,14 +57,7 @@ class CleanCloseTest : public ::testing::Test {
     o.retry_initial = std::chrono::milliseconds(5);
     return o;
   }
-  // In place, as a database writes: same inode, the reader sees it.
-  void write_page(uint64_t page, uint8_t fill) {
-    std::fill(data.begin() + page * kPage, data.begin() + (page + 1) * kPage, fill);
-    int fd = ::open(path().c_str(), O_WRONLY);
-    ASSERT_GE(fd, 0);
-    ASSERT_EQ(::pwrite(fd, data.data() + page * kPage, kPage, off_t(page * kPage)), ssize_t(kPage));
-    ::close(fd);
-  }
+  void write_page(uint64_t page, uint8_t fill) { test::rewrite_page(path(), data, page, fill); }
   void write_all() {
     int fd = ::open(path().c_str(), O_WRONLY | O_CREAT, 0644);
     ASSERT_GE(fd, 0);

@@ -470,9 +470,24 @@ struct Replicator::Impl {
   }
 
   // The index takes the pages of a push once it is spooled or queued (a
-  // queued push that then fails sets resync_needed, which rebuilds it).
-  static void record_shipped(Db& db, const PageIndex::Diff& diff) {
-    for (size_t i = 0; i < diff.changed.size(); ++i) db.index.set_hash(diff.changed[i], diff.digests[i]);
+  // queued push that then fails sets resync_needed, which rebuilds it). A
+  // queued push's pages stay in memory until the spooler has made it
+  // durable: the index file never holds an entry of a seq the spool lacks.
+  void record_shipped(Db& db, const PageIndex::Diff& diff) {
+    uint64_t seq, durable;
+    {
+      std::lock_guard l(mu);
+      seq = db.assigned_seq;
+      durable = db.st.seq;
+    }
+    db.index.settle(durable);
+    for (size_t i = 0; i < diff.changed.size(); ++i) {
+      if (seq <= durable) {
+        db.index.set_hash(diff.changed[i], diff.digests[i]);
+      } else {
+        db.index.set_pending(diff.changed[i], diff.digests[i], seq);
+      }
+    }
     db.index.set_length(diff.file_length);
     db.pushes_since_index_save++;
   }
@@ -566,7 +581,7 @@ struct Replicator::Impl {
       if (db.queued != 0 || db.resync_needed || db.assigned_seq != db.st.seq) return;
       db.index.set_position(db.st.seq, db.st.checksum);
     }
-    db.index.save(db.dir + "/pages.idx", durable, db.file_mode);
+    db.index.save(durable);
     db.pushes_since_index_save = 0;
   }
 
@@ -616,18 +631,26 @@ struct Replicator::Impl {
     }
   }
 
-  // The index of the spool's head: pages.idx, then the pages of every
-  // segment after its seq (from the spool, or the store once uploaded),
-  // each verified and chained before it counts. Without a usable index, or
-  // if a segment in between is gone, returns an empty index: the next push
-  // then ships every page, which is large but never wrong.
+  // The index of the spool's head: pages.idx (opened, not read: its
+  // blocks are read as diffs need them), then the pages of every segment
+  // after its seq (from the spool, or the store once uploaded), each
+  // verified whole and chained before any of its pages counts. Without a
+  // usable index, or if a segment in between is gone, returns an empty
+  // index: the next push then ships every page, which is large but never
+  // wrong.
   PageIndex load_index(Db& db) {
     const uint32_t ps = self->options_.page_size;
-    auto idx = PageIndex::load(db.dir + "/pages.idx");
-    if (!idx || idx->page_size() != ps || idx->seq() > db.st.seq) return PageIndex(ps);
+    bool found = false;
+    PageIndex idx = PageIndex::open(db.dir + "/pages.idx", ps, db.file_mode, &found);
     std::string tmp = db.dir + "/replay.hadbp";
-    uint64_t checksum = idx->chain_checksum();
-    for (uint64_t seq = idx->seq() + 1; seq <= db.st.seq; ++seq) {
+    auto empty = [&] {
+      ::unlink(tmp.c_str());
+      idx.clear();
+      return std::move(idx);
+    };
+    if (!found || idx.seq() > db.st.seq) return empty();
+    uint64_t checksum = idx.chain_checksum();
+    for (uint64_t seq = idx.seq() + 1; seq <= db.st.seq; ++seq) {
       std::string path = db.incr_dir() + "/" + seq_name(seq);
       if (::access(path.c_str(), F_OK) != 0) {
         try {
@@ -635,47 +658,53 @@ struct Replicator::Impl {
           self->store_->get(format_key(self->options_.prefix, {db.name, kIncrementalGeneration, seq}), sink);
           sink.close();
         } catch (const Error& e) {
-          ::unlink(tmp.c_str());
           // Pruned, or the store unreachable (add() offline): no index, so
           // the next push compares the whole file.
-          if (e.kind() == ErrorKind::kNotFound || e.kind() == ErrorKind::kRetryable) return PageIndex(ps);
+          if (e.kind() == ErrorKind::kNotFound || e.kind() == ErrorKind::kRetryable) return empty();
+          ::unlink(tmp.c_str());
           throw;
         }
         path = tmp;
       }
-      PageIndex next = *idx;  // a segment counts only once its trailer verifies
-      FileSource src(path);
-      SegmentReader reader(src);
-      if (reader.header().seq != seq || reader.header().prev_checksum != checksum || reader.header().page_size != ps) {
-        ::unlink(tmp.c_str());
-        return PageIndex(ps);
-      }
-      PageView page;
       try {
+        // The index is changed in place, so the segment is verified first.
+        FileSource whole(path);
+        SegmentSummary sum = verify_segment(whole);
+        if (sum.header.seq != seq || sum.header.prev_checksum != checksum || sum.header.page_size != ps) return empty();
+        FileSource src(path);
+        SegmentReader reader(src);
+        PageView page;
         // As an applier: pages extend the file; a length record sets it.
-        uint64_t end = next.file_length();
+        uint64_t end = idx.file_length();
         std::optional<uint64_t> recorded;
         while (reader.next(page)) {
           if (page.id == kFileLengthPageId) {
             recorded = decode_file_length(page.data);
           } else {
-            next.set(page.id, page.data.data(), page.data.size());
+            idx.set(page.id, page.data.data(), page.data.size());
             end = std::max(end, page.id * ps + page.data.size());
           }
         }
-        next.set_length(recorded ? *recorded : end);
+        idx.set_length(recorded ? *recorded : end);
+        checksum = reader.checksum();
       } catch (const Error& e) {
+        if (e.kind() == ErrorKind::kCorruption) return empty();
         ::unlink(tmp.c_str());
-        if (e.kind() == ErrorKind::kCorruption) return PageIndex(ps);
         throw;
       }
-      checksum = reader.checksum();
-      next.set_position(seq, checksum);
-      *idx = std::move(next);
+      idx.set_position(seq, checksum);
+      db.pushes_since_index_save++;  // replayed: saved at the next save point
     }
     ::unlink(tmp.c_str());
-    if (checksum != db.st.checksum) return PageIndex(ps);
-    return std::move(*idx);
+    if (checksum != db.st.checksum) return empty();
+    return idx;
+  }
+
+  // An empty index in the database's pages.idx, to be filled.
+  PageIndex fresh_index(Db& db) {
+    PageIndex idx = PageIndex::open(db.dir + "/pages.idx", self->options_.page_size, db.file_mode);
+    idx.clear();
+    return idx;
   }
 
   // The chain checksum at `seq` (<= the head) as this spool knows it.
@@ -991,7 +1020,8 @@ void Replicator::add(const std::string& db_name, PageReader& reader) {
     db->st.lineage = new_lineage();
     // Convention 2: incremental 1 chains from the seq-0 snapshot's checksum.
     db->st.checksum = db->st.base_checksum = impl_->spool_snapshot(*db, reader);
-    db->index.update(reader, Impl::all_ids(reader.file_size(), options_.page_size), reader.file_size());
+    db->index = impl_->fresh_index(*db);
+    db->index.update_all(reader);
     db->index.set_position(db->st.seq, db->st.checksum);
     impl_->save_state(*db);
     impl_->save_index(*db, true);
@@ -1008,7 +1038,8 @@ void Replicator::add(const std::string& db_name, PageReader& reader) {
     RestoreResult r = restore(*store_, db_name, base, {}, ro);
     {
       FilePageReader base_reader(base);
-      db->index.update(base_reader, Impl::all_ids(base_reader.file_size(), options_.page_size), base_reader.file_size());
+      db->index = impl_->fresh_index(*db);
+      db->index.update_all(base_reader);
     }
     ::unlink(base.c_str());
     ::unlink((base + ".duckblock").c_str());
@@ -1072,7 +1103,8 @@ void Replicator::add_continuing(const std::string& db_name, PageReader& reader, 
   db->st.lineage = store_id.lineage;
   db->st.convention = store_id.convention;
   db->st.base_checksum = store_id.base_checksum;
-  db->index.update(reader, Impl::all_ids(reader.file_size(), options_.page_size), reader.file_size());
+  db->index = impl_->fresh_index(*db);
+  db->index.update_all(reader);
   db->index.set_position(position.seq, position.checksum);
   impl_->save_state(*db);
   impl_->save_index(*db, true);
