@@ -2,8 +2,11 @@
 //   state.json        head seq and chain checksum, last uploaded seq, snapshot
 //                     counters; written durably by the uploader after each
 //                     upload (and at add), so it may lag the spool
-//   pages.idx         PageIndex at some seq <= the head, saved every few
-//                     pushes without fsync (it carries its seq and a digest)
+//   pages.idx         PageIndex on disk (page_index.h): its header names a seq
+//                     <= the head, written every few pushes after its
+//                     blocks are synced
+//   clean.json        proof that the file is the head, from a clean close
+//                     (clean_close.h); consumed by the next add()
 //   0000/<seq>.hadbp  incrementals waiting for upload
 //   0001/<seq>.hadbp  snapshots waiting for upload
 // A push makes only its segment durable (data fsync, rename, directory
