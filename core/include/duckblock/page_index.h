@@ -72,6 +72,10 @@ class FilePageReader final : public PageReader {
 // The last page of the file may be short.
 void read_pages(PageReader& reader, uint32_t page_size, uint64_t length, const std::vector<uint64_t>& ids,
                 const std::function<void(uint64_t, const uint8_t*, size_t)>& fn);
+// The same for every page below `length`, holding no list of them (memory
+// does not grow with the file).
+void read_all_pages(PageReader& reader, uint32_t page_size, uint64_t length,
+                    const std::function<void(uint64_t, const uint8_t*, size_t)>& fn);
 
 class PagedHashes;
 

@@ -126,6 +126,12 @@ constexpr uint64_t kPerBlock = PagedHashes::kPerBlock;
 
 }  // namespace
 
+void read_all_pages(PageReader& reader, uint32_t page_size, uint64_t length,
+                    const std::function<void(uint64_t, const uint8_t*, size_t)>& fn) {
+  for_id_chunks(0, (length + page_size - 1) / page_size,
+                [&](const std::vector<uint64_t>& ids) { read_pages(reader, page_size, length, ids, fn); });
+}
+
 PageIndex::PageIndex(uint32_t page_size) : page_size_(page_size) {}
 PageIndex::~PageIndex() = default;
 PageIndex::PageIndex(PageIndex&&) noexcept = default;
@@ -364,9 +370,7 @@ void PageIndex::update(PageReader& reader, const std::vector<uint64_t>& pages, u
 
 void PageIndex::update_all(PageReader& reader) {
   const uint64_t length = reader.file_size();
-  for_id_chunks(0, (length + page_size_ - 1) / page_size_, [&](const std::vector<uint64_t>& ids) {
-    read_pages(reader, page_size_, length, ids, [&](uint64_t id, const uint8_t* p, size_t n) { set(id, p, n); });
-  });
+  read_all_pages(reader, page_size_, length, [&](uint64_t id, const uint8_t* p, size_t n) { set(id, p, n); });
   set_length(length);
 }
 

@@ -294,10 +294,12 @@ struct Replicator::Impl {
   // empty file, and its last page (short if the file is) ends where the file
   // does, so a v1-only applier applies it too.
   uint64_t spool_snapshot(Db& db, PageReader& reader) {
-    uint64_t length = reader.file_size();
-    auto ids = all_ids(length, self->options_.page_size);
-    uint64_t checksum = write_segment(db.snap_dir(), db.file_mode, db.st.seq, db.st.checksum, now(), ids.size(),
-                                      pages_from_file(reader, self->options_.page_size, length, ids), length, false)
+    const uint32_t ps = self->options_.page_size;
+    const uint64_t length = reader.file_size();
+    // No list of the file's pages: memory stays flat whatever its size.
+    PageSource all = [&reader, ps, length](const PageVisitor& visit) { read_all_pages(reader, ps, length, visit); };
+    uint64_t checksum = write_segment(db.snap_dir(), db.file_mode, db.st.seq, db.st.checksum, now(),
+                                      (length + ps - 1) / ps, all, length, false)
                             .first;
     db.st.last_snapshot_seq = db.st.seq;
     db.st.segments_since_snapshot = 0;
