@@ -1,6 +1,7 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -47,5 +48,19 @@ namespace duckblock::test {
 // Compares two byte strings by digest, so a failure prints two short lines.
 inline std::string digest_of(const std::vector<uint8_t>& v) {
   return to_hex(sha256(v)) + " (" + std::to_string(v.size()) + " bytes)";
+}
+}  // namespace duckblock::test
+
+namespace duckblock::test {
+// Fills page `page` (4 KiB) of `data` with `fill` and writes it in place
+// into the file at `path`, as a database does: same inode, a reader holding
+// the file open sees it.
+inline void rewrite_page(const std::string& path, std::vector<uint8_t>& data, uint64_t page, uint8_t fill) {
+  constexpr uint64_t kPage = 4096;
+  std::fill(data.begin() + page * kPage, data.begin() + (page + 1) * kPage, fill);
+  int fd = ::open(path.c_str(), O_WRONLY);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::pwrite(fd, data.data() + page * kPage, kPage, off_t(page * kPage)), ssize_t(kPage));
+  ::close(fd);
 }
 }  // namespace duckblock::test

@@ -5,12 +5,15 @@
 #include <algorithm>
 #include <bit>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "duckblock/clean_close.h"
 #include "duckblock/error.h"
+#include "duckblock/format.h"
 #include "duckblock/io.h"
 #include "duckblock/log.h"
 #include "duckdb/common/checksum.hpp"
@@ -74,13 +77,38 @@ bool ends_with_checkpoint(const std::vector<uint8_t>& tail) {
   return false;
 }
 
+// DuckDB's own account of the file's state for a clean close's proof
+// (clean_close.h): the main header's checksum and both database headers'
+// checksum, iteration, meta block and block count (each header block starts
+// with its checksum, then the fields in DatabaseHeader::Write's order). A
+// .wal beside the file means commits the file does not hold: no evidence,
+// so add() compares the whole file. The core hashes these pages too; this
+// names what in them identifies a checkpoint.
+std::optional<std::string> duckdb_evidence(PageReader& reader, const std::string& path) {
+  if (::access((path + ".wal").c_str(), F_OK) == 0) return std::nullopt;
+  std::vector<uint8_t> head(kHeader2 + kHeaderSize);
+  if (reader.read_at(0, head.data(), head.size()) != head.size()) return std::nullopt;
+  if (std::memcmp(head.data() + 8, "DUCK", 4) != 0) return std::nullopt;
+  char buf[256];
+  std::string out = "duckdb main=" + checksum_hex(le64(head.data()));
+  for (uint64_t at : {kHeader1, kHeader2}) {
+    const uint8_t* h = head.data() + at;
+    std::snprintf(buf, sizeof buf, " h%d=%s/%llu/%llu/%llu", at == kHeader1 ? 1 : 2, checksum_hex(le64(h)).c_str(),
+                  static_cast<unsigned long long>(le64(h + 8)), static_cast<unsigned long long>(le64(h + 16)),
+                  static_cast<unsigned long long>(le64(h + 32)));
+    out += buf;
+  }
+  return out + " wal=none";
+}
+
 }  // namespace
 
 // Reads the database file through DuckDB's own handle: opening and closing a
 // second descriptor would drop DuckDB's POSIX lock on the file.
 class Capture::HandleReader final : public PageReader {
  public:
-  HandleReader(duckdb::LocalFileSystem& fs, duckdb::FileHandle& h) : fs_(fs), h_(h) {}
+  HandleReader(duckdb::LocalFileSystem& fs, duckdb::FileHandle& h, const std::string& path)
+      : fs_(fs), h_(h), path_(path) {}
   size_t read_at(uint64_t offset, void* buf, size_t n) override {
     uint64_t size = file_size();
     if (offset >= size) return 0;
@@ -93,10 +121,26 @@ class Capture::HandleReader final : public PageReader {
   uint64_t file_size() override {
     return static_cast<uint64_t>(fs_.LocalFileSystem::GetFileSize(h_));
   }
+  // DuckDB keeps its descriptor to itself, so the stamp comes from the
+  // path, and only if the path is still the file DuckDB has open (its
+  // version tag starts with the handle's device and inode, from fstat).
+  std::optional<FileStamp> stamp() override {
+    struct stat st {};
+    if (::stat(path_.c_str(), &st) != 0) return std::nullopt;
+    std::string tag = fs_.LocalFileSystem::GetVersionTag(h_);
+    uint64_t dev = 0, ino = 0;
+    if (tag.size() < 16) return std::nullopt;
+    std::memcpy(&dev, tag.data(), 8);
+    std::memcpy(&ino, tag.data() + 8, 8);
+    if (dev != static_cast<uint64_t>(st.st_dev) || ino != static_cast<uint64_t>(st.st_ino)) return std::nullopt;
+    return stamp_of(st);
+  }
+  std::optional<std::string> evidence() override { return duckdb_evidence(*this, path_); }
 
  private:
   duckdb::LocalFileSystem& fs_;
   duckdb::FileHandle& h_;
+  const std::string& path_;
 };
 
 Capture::Capture(std::string path, std::string db_name, std::shared_ptr<Replicator> replicator,
@@ -128,7 +172,7 @@ void Capture::start() {
                 "open_replicated: DuckDB did not open '" + path_ +
                     "' for writing through the capture file system (is it read-only or in memory?)");
   }
-  HandleReader reader(*fs_, *handle_);
+  HandleReader reader(*fs_, *handle_, path_);
   // Reopened with the replicator that replicated it before: register it
   // afresh, so add() resumes from the spool and checks the file against it.
   auto dbs = replicator_->databases();
@@ -145,6 +189,7 @@ void Capture::start() {
   bytes_since_push_ = 0;
   wrote_since_push_ = false;
   header_written_ = false;
+  stats_.clean_close = false;
   started_ = true;
   // Commits DuckDB has in its log but not in the file (a crash, or a close
   // without checkpoint) belong to the head now: ship the log as it is. A
@@ -173,6 +218,17 @@ void Capture::on_close(duckdb::FileHandle& inner) {
     // DuckDB closes the file last thing (after its shutdown checkpoint was
     // pushed at that checkpoint's fsync). Pages written after the last
     // commit point belong to no checkpoint: a reopen's add() compares them.
+    // With none, the file is exactly the last push: a clean close, whose
+    // proof lets the next add() skip the whole-file comparison.
+    if (started_ && !wrote_since_push_ && !header_written_ && dirty_count_ == 0) {
+      try {
+        HandleReader reader(*fs_, *handle_, path_);
+        stats_.clean_close = replicator_->record_clean_close(db_name_, reader);
+      } catch (const std::exception& e) {
+        // Only the next open's speed depends on it.
+        duckblock::log(LogLevel::kWarn, "no clean-close record for '" + db_name_ + "': " + e.what());
+      }
+    }
     handle_ = nullptr;
     fs_ = nullptr;
     started_ = false;
@@ -368,7 +424,7 @@ void Capture::on_truncate(uint64_t old_size, uint64_t new_size) {
 
 PushResult Capture::push_locked(PushEvent::Reason reason) {
   if (!handle_) return {};
-  HandleReader reader(*fs_, *handle_);
+  HandleReader reader(*fs_, *handle_, path_);
   std::vector<uint64_t> candidates = take_candidates_locked();
   PushEvent ev;
   ev.reason = reason;

@@ -225,6 +225,88 @@ TEST_F(CaptureTest, ShutdownCheckpointIsShippedAndAReopenContinuesTheChain) {
   EXPECT_EQ(fingerprint_file(dir / "r2.duckdb"), fingerprint_file(dir / "leader.duckdb"));
 }
 
+// A clean close (the shutdown checkpoint shipped, nothing written after it)
+// records its proof in the spool; the reopen's add() trusts it instead of
+// hashing the whole file, in the same replicator (DETACH and ATTACH) and in
+// a new one (another run), and the chain goes on byte-identical.
+TEST_F(CaptureTest, AReopenAfterACleanCloseSkipsTheWholeFileComparison) {
+  const std::string path = dir / "leader.duckdb";
+  const std::string record = dir / "spool/leader/clean.json";
+  auto rep = make_replicator();
+  {
+    auto db = open_replicated(path, rep, "leader");
+    EXPECT_TRUE(rep->status("leader").full_compare_at_add);  // a new database
+    {
+      duckdb::Connection con(db->db());
+      run(con, "CREATE TABLE t AS SELECT range AS id FROM range(100000)");
+      run(con, "CHECKPOINT");
+      run(con, "INSERT INTO t VALUES (-1)");  // checkpointed at close
+    }
+    db->close();
+    EXPECT_TRUE(db->stats().clean_close) << db->stats().last_error.value_or("");
+  }
+  ASSERT_TRUE(std::filesystem::exists(record));
+  {
+    auto db = open_replicated(path, rep, "leader");
+    EXPECT_FALSE(rep->status("leader").full_compare_at_add);
+    EXPECT_FALSE(std::filesystem::exists(record)) << "the open consumes the record";
+    duckdb::Connection con(db->db());
+    run(con, "INSERT INTO t VALUES (-2)");
+    run(con, "CHECKPOINT");
+  }
+  rep->sync();
+  rep.reset();  // another run of the program, with a replicator of its own
+  ASSERT_TRUE(std::filesystem::exists(record));
+  rep = make_replicator();
+  {
+    auto db = open_replicated(path, rep, "leader");
+    EXPECT_FALSE(rep->status("leader").full_compare_at_add);
+    duckdb::Connection con(db->db());
+    run(con, "DELETE FROM t WHERE id < 10");
+    run(con, "CHECKPOINT");
+  }
+  rep->sync();
+  restore(*store, "leader", dir / "r.duckdb");
+  EXPECT_EQ(duckdb_test::sha256_file(dir / "r.duckdb"), duckdb_test::sha256_file(path));
+  EXPECT_EQ(fingerprint_file(dir / "r.duckdb"), fingerprint_file(path));
+}
+
+// Commits left in a .wal after the clean close (DuckDB run without
+// replication, its shutdown checkpoint disabled): the file alone no longer
+// says what the database holds, so the reopen compares the whole file and
+// the replica ends up with the commits.
+TEST_F(CaptureTest, AWalBesideTheFileAfterACleanCloseMeansAWholeFileComparison) {
+  const std::string path = dir / "leader.duckdb";
+  auto rep = make_replicator();
+  {
+    auto db = open_replicated(path, rep, "leader");
+    run(*std::make_unique<duckdb::Connection>(db->db()), "CREATE TABLE t AS SELECT range AS id FROM range(1000)");
+    db->close();
+    ASSERT_TRUE(db->stats().clean_close);
+  }
+  {
+    duckdb::DuckDB plain(path);
+    duckdb::Connection con(plain);
+    run(con, "PRAGMA disable_checkpoint_on_shutdown");
+    run(con, "INSERT INTO t VALUES (-7)");
+  }
+  ASSERT_TRUE(std::filesystem::exists(path + ".wal"));
+  {
+    auto db = open_replicated(path, rep, "leader");
+    EXPECT_TRUE(rep->status("leader").full_compare_at_add);
+    duckdb::Connection con(db->db());
+    run(con, "CHECKPOINT");
+  }
+  rep->sync();
+  restore(*store, "leader", dir / "r.duckdb");
+  EXPECT_EQ(duckdb_test::sha256_file(dir / "r.duckdb"), duckdb_test::sha256_file(path));
+  duckdb::DuckDB replica(dir / "r.duckdb");
+  duckdb::Connection con(replica);
+  auto r = con.Query("SELECT count(*) FROM t WHERE id = -7");
+  ASSERT_FALSE(r->HasError()) << r->GetError();
+  EXPECT_EQ(r->GetValue(0, 0).GetValue<int64_t>(), 1);
+}
+
 TEST_F(CaptureTest, AutoCheckpointIsCaptured) {
   auto rep = make_replicator();
   duckdb::DBConfig cfg;

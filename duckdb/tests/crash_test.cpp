@@ -229,6 +229,52 @@ TEST(CrashTest, LeaderKilledDuringPushesLosesAndDuplicatesNothing) {
   RecordProperty("follower_checks", checks);
 }
 
+// A clean close lets the next open skip the whole-file comparison, but that
+// open consumes the record: a leader killed after it (kill -9 inside a
+// push) leaves none, so the open after the kill compares the whole file and
+// the store ends byte-identical with it.
+TEST(CrashTest, AnOpenAfterAKilledRunComparesTheWholeFile) {
+  CrashDir dir;
+  const std::string store_dir = dir / "store", path = dir / "leader.duckdb", record = dir / "spool/db/clean.json";
+  std::filesystem::create_directories(store_dir);
+  auto replicator = [&] {
+    ReplicatorOptions ro;
+    ro.prefix = kPrefix;
+    ro.spool_dir = dir / "spool";
+    ro.retry_initial = std::chrono::milliseconds(10);
+    return std::make_shared<Replicator>(std::shared_ptr<ObjectStore>(make_local_store(store_dir)), ro);
+  };
+  RunResult r = run_worker({"leader", dir.path(), store_dir});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  ASSERT_TRUE(std::filesystem::exists(record)) << "the worker closed cleanly";
+  {
+    // The last step undone, so the next run has a push to die in.
+    auto rep = replicator();
+    auto db = duckdb_integration::open_replicated(path, rep, "db");
+    EXPECT_FALSE(rep->status("db").full_compare_at_add);
+    duckdb_test::run(*std::make_unique<duckdb::Connection>(db->db()),
+                     "DELETE FROM progress WHERE step = " + std::to_string(duckdb_test::workload().size() - 1));
+    db->close();
+    ASSERT_TRUE(db->stats().clean_close);
+  }
+  ASSERT_TRUE(std::filesystem::exists(record));
+  r = run_worker({"leader", dir.path(), store_dir, "--die-in-push", "1", "--die-after-us", "0"});
+  ASSERT_TRUE(r.killed) << r.out;
+  EXPECT_FALSE(std::filesystem::exists(record)) << "the killed run's open consumed the record";
+  auto rep = replicator();
+  {
+    auto db = duckdb_integration::open_replicated(path, rep, "db");
+    EXPECT_TRUE(rep->status("db").full_compare_at_add);
+  }
+  rep->sync();
+  restore(rep->store(), "db", dir / "r.duckdb", {}, [] {
+    RestoreOptions o;
+    o.prefix = kPrefix;
+    return o;
+  }());
+  EXPECT_EQ(sha256_file(dir / "r.duckdb"), sha256_file(path));
+}
+
 TEST(CrashTest, FollowerKilledDuringAppliesConvergesByteIdentical) {
   const uint64_t seed = base_seed() + 1;
   std::mt19937_64 rng(seed);

@@ -206,7 +206,18 @@ TEST_F(ExtensionHost, ReattachedLeaderContinuesTheChain) {
   // DETACH and ATTACH again in the same instance: the same replicator goes
   // on (one uploader per spool), and the chain still has no gap.
   q(*leader->con, "DETACH lead");
+  // A clean DETACH leaves the proof in the spool (clean.json), and the
+  // ATTACH consumes it instead of hashing the whole file.
+  auto records = [&] {
+    int n = 0;
+    for (auto& e : fs::recursive_directory_iterator(leader_file + ".duckblock-spool")) {
+      n += e.path().filename() == "clean.json";
+    }
+    return n;
+  };
+  EXPECT_EQ(records(), 1);
   q(*leader->con, "ATTACH 'duckblock://" + leader_file + "' AS lead");
+  EXPECT_EQ(records(), 0);
   q(*leader->con, "INSERT INTO lead.t SELECT range FROM range(7)");
   uint64_t third = ship(*leader);
   EXPECT_GT(third, second);

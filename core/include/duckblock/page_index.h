@@ -1,18 +1,33 @@
 // What the last shipped state of a file looked like, page by page, so a push
 // ships only pages whose bytes changed. Each 4 KiB page is remembered by its
-// SHA-256 (32 bytes: 8 MiB per GiB of file); a cheaper hash would let a
-// crafted page collide with an old one and silently not ship.
+// SHA-256 (32 bytes: 8 MiB per GiB of file, kept on disk); a cheaper hash
+// would let a crafted page collide with an old one and silently not ship.
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "duckblock/sha256.h"
 
 namespace duckblock {
+
+// What fstat says about a file: which file it is and when it last changed.
+// A clean close records it (clean_close.h); st_ctime cannot be set by a
+// user, so an equal stamp later means nobody wrote the file in between.
+struct FileStamp {
+  uint64_t dev = 0;
+  uint64_t ino = 0;
+  uint64_t size = 0;
+  int64_t mtime_ns = 0;
+  int64_t ctime_ns = 0;
+  bool operator==(const FileStamp&) const = default;
+};
 
 // Random access to the bytes of the file being replicated. The DuckDB layer
 // reads through DuckDB's own file handle (closing a second descriptor would
@@ -25,6 +40,15 @@ class PageReader {
   virtual uint64_t file_size() = 0;
   // Permission bits of the file read, if known: the leader's spool takes them.
   virtual std::optional<uint32_t> file_mode() { return std::nullopt; }
+  // The file's stamp (fstat of the file read), if known. Without one, a
+  // clean close proves nothing and add() always compares the whole file.
+  virtual std::optional<FileStamp> stamp() { return std::nullopt; }
+  // What the file's format knows about its state beyond bytes and stamp,
+  // recorded at a clean close and compared at the next add() (the DuckDB
+  // layer names its headers' iteration counters and the absence of a
+  // .wal). nullopt: the state cannot be vouched for, so the whole file is
+  // compared.
+  virtual std::optional<std::string> evidence() { return std::string(); }
 };
 
 class FilePageReader final : public PageReader {
@@ -36,6 +60,7 @@ class FilePageReader final : public PageReader {
   size_t read_at(uint64_t offset, void* buf, size_t n) override;
   uint64_t file_size() override;
   std::optional<uint32_t> file_mode() override;
+  std::optional<FileStamp> stamp() override;
 
  private:
   std::string path_;
@@ -47,14 +72,49 @@ class FilePageReader final : public PageReader {
 // The last page of the file may be short.
 void read_pages(PageReader& reader, uint32_t page_size, uint64_t length, const std::vector<uint64_t>& ids,
                 const std::function<void(uint64_t, const uint8_t*, size_t)>& fn);
+// The same for every page below `length`, holding no list of them (memory
+// does not grow with the file).
+void read_all_pages(PageReader& reader, uint32_t page_size, uint64_t length,
+                    const std::function<void(uint64_t, const uint8_t*, size_t)>& fn);
 
+class PagedHashes;
+
+// The index lives in a file of the spool (pages.idx), read and written in
+// 4 KiB blocks through a cache of bounded size (kDefaultCacheBytes), so a
+// leader's memory does not grow with its database. The file is a cache:
+// a damaged block counts as no entries (its pages ship again), a damaged
+// header as an empty index (every page ships).
+//
+// Crash safety: the header names a position S (seq, chain checksum) and is
+// written only after every entry block is on disk (fdatasync between), at
+// save(). Between saves, blocks are written back with entries of durable
+// pushes only (a push still queued for the spooler stays in memory, see
+// set_pending), so every entry on disk is the page's hash at some seq
+// between S and the spool's head, or no entry. Replaying the segments after
+// S (Replicator's load_index) then gives exactly the head's index.
 class PageIndex {
  public:
-  explicit PageIndex(uint32_t page_size = 4096) : page_size_(page_size) {}
+  static constexpr size_t kDefaultCacheBytes = 16u << 20;
+
+  // An index bound to no file: no entries, every page differs. open()
+  // binds one.
+  explicit PageIndex(uint32_t page_size = 4096);
+  ~PageIndex();
+  PageIndex(PageIndex&&) noexcept;
+  PageIndex& operator=(PageIndex&&) noexcept;
+
+  // The index in the file at `path` (created with `mode` if missing), at
+  // the position its header names; `found` is false (and the index and file
+  // empty) if there is no valid header of this page size. A pages.idx of
+  // the earlier in-memory format (whole-file digest) is converted.
+  static PageIndex open(const std::string& path, uint32_t page_size, uint32_t mode, bool* found = nullptr,
+                        size_t cache_bytes = kDefaultCacheBytes);
+  // No entries, position 0, the file emptied.
+  void clear();
 
   uint32_t page_size() const { return page_size_; }
   uint64_t file_length() const { return file_length_; }
-  uint64_t page_count() const { return hashes_.size(); }
+  uint64_t page_count() const { return count_; }
 
   // The chain position the index describes: the file looked like this right
   // after segment `seq` (whose checksum is `chain_checksum`). Saved with it,
@@ -71,7 +131,8 @@ class PageIndex {
   // Pages among `candidates` (all pages of the file if null) whose bytes in
   // `reader` differ from the index, in ascending order, plus every page past
   // the indexed length. Does not change the index. Large diffs hash on two
-  // threads, so `reader.read_at` must allow concurrent calls.
+  // threads, so `reader.read_at` must allow concurrent calls. A whole-file
+  // diff holds no list of the file's pages: its memory is the changed ones.
   struct Diff {
     std::vector<uint64_t> changed;
     std::vector<Sha256Digest> digests;  // of the changed pages, in the same order
@@ -85,23 +146,39 @@ class PageIndex {
 
   // Records the bytes of `pages` as shipped and the file's new length.
   void update(PageReader& reader, const std::vector<uint64_t>& pages, uint64_t file_length);
+  // Records every page of the file as shipped (in bounded memory).
+  void update_all(PageReader& reader);
   // Records one page's bytes as shipped (when the caller already has them).
   void set(uint64_t page_id, const uint8_t* data, size_t len);
   void set_hash(uint64_t page_id, const Sha256Digest& digest);
+  // A page of push `seq`, not yet durable in the spool: seen by diff() at
+  // once, written to the file only by settle() once seq is durable (a crash
+  // before then must not leave an entry of a seq the spool never had).
+  void set_pending(uint64_t page_id, const Sha256Digest& digest, uint64_t seq);
+  void settle(uint64_t durable_seq);
   void set_length(uint64_t file_length);
 
-  // Atomic save (durable unless told otherwise: see write_file_atomic) and
-  // load. The file ends in a SHA-256 of its content; load returns nullopt
-  // for a missing, torn or damaged file.
-  void save(const std::string& path, bool durable = true, uint32_t mode = 0644) const;
-  static std::optional<PageIndex> load(const std::string& path);
+  // Writes every entry (every pending push must be durable by now), syncs
+  // them, then writes the header at the current position; with `durable`,
+  // syncs that too. Requires a bound index.
+  void save(bool durable);
+
+  // The cache's bytes now, and its bound.
+  size_t cached_bytes() const;
+  size_t cache_limit_bytes() const;
 
  private:
+  Sha256Digest expected(uint64_t id) const;  // all zero: no entry
+  void grow_to(uint64_t count);
+
   uint32_t page_size_;
   uint64_t file_length_ = 0;
   uint64_t seq_ = 0;
   uint64_t chain_checksum_ = 0;
-  std::vector<Sha256Digest> hashes_;
+  uint64_t count_ = 0;  // ids below it may have entries
+  std::unique_ptr<PagedHashes> store_;  // null: bound to no file
+  // Pages of pushes not yet durable: id -> (digest, seq).
+  std::unordered_map<uint64_t, std::pair<Sha256Digest, uint64_t>> pending_;
 };
 
 }  // namespace duckblock

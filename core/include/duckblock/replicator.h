@@ -116,6 +116,10 @@ struct ReplicationStatus {
   uint64_t log_pending_bytes = 0;     // committed log bytes not yet in the store
   int64_t log_lag_ms = 0;             // age of the oldest of them (0: none)
   int64_t last_log_upload_ms = 0;
+  // add() compared the whole file with the shipped state (false: a clean
+  // close's proof held, see record_clean_close, and nothing was read but
+  // the proof's pages).
+  bool full_compare_at_add = false;
 };
 
 struct PushResult {
@@ -199,6 +203,17 @@ class Replicator {
 
   // Stops replicating `db`; its spool stays (a later add resumes from it).
   void remove(const std::string& db);
+
+  // A clean close: the file `reader` reads holds exactly what the last push
+  // of `db` shipped (nothing was written since) and is about to be closed.
+  // Waits until every push is spooled, saves the page index at the head and
+  // records proof of the file's state (clean_close.h): the next add() then
+  // skips comparing the whole file if the proof still holds. `db` stays
+  // added (uploads go on); a later push_checkpoint drops the record. Returns
+  // false, recording nothing, when the state cannot be proved (the reader
+  // has no stamp or evidence, the file changed while the proof was taken,
+  // or a push failed to spool); the next add() then compares as usual.
+  bool record_clean_close(const std::string& db, PageReader& reader);
 
   // Brings the local file `path` to the store's head for `db` (restoring
   // from a snapshot if it has no position yet). Returns the new position.

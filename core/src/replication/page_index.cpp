@@ -5,14 +5,17 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <exception>
 #include <span>
 #include <thread>
 
+#include "duckblock/clean_close.h"
 #include "duckblock/error.h"
 #include "duckblock/io.h"
+#include "paged_hashes.h"
 
 namespace duckblock {
 
@@ -29,6 +32,12 @@ std::optional<uint32_t> FilePageReader::file_mode() {
   struct stat st {};
   if (::fstat(fd_, &st) != 0) return std::nullopt;
   return static_cast<uint32_t>(st.st_mode & 0777);
+}
+
+std::optional<FileStamp> FilePageReader::stamp() {
+  struct stat st {};
+  if (::fstat(fd_, &st) != 0) return std::nullopt;
+  return stamp_of(st);
 }
 
 size_t FilePageReader::read_at(uint64_t offset, void* buf, size_t n) {
@@ -85,65 +94,217 @@ void read_pages(PageReader& reader, uint32_t ps, uint64_t length, const std::vec
 
 namespace {
 
-std::vector<uint64_t> all_pages(uint64_t length, uint32_t ps) {
-  std::vector<uint64_t> ids((length + ps - 1) / ps);
-  for (uint64_t i = 0; i < ids.size(); ++i) ids[i] = i;
-  return ids;
-}
-
 Sha256Digest hash_page(const uint8_t* data, size_t len) {
   Sha256 h;
   h.update(data, len);
   return h.finish();
 }
 
-// Layout: magic, page size (4), file length (8), seq (8), chain checksum
-// (8), one SHA-256 per page, SHA-256 of everything before it. Host byte
-// order: the file never leaves the machine.
-constexpr char kIndexMagic[8] = {'D', 'B', 'P', 'I', 'D', 'X', '0', '2'};
-constexpr size_t kIndexFixed = 8 + 4 + 8 + 8 + 8;
+// Whole-file passes go in runs of this many page ids, so no pass holds a
+// list of the file's pages.
+constexpr uint64_t kIdChunk = 1 << 16;
+
+// Calls fn on the ids [from, to) in chunks.
+void for_id_chunks(uint64_t from, uint64_t to, const std::function<void(const std::vector<uint64_t>&)>& fn) {
+  std::vector<uint64_t> ids;
+  for (uint64_t a = from; a < to; a += kIdChunk) {
+    uint64_t b = std::min(to, a + kIdChunk);
+    ids.resize(b - a);
+    for (uint64_t i = a; i < b; ++i) ids[i - a] = i;
+    fn(ids);
+  }
+}
+
+// The earlier format (DBPIDX02): magic, page size (4), file length (8),
+// seq (8), chain checksum (8), one SHA-256 per page, SHA-256 of everything
+// before it, all read into memory. Converted once, streaming.
+constexpr char kV2Magic[8] = {'D', 'B', 'P', 'I', 'D', 'X', '0', '2'};
+constexpr size_t kV2Fixed = 8 + 4 + 8 + 8 + 8;
+
+// Pages per cache block (PagedHashes::kPerBlock).
+constexpr uint64_t kPerBlock = PagedHashes::kPerBlock;
 
 }  // namespace
+
+void read_all_pages(PageReader& reader, uint32_t page_size, uint64_t length,
+                    const std::function<void(uint64_t, const uint8_t*, size_t)>& fn) {
+  for_id_chunks(0, (length + page_size - 1) / page_size,
+                [&](const std::vector<uint64_t>& ids) { read_pages(reader, page_size, length, ids, fn); });
+}
+
+PageIndex::PageIndex(uint32_t page_size) : page_size_(page_size) {}
+PageIndex::~PageIndex() = default;
+PageIndex::PageIndex(PageIndex&&) noexcept = default;
+PageIndex& PageIndex::operator=(PageIndex&&) noexcept = default;
+
+namespace {
+
+// Reads a DBPIDX02 file into `into` (bound, empty); false if it is torn or
+// damaged. Two passes: the digest first, so no entry of a damaged file counts.
+bool convert_v2(const std::string& path, PageIndex& into, uint32_t page_size) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0 || static_cast<uint64_t>(st.st_size) < kV2Fixed + 32) return false;
+  const uint64_t body = static_cast<uint64_t>(st.st_size) - 32;
+  if ((body - kV2Fixed) % 32) return false;
+  std::vector<uint8_t> buf(1 << 20);
+  Sha256 h;
+  {
+    FileSource src(path);
+    for (uint64_t left = body; left > 0;) {
+      size_t n = static_cast<size_t>(std::min<uint64_t>(left, buf.size()));
+      src.read_exact(buf.data(), n, "page index");
+      h.update(buf.data(), n);
+      left -= n;
+    }
+    Sha256Digest want;
+    src.read_exact(want.data(), 32, "page index digest");
+    if (h.finish() != want) return false;
+  }
+  FileSource src(path);
+  uint8_t fixed[kV2Fixed];
+  src.read_exact(fixed, kV2Fixed, "page index header");
+  uint32_t ps;
+  uint64_t length, seq, checksum;
+  std::memcpy(&ps, fixed + 8, 4);
+  std::memcpy(&length, fixed + 12, 8);
+  std::memcpy(&seq, fixed + 20, 8);
+  std::memcpy(&checksum, fixed + 28, 8);
+  const uint64_t n = (body - kV2Fixed) / 32;
+  if (ps != page_size || n != (length + ps - 1) / ps) return false;
+  Sha256Digest d;
+  for (uint64_t i = 0; i < n; ++i) {
+    src.read_exact(d.data(), 32, "page index entry");
+    into.set_hash(i, d);
+  }
+  into.set_length(length);
+  into.set_position(seq, checksum);
+  return true;
+}
+
+}  // namespace
+
+PageIndex PageIndex::open(const std::string& path, uint32_t page_size, uint32_t mode, bool* found,
+                          size_t cache_bytes) {
+  PageIndex idx(page_size);
+  bool ok = false;
+  char magic[8] = {};
+  {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      if (::pread(fd, magic, 8, 0) != 8) std::memset(magic, 0, 8);
+      ::close(fd);
+    }
+  }
+  if (std::memcmp(magic, kV2Magic, 8) == 0) {
+    // Converted beside it, then renamed over it.
+    std::string tmp = path + ".v3";
+    ::unlink(tmp.c_str());
+    idx.store_ = std::make_unique<PagedHashes>(tmp, mode, cache_bytes / PagedHashes::kBlockSize);
+    ok = convert_v2(path, idx, page_size);
+    if (ok) {
+      idx.save(true);
+      if (::rename(tmp.c_str(), path.c_str()) != 0) throw_errno("cannot rename " + tmp);
+    } else {
+      ::unlink(tmp.c_str());
+    }
+    idx.store_.reset();
+    if (ok) return open(path, page_size, mode, found, cache_bytes);
+  }
+  idx.store_ = std::make_unique<PagedHashes>(path, mode, cache_bytes / PagedHashes::kBlockSize);
+  auto h = idx.store_->read_header();
+  if (h && h->page_size == page_size) {
+    idx.file_length_ = h->file_length;
+    idx.seq_ = h->seq;
+    idx.chain_checksum_ = h->chain_checksum;
+    idx.count_ = (h->file_length + page_size - 1) / page_size;
+    ok = true;
+  } else {
+    idx.clear();
+  }
+  if (found) *found = ok;
+  return idx;
+}
+
+void PageIndex::clear() {
+  if (store_) store_->clear();
+  pending_.clear();
+  file_length_ = seq_ = chain_checksum_ = count_ = 0;
+}
+
+Sha256Digest PageIndex::expected(uint64_t id) const {
+  if (id >= count_) return Sha256Digest{};
+  if (auto it = pending_.find(id); it != pending_.end()) return it->second.first;
+  return store_ ? store_->get(id) : Sha256Digest{};
+}
 
 PageIndex::Diff PageIndex::diff(PageReader& reader, const std::vector<uint64_t>* candidates, bool keep_data) const {
   Diff d;
   d.file_length = reader.file_size();
   d.length_changed = d.file_length != file_length_;
-  std::vector<uint64_t> ids = candidates ? *candidates : all_pages(d.file_length, page_size_);
-  // The page holding the end of the file changes when the length does.
-  if (d.length_changed && d.file_length % page_size_) ids.push_back(d.file_length / page_size_);
-  std::sort(ids.begin(), ids.end());
-  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  const uint64_t pages = (d.file_length + page_size_ - 1) / page_size_;
+  std::vector<uint64_t> ids;
+  if (candidates) {
+    ids = *candidates;
+    // The page holding the end of the file changes when the length does.
+    if (d.length_changed && d.file_length % page_size_) ids.push_back(d.file_length / page_size_);
+    std::sort(ids.begin(), ids.end());
+    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  }
+  // Compares a run of ids, fetching the index's entries a block at a time
+  // (one lock per 127 pages, not one per page).
+  auto compare = [&](const std::vector<uint64_t>& part, Diff& out) {
+    uint64_t cur = UINT64_MAX;
+    std::array<Sha256Digest, kPerBlock> block{};
+    read_pages(reader, page_size_, d.file_length, part, [&](uint64_t id, const uint8_t* p, size_t n) {
+      Sha256Digest want{};
+      if (id < count_) {
+        if (auto it = pending_.find(id); it != pending_.end()) {
+          want = it->second.first;
+        } else if (store_) {
+          if (id / kPerBlock != cur) {
+            cur = id / kPerBlock;
+            store_->get_block(cur, block);
+          }
+          want = block[id % kPerBlock];
+        }
+      }
+      Sha256Digest h = hash_page(p, n);
+      if (h != want) {
+        out.changed.push_back(id);
+        out.digests.push_back(h);
+        if (keep_data) out.data.insert(out.data.end(), p, p + n);
+      }
+    });
+  };
+  // [from, to) of the ids (candidates) or of the pages (whole file).
+  auto run = [&](uint64_t from, uint64_t to, Diff& out) {
+    if (candidates) {
+      compare(std::vector<uint64_t>(ids.begin() + static_cast<ptrdiff_t>(from), ids.begin() + static_cast<ptrdiff_t>(to)),
+              out);
+    } else {
+      for_id_chunks(from, to, [&](const std::vector<uint64_t>& chunk) { compare(chunk, out); });
+    }
+  };
+  const uint64_t total = candidates ? ids.size() : pages;
   // Hashing is most of a push's time inside DuckDB's checkpoint, so a large
   // diff splits it over two threads (a checkpoint leaves the CPU idle).
-  auto run = [&](std::span<const uint64_t> part, Diff& out) {
-    read_pages(reader, page_size_, d.file_length, std::vector<uint64_t>(part.begin(), part.end()),
-               [&](uint64_t id, const uint8_t* p, size_t n) {
-                 Sha256Digest h = hash_page(p, n);
-                 if (id >= hashes_.size() || h != hashes_[id]) {
-                   out.changed.push_back(id);
-                   out.digests.push_back(h);
-                   if (keep_data) out.data.insert(out.data.end(), p, p + n);
-                 }
-               });
-  };
-  constexpr size_t kParallelPages = 64;
-  if (ids.size() < kParallelPages) {
-    run(ids, d);
+  constexpr uint64_t kParallelPages = 64;
+  if (total < kParallelPages) {
+    run(0, total, d);
     return d;
   }
-  size_t mid = ids.size() / 2;
+  uint64_t mid = total / 2;
   Diff second;
   std::exception_ptr second_error;
   std::thread t([&] {
     try {
-      run(std::span<const uint64_t>(ids).subspan(mid), second);
+      run(mid, total, second);
     } catch (...) {
       second_error = std::current_exception();
     }
   });
   try {
-    run(std::span<const uint64_t>(ids).first(mid), d);
+    run(0, mid, d);
   } catch (...) {
     t.join();
     throw;
@@ -156,63 +317,78 @@ PageIndex::Diff PageIndex::diff(PageReader& reader, const std::vector<uint64_t>*
   return d;
 }
 
-void PageIndex::set(uint64_t page_id, const uint8_t* data, size_t len) {
-  if (page_id >= hashes_.size()) hashes_.resize(page_id + 1);
-  hashes_[page_id] = hash_page(data, len);
+// Entries [count_, count) may hold hashes from before a shrink: they become
+// "no entry" before the index grows over them.
+void PageIndex::grow_to(uint64_t count) {
+  if (count <= count_) return;
+  if (store_) store_->erase_range(count_, count);
+  count_ = count;
 }
 
+void PageIndex::set(uint64_t page_id, const uint8_t* data, size_t len) { set_hash(page_id, hash_page(data, len)); }
+
 void PageIndex::set_hash(uint64_t page_id, const Sha256Digest& digest) {
-  if (page_id >= hashes_.size()) hashes_.resize(page_id + 1);
-  hashes_[page_id] = digest;
+  if (!store_) throw Error(ErrorKind::kInvalidArgument, "page index bound to no file");
+  grow_to(page_id + 1);
+  pending_.erase(page_id);
+  store_->put(page_id, digest);
+}
+
+void PageIndex::set_pending(uint64_t page_id, const Sha256Digest& digest, uint64_t seq) {
+  grow_to(page_id + 1);
+  pending_[page_id] = {digest, seq};
+}
+
+void PageIndex::settle(uint64_t durable_seq) {
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    if (it->second.second <= durable_seq) {
+      if (store_) store_->put(it->first, it->second.first);
+      it = pending_.erase(it);
+    } else {
+      ++it;
+    }
+  }
 }
 
 void PageIndex::set_length(uint64_t file_length) {
+  uint64_t count = (file_length + page_size_ - 1) / page_size_;
+  if (count > count_) {
+    grow_to(count);
+  } else if (count < count_) {
+    for (auto it = pending_.begin(); it != pending_.end();) it = it->first >= count ? pending_.erase(it) : std::next(it);
+    count_ = count;
+  }
   file_length_ = file_length;
-  hashes_.resize((file_length + page_size_ - 1) / page_size_);
 }
 
 void PageIndex::update(PageReader& reader, const std::vector<uint64_t>& pages, uint64_t file_length) {
   std::vector<uint64_t> ids = pages;
   std::sort(ids.begin(), ids.end());
-  read_pages(reader, page_size_, file_length, ids,
-                [&](uint64_t id, const uint8_t* p, size_t n) { set(id, p, n); });
+  read_pages(reader, page_size_, file_length, ids, [&](uint64_t id, const uint8_t* p, size_t n) { set(id, p, n); });
   set_length(file_length);
 }
 
-void PageIndex::save(const std::string& path, bool durable, uint32_t mode) const {
-  std::vector<uint8_t> out(kIndexFixed + hashes_.size() * 32);
-  std::memcpy(out.data(), kIndexMagic, 8);
-  std::memcpy(out.data() + 8, &page_size_, 4);
-  std::memcpy(out.data() + 12, &file_length_, 8);
-  std::memcpy(out.data() + 20, &seq_, 8);
-  std::memcpy(out.data() + 28, &chain_checksum_, 8);
-  for (size_t i = 0; i < hashes_.size(); ++i) std::memcpy(out.data() + kIndexFixed + i * 32, hashes_[i].data(), 32);
-  // A trailing digest of the whole index detects a torn or damaged file.
-  auto digest = sha256(out);
-  out.insert(out.end(), digest.begin(), digest.end());
-  write_file_atomic(path, out, durable, mode);
+void PageIndex::update_all(PageReader& reader) {
+  const uint64_t length = reader.file_size();
+  read_all_pages(reader, page_size_, length, [&](uint64_t id, const uint8_t* p, size_t n) { set(id, p, n); });
+  set_length(length);
 }
 
-std::optional<PageIndex> PageIndex::load(const std::string& path) {
-  if (::access(path.c_str(), F_OK) != 0) return std::nullopt;
-  auto in = read_file(path);
-  if (in.size() < kIndexFixed + 32 || std::memcmp(in.data(), kIndexMagic, 8) != 0) return std::nullopt;
-  std::span<const uint8_t> body(in.data(), in.size() - 32);
-  auto digest = sha256(body);
-  if (std::memcmp(digest.data(), in.data() + in.size() - 32, 32) != 0) return std::nullopt;
-  PageIndex idx;
-  std::memcpy(&idx.page_size_, in.data() + 8, 4);
-  std::memcpy(&idx.file_length_, in.data() + 12, 8);
-  std::memcpy(&idx.seq_, in.data() + 20, 8);
-  std::memcpy(&idx.chain_checksum_, in.data() + 28, 8);
-  size_t n = (body.size() - kIndexFixed) / 32;
-  if (idx.page_size_ == 0 || (body.size() - kIndexFixed) % 32 ||
-      n != (idx.file_length_ + idx.page_size_ - 1) / idx.page_size_) {
-    return std::nullopt;
-  }
-  idx.hashes_.resize(n);
-  for (size_t i = 0; i < n; ++i) std::memcpy(idx.hashes_[i].data(), in.data() + kIndexFixed + i * 32, 32);
-  return idx;
+void PageIndex::save(bool durable) {
+  if (!store_) throw Error(ErrorKind::kInvalidArgument, "page index bound to no file");
+  settle(UINT64_MAX);
+  // Entries before the header that names them: a header on disk never
+  // describes entries that are not.
+  store_->flush(true);
+  PagedHashes::Header h;
+  h.page_size = page_size_;
+  h.file_length = file_length_;
+  h.seq = seq_;
+  h.chain_checksum = chain_checksum_;
+  store_->write_header(h, durable);
 }
+
+size_t PageIndex::cached_bytes() const { return store_ ? store_->cached_bytes() : 0; }
+size_t PageIndex::cache_limit_bytes() const { return store_ ? store_->cache_limit_bytes() : 0; }
 
 }  // namespace duckblock

@@ -2,8 +2,11 @@
 //   state.json        head seq and chain checksum, last uploaded seq, snapshot
 //                     counters; written durably by the uploader after each
 //                     upload (and at add), so it may lag the spool
-//   pages.idx         PageIndex at some seq <= the head, saved every few
-//                     pushes without fsync (it carries its seq and a digest)
+//   pages.idx         PageIndex on disk (page_index.h): its header names a seq
+//                     <= the head, written every few pushes after its
+//                     blocks are synced
+//   clean.json        proof that the file is the head, from a clean close
+//                     (clean_close.h); consumed by the next add()
 //   0000/<seq>.hadbp  incrementals waiting for upload
 //   0001/<seq>.hadbp  snapshots waiting for upload (after seq 0, built by the
 //                     compactor thread from the spool and the store, never
@@ -30,6 +33,7 @@
 #include <thread>
 
 #include "duckblock/chain.h"
+#include "duckblock/clean_close.h"
 #include "duckblock/compact.h"
 #include "duckblock/error.h"
 #include "duckblock/key.h"
@@ -149,6 +153,7 @@ struct Replicator::Impl {
     std::deque<uint64_t> compact_queue;
     bool compacting = false;
     std::chrono::steady_clock::time_point compact_retry_at{};
+    bool clean_recorded = false;      // clean.json vouches for the file (under mu)
     std::string incr_dir() const { return dir + "/0000"; }
     std::string snap_dir() const { return dir + "/0001"; }
   };
@@ -312,10 +317,12 @@ struct Replicator::Impl {
   // empty file, and its last page (short if the file is) ends where the file
   // does, so a v1-only applier applies it too.
   uint64_t spool_snapshot(Db& db, PageReader& reader) {
-    uint64_t length = reader.file_size();
-    auto ids = all_ids(length, self->options_.page_size);
-    uint64_t checksum = write_segment(db.snap_dir(), db.file_mode, db.st.seq, db.st.checksum, now(), ids.size(),
-                                      pages_from_file(reader, self->options_.page_size, length, ids), length, false)
+    const uint32_t ps = self->options_.page_size;
+    const uint64_t length = reader.file_size();
+    // No list of the file's pages: memory stays flat whatever its size.
+    PageSource all = [&reader, ps, length](const PageVisitor& visit) { read_all_pages(reader, ps, length, visit); };
+    uint64_t checksum = write_segment(db.snap_dir(), db.file_mode, db.st.seq, db.st.checksum, now(),
+                                      (length + ps - 1) / ps, all, length, false)
                             .first;
     db.st.last_snapshot_seq = db.st.seq;
     db.st.segments_since_snapshot = 0;
@@ -571,9 +578,24 @@ struct Replicator::Impl {
   }
 
   // The index takes the pages of a push once it is spooled or queued (a
-  // queued push that then fails sets resync_needed, which rebuilds it).
-  static void record_shipped(Db& db, const PageIndex::Diff& diff) {
-    for (size_t i = 0; i < diff.changed.size(); ++i) db.index.set_hash(diff.changed[i], diff.digests[i]);
+  // queued push that then fails sets resync_needed, which rebuilds it). A
+  // queued push's pages stay in memory until the spooler has made it
+  // durable: the index file never holds an entry of a seq the spool lacks.
+  void record_shipped(Db& db, const PageIndex::Diff& diff) {
+    uint64_t seq, durable;
+    {
+      std::lock_guard l(mu);
+      seq = db.assigned_seq;
+      durable = db.st.seq;
+    }
+    db.index.settle(durable);
+    for (size_t i = 0; i < diff.changed.size(); ++i) {
+      if (seq <= durable) {
+        db.index.set_hash(diff.changed[i], diff.digests[i]);
+      } else {
+        db.index.set_pending(diff.changed[i], diff.digests[i], seq);
+      }
+    }
     db.index.set_length(diff.file_length);
     db.pushes_since_index_save++;
   }
@@ -668,7 +690,7 @@ struct Replicator::Impl {
       if (db.queued != 0 || db.resync_needed || db.assigned_seq != db.st.seq) return;
       db.index.set_position(db.st.seq, db.st.checksum);
     }
-    db.index.save(db.dir + "/pages.idx", durable, db.file_mode);
+    db.index.save(durable);
     db.pushes_since_index_save = 0;
   }
 
@@ -718,18 +740,26 @@ struct Replicator::Impl {
     }
   }
 
-  // The index of the spool's head: pages.idx, then the pages of every
-  // segment after its seq (from the spool, or the store once uploaded),
-  // each verified and chained before it counts. Without a usable index, or
-  // if a segment in between is gone, returns an empty index: the next push
-  // then ships every page, which is large but never wrong.
+  // The index of the spool's head: pages.idx (opened, not read: its
+  // blocks are read as diffs need them), then the pages of every segment
+  // after its seq (from the spool, or the store once uploaded), each
+  // verified whole and chained before any of its pages counts. Without a
+  // usable index, or if a segment in between is gone, returns an empty
+  // index: the next push then ships every page, which is large but never
+  // wrong.
   PageIndex load_index(Db& db) {
     const uint32_t ps = self->options_.page_size;
-    auto idx = PageIndex::load(db.dir + "/pages.idx");
-    if (!idx || idx->page_size() != ps || idx->seq() > db.st.seq) return PageIndex(ps);
+    bool found = false;
+    PageIndex idx = PageIndex::open(db.dir + "/pages.idx", ps, db.file_mode, &found);
     std::string tmp = db.dir + "/replay.hadbp";
-    uint64_t checksum = idx->chain_checksum();
-    for (uint64_t seq = idx->seq() + 1; seq <= db.st.seq; ++seq) {
+    auto empty = [&] {
+      ::unlink(tmp.c_str());
+      idx.clear();
+      return std::move(idx);
+    };
+    if (!found || idx.seq() > db.st.seq) return empty();
+    uint64_t checksum = idx.chain_checksum();
+    for (uint64_t seq = idx.seq() + 1; seq <= db.st.seq; ++seq) {
       std::string path = db.incr_dir() + "/" + seq_name(seq);
       if (::access(path.c_str(), F_OK) != 0) {
         try {
@@ -737,47 +767,53 @@ struct Replicator::Impl {
           self->store_->get(format_key(self->options_.prefix, {db.name, kIncrementalGeneration, seq}), sink);
           sink.close();
         } catch (const Error& e) {
-          ::unlink(tmp.c_str());
           // Pruned, or the store unreachable (add() offline): no index, so
           // the next push compares the whole file.
-          if (e.kind() == ErrorKind::kNotFound || e.kind() == ErrorKind::kRetryable) return PageIndex(ps);
+          if (e.kind() == ErrorKind::kNotFound || e.kind() == ErrorKind::kRetryable) return empty();
+          ::unlink(tmp.c_str());
           throw;
         }
         path = tmp;
       }
-      PageIndex next = *idx;  // a segment counts only once its trailer verifies
-      FileSource src(path);
-      SegmentReader reader(src);
-      if (reader.header().seq != seq || reader.header().prev_checksum != checksum || reader.header().page_size != ps) {
-        ::unlink(tmp.c_str());
-        return PageIndex(ps);
-      }
-      PageView page;
       try {
+        // The index is changed in place, so the segment is verified first.
+        FileSource whole(path);
+        SegmentSummary sum = verify_segment(whole);
+        if (sum.header.seq != seq || sum.header.prev_checksum != checksum || sum.header.page_size != ps) return empty();
+        FileSource src(path);
+        SegmentReader reader(src);
+        PageView page;
         // As an applier: pages extend the file; a length record sets it.
-        uint64_t end = next.file_length();
+        uint64_t end = idx.file_length();
         std::optional<uint64_t> recorded;
         while (reader.next(page)) {
           if (page.id == kFileLengthPageId) {
             recorded = decode_file_length(page.data);
           } else {
-            next.set(page.id, page.data.data(), page.data.size());
+            idx.set(page.id, page.data.data(), page.data.size());
             end = std::max(end, page.id * ps + page.data.size());
           }
         }
-        next.set_length(recorded ? *recorded : end);
+        idx.set_length(recorded ? *recorded : end);
+        checksum = reader.checksum();
       } catch (const Error& e) {
+        if (e.kind() == ErrorKind::kCorruption) return empty();
         ::unlink(tmp.c_str());
-        if (e.kind() == ErrorKind::kCorruption) return PageIndex(ps);
         throw;
       }
-      checksum = reader.checksum();
-      next.set_position(seq, checksum);
-      *idx = std::move(next);
+      idx.set_position(seq, checksum);
+      db.pushes_since_index_save++;  // replayed: saved at the next save point
     }
     ::unlink(tmp.c_str());
-    if (checksum != db.st.checksum) return PageIndex(ps);
-    return std::move(*idx);
+    if (checksum != db.st.checksum) return empty();
+    return idx;
+  }
+
+  // An empty index in the database's pages.idx, to be filled.
+  PageIndex fresh_index(Db& db) {
+    PageIndex idx = PageIndex::open(db.dir + "/pages.idx", self->options_.page_size, db.file_mode);
+    idx.clear();
+    return idx;
   }
 
   // The chain checksum at `seq` (<= the head) as this spool knows it.
@@ -808,6 +844,50 @@ struct Replicator::Impl {
                                               ": state.json is damaged. Move the spool directory away to rebuild "
                                               "the shipped state from the store");
     }
+  }
+
+  // ---- clean close (clean_close.h) ----
+
+  bool record_clean_close(Db& db, PageReader& reader) {
+    std::lock_guard push_lock(db.push_mu);
+    wait_spooled(db);
+    {
+      std::lock_guard l(mu);
+      if (db.resync_needed || db.status.fenced || db.damaged || db.assigned_seq != db.st.seq) return false;
+    }
+    auto proof = take_proof(reader, self->options_.page_size, true);
+    if (!proof || proof->stamp.size != db.index.file_length()) return false;
+    // The record vouches for the index at the head: it must be on disk
+    // first, at that position.
+    save_index(db, true);
+    {
+      std::lock_guard l(mu);
+      if (db.index.seq() != db.st.seq || db.index.chain_checksum() != db.st.checksum) return false;
+      proof->seq = db.st.seq;
+      proof->chain_checksum = db.st.checksum;
+    }
+    write_clean_close(db.dir, *proof, db.file_mode);
+    std::lock_guard l(mu);
+    db.clean_recorded = true;
+    return true;
+  }
+
+  // A push after the close: the record no longer describes the file.
+  void forget_clean_close(Db& db) {
+    {
+      std::lock_guard l(mu);
+      if (!db.clean_recorded) return;
+      db.clean_recorded = false;
+    }
+    drop_clean_close(db.dir);
+  }
+
+  // At add(), once the spool's head and index are loaded: the record is of
+  // this head, the index is at it, and the file is as it was at the close.
+  bool clean_close_holds(Db& db, const std::optional<CleanClose>& rec, PageReader& reader) {
+    return rec && rec->seq == db.st.seq && rec->chain_checksum == db.st.checksum && db.index.seq() == db.st.seq &&
+           db.index.chain_checksum() == db.st.checksum && db.index.file_length() == rec->stamp.size &&
+           proof_holds(*rec, reader, self->options_.page_size);
   }
 
   // ---- uploader ----
@@ -1093,6 +1173,10 @@ void Replicator::add(const std::string& db_name, PageReader& reader) {
   make_dirs(db->dir);
   db->lock = std::make_unique<SpoolLock>(db->dir, "the spool of '" + db_name + "'");
   db->file_mode = spool_file_mode(*db, reader);
+  // Consumed by every add(), whatever follows: once the file may change, a
+  // crash must not leave a record vouching for it.
+  std::optional<CleanClose> clean = take_clean_close(db->dir);
+  bool proven = false;
   auto st = impl_->load_state(db->dir);
   ChainListing chain;
   if (st) {
@@ -1115,6 +1199,7 @@ void Replicator::add(const std::string& db_name, PageReader& reader) {
       }
     }
     db->index = impl_->load_index(*db);
+    proven = impl_->clean_close_holds(*db, clean, reader);
   } else {
     chain = list_chain(*store_, options_.prefix, db_name);
   }
@@ -1126,7 +1211,8 @@ void Replicator::add(const std::string& db_name, PageReader& reader) {
     db->st.lineage = new_lineage();
     // Convention 2: incremental 1 chains from the seq-0 snapshot's checksum.
     db->st.checksum = db->st.base_checksum = impl_->spool_snapshot(*db, reader);
-    db->index.update(reader, Impl::all_ids(reader.file_size(), options_.page_size), reader.file_size());
+    db->index = impl_->fresh_index(*db);
+    db->index.update_all(reader);
     db->index.set_position(db->st.seq, db->st.checksum);
     impl_->save_state(*db);
     impl_->save_index(*db, true);
@@ -1143,7 +1229,8 @@ void Replicator::add(const std::string& db_name, PageReader& reader) {
     RestoreResult r = restore(*store_, db_name, base, {}, ro);
     {
       FilePageReader base_reader(base);
-      db->index.update(base_reader, Impl::all_ids(base_reader.file_size(), options_.page_size), base_reader.file_size());
+      db->index = impl_->fresh_index(*db);
+      db->index.update_all(base_reader);
     }
     ::unlink(base.c_str());
     ::unlink((base + ".duckblock").c_str());
@@ -1171,8 +1258,10 @@ void Replicator::add(const std::string& db_name, PageReader& reader) {
     db->compact_queue.push_back(db->st.last_snapshot_seq);
   }
   // Whatever the file holds beyond the shipped state (a checkpoint that
-  // committed before a crash could spool it) ships now.
-  impl_->push(*db, reader, nullptr);
+  // committed before a crash could spool it) ships now, unless a clean
+  // close proved the file unchanged since the head.
+  db->status.full_compare_at_add = !proven;
+  if (!proven) impl_->push(*db, reader, nullptr);
   impl_->start_log(db);
   std::lock_guard l(impl_->mu);
   db->status.pending_segments = impl_->pending(*db);
@@ -1201,6 +1290,7 @@ void Replicator::add_continuing(const std::string& db_name, PageReader& reader, 
   make_dirs(db->dir);
   db->lock = std::make_unique<SpoolLock>(db->dir, "the spool of '" + db_name + "'");
   db->file_mode = spool_file_mode(*db, reader);
+  drop_clean_close(db->dir);  // it vouched for the old term's head
   for (auto& [seq, path] : spool_files(db->incr_dir())) ::unlink(path.c_str());
   for (auto& [seq, path] : spool_files(db->snap_dir())) ::unlink(path.c_str());
   db->st.seq = db->st.uploaded_seq = db->assigned_seq = position.seq;
@@ -1211,7 +1301,8 @@ void Replicator::add_continuing(const std::string& db_name, PageReader& reader, 
   db->st.lineage = store_id.lineage;
   db->st.convention = store_id.convention;
   db->st.base_checksum = store_id.base_checksum;
-  db->index.update(reader, Impl::all_ids(reader.file_size(), options_.page_size), reader.file_size());
+  db->index = impl_->fresh_index(*db);
+  db->index.update_all(reader);
   db->index.set_position(position.seq, position.checksum);
   impl_->save_state(*db);
   impl_->save_index(*db, true);
@@ -1231,6 +1322,7 @@ PushResult Replicator::push_checkpoint(const std::string& db_name, PageReader& r
     if (it == impl_->dbs.end()) throw Error(ErrorKind::kNotFound, "database '" + db_name + "' is not added");
     db = it->second;
   }
+  impl_->forget_clean_close(*db);
   PushResult r = impl_->push(*db, reader, candidates);
   std::lock_guard l(impl_->mu);
   db->status.pending_segments = impl_->pending(*db);
@@ -1325,6 +1417,17 @@ void Replicator::sync_segments(const std::string& db_name, std::chrono::millisec
       throw Error(ErrorKind::kRetryable, "sync timed out with segments still pending;" + (why.empty() ? std::string(" no error recorded") : why));
     }
   }
+}
+
+bool Replicator::record_clean_close(const std::string& db_name, PageReader& reader) {
+  std::shared_ptr<Impl::Db> db;
+  {
+    std::lock_guard l(impl_->mu);
+    auto it = impl_->dbs.find(db_name);
+    if (it == impl_->dbs.end()) throw Error(ErrorKind::kNotFound, "database '" + db_name + "' is not added");
+    db = it->second;
+  }
+  return impl_->record_clean_close(*db, reader);
 }
 
 void Replicator::remove(const std::string& db_name) {

@@ -92,6 +92,9 @@ struct CaptureStats {
   uint64_t log_syncs = 0;           // fsyncs of the .wal that shipped log bytes (commits)
   uint64_t log_bytes = 0;           // log bytes handed to the replicator
   uint64_t checkpoint_log_flushes = 0;  // a checkpoint's own flush of the log (nothing shipped)
+  // The last close was clean and recorded its proof (Replicator::
+  // record_clean_close): the next open skips comparing the whole file.
+  bool clean_close = false;
   std::optional<std::string> last_error;
 };
 
