@@ -68,6 +68,7 @@ SegmentSummary verify_for_apply(const std::string& path) {
       throw Error(ErrorKind::kCorruption, "segment " + path + ": page " + std::to_string(p.id) +
                                               " lies beyond any possible file offset");
     }
+    s.data_end = p.id * s.header.page_size + p.data.size();  // ids ascend: the last is the highest
   }
   s.checksum = r.checksum();
   s.encoded_size = r.bytes_read();
@@ -416,6 +417,7 @@ ApplyResult Replica::reset_from_snapshot(ByteSource& in, unsigned mode,
                       "page " + std::to_string(page.id) + " lies beyond any possible file offset");
         }
         writer.write(page.id * ps, page.data.data(), page.data.size());
+        s.data_end = page.id * ps + page.data.size();
         result.pages_written++;
         result.bytes_written += page.data.size();
       }

@@ -541,7 +541,13 @@ struct Replicator::Impl {
         make_dirs(db->snap_dir());
         src.spool_snapshots = spool_files(db->snap_dir());
         src.spool_incrementals = spool_files(db->incr_dir());
-        compact_snapshot(src, seq, db->snap_dir() + "/" + seq_name(seq), o);
+        // A seq queued again at add() (which asks nothing of the store)
+        // may be in the store already: building it again would put
+        // different bytes (another timestamp) under a taken key.
+        const std::string key = format_key(self->options_.prefix, {db->name, kSnapshotGeneration, seq});
+        if (!src.spool_snapshots.count(seq) && !self->store_->head(key)) {
+          compact_snapshot(src, seq, db->snap_dir() + "/" + seq_name(seq), o);
+        }
       } catch (const Error& e) {
         error.emplace(e.kind(), e.what());
       } catch (const std::exception& e) {
@@ -1252,9 +1258,8 @@ void Replicator::add(const std::string& db_name, PageReader& reader) {
   db->status.last_snapshot_seq = db->st.last_snapshot_seq;
   // A snapshot scheduled before a crash or a stop and not made yet.
   if (st && db->st.last_snapshot_seq > 0 && db->st.last_snapshot_seq <= db->st.seq &&
-      !spool_files(db->snap_dir()).count(db->st.last_snapshot_seq) &&
-      (!listed || std::none_of(chain.snapshots.begin(), chain.snapshots.end(),
-                               [&](const ChainEntry& e) { return e.seq == db->st.last_snapshot_seq; }))) {
+      !spool_files(db->snap_dir()).count(db->st.last_snapshot_seq)) {
+    // The compactor skips it if the store has it (add() lists nothing).
     db->compact_queue.push_back(db->st.last_snapshot_seq);
   }
   // Whatever the file holds beyond the shipped state (a checkpoint that
