@@ -370,6 +370,41 @@ TEST_P(Compaction, ASnapshotLostToACrashIsCompactedAtTheNextAdd) {
             test::digest_of(snapshot_of(read_file(path), 4096, 2, chain, kDefaultCompressionLevel)));
 }
 
+TEST_P(Compaction, ASnapshotAlreadyInTheStoreIsNotBuiltAgainAtTheNextAdd) {
+  // add() with a spool asks nothing of the store, so it queues the last due
+  // snapshot again whenever the spool no longer holds it (it was uploaded
+  // and removed). The compactor must not build it again: a whole-database
+  // merge at every restart, for an object the store already has.
+  const std::string path = dir / "db.duckdb";
+  write_bytes(path, std::vector<uint8_t>(32 * 4096, 1));
+  {
+    Replicator rep(store, options(2));
+    FilePageReader reader(path);
+    rep.add("db", reader);
+    for (int i = 0; i < 2; ++i) {
+      write_at(path, (3 + i) * 4096, std::vector<uint8_t>(4096, uint8_t(20 + i)));
+      rep.push_checkpoint("db", reader);
+    }
+    rep.sync("db", std::chrono::seconds(60));
+    ASSERT_EQ(rep.status("db").last_compacted_seq, 2u);
+  }
+  const auto stored = object(true, 2);
+  auto later = options(2);
+  later.now_ms = [] { return kTime + 60'000; };
+  Replicator rep(store, later);
+  FilePageReader reader(path);
+  rep.add("db", reader);
+  write_at(path, 9 * 4096, std::vector<uint8_t>(4096, 33));
+  rep.push_checkpoint("db", reader);
+  rep.sync("db", std::chrono::seconds(60));
+  auto st = rep.status("db");
+  EXPECT_FALSE(st.fenced) << st.last_error.value_or("");
+  EXPECT_FALSE(st.compaction_error) << *st.compaction_error;
+  EXPECT_EQ(st.uploaded_seq, 3u);
+  EXPECT_EQ(st.last_compacted_seq, 0u) << "the snapshot at 2 was built again";
+  EXPECT_EQ(object(true, 2), stored);
+}
+
 // A chain without compaction (as another leader or an older version left
 // it), then compacted from the store.
 struct StoreChain {

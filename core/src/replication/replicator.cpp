@@ -537,6 +537,7 @@ struct Replicator::Impl {
         return compactor_stopping || !db->active;
       };
       std::optional<std::pair<ErrorKind, std::string>> error;
+      bool built = false;
       try {
         make_dirs(db->snap_dir());
         src.spool_snapshots = spool_files(db->snap_dir());
@@ -547,6 +548,7 @@ struct Replicator::Impl {
         const std::string key = format_key(self->options_.prefix, {db->name, kSnapshotGeneration, seq});
         if (!src.spool_snapshots.count(seq) && !self->store_->head(key)) {
           compact_snapshot(src, seq, db->snap_dir() + "/" + seq_name(seq), o);
+          built = true;
         }
       } catch (const Error& e) {
         error.emplace(e.kind(), e.what());
@@ -557,7 +559,7 @@ struct Replicator::Impl {
       db->compacting = false;
       db->status.compacting_seq = 0;
       if (!error) {
-        db->status.last_compacted_seq = seq;
+        if (built) db->status.last_compacted_seq = seq;
         db->status.compaction_error.reset();
         db->compact_queue.pop_front();
         db->status.pending_segments = pending(*db);
