@@ -227,6 +227,27 @@ TEST_F(ExtensionHost, ReattachedLeaderContinuesTheChain) {
   EXPECT_EQ(q(*follower.con, "SELECT count(*) FROM sales.t")->GetValue(0, 0).GetValue<int64_t>(), 1012);
 }
 
+// A due snapshot is compacted in the background, and the status says so.
+TEST_F(ExtensionHost, StatusShowsTheSnapshotsCompactedInTheBackground) {
+  Host h;
+  q(*h.con, "SET duckblock_store = '" + store + "'");
+  q(*h.con, "SET duckblock_snapshot_every = 2");
+  q(*h.con, "ATTACH 'duckblock://" + leader_file + "' AS lead");
+  q(*h.con, "CREATE TABLE lead.t AS SELECT range AS id FROM range(1000)");
+  uint64_t first = ship(h);
+  q(*h.con, "INSERT INTO lead.t SELECT range FROM range(5)");
+  uint64_t second = ship(h);
+  ASSERT_EQ(second, first + 1);
+  // duckblock_sync waits for a due snapshot too.
+  auto r = q(*h.con, "SELECT compacting_seq, last_compacted_seq, compaction_error, last_snapshot_seq "
+                     "FROM duckblock_status() WHERE role = 'leader'");
+  EXPECT_EQ(r->GetValue(0, 0).GetValue<uint64_t>(), 0u);
+  uint64_t compacted = r->GetValue(1, 0).GetValue<uint64_t>();
+  EXPECT_TRUE(compacted == first || compacted == second) << compacted;
+  EXPECT_TRUE(r->GetValue(2, 0).IsNull()) << r->GetValue(2, 0).ToString();
+  EXPECT_EQ(r->GetValue(3, 0).GetValue<uint64_t>(), compacted);
+}
+
 // Only database files become leaders: a COPY written through the prefix is
 // an ordinary file, not a replicated database.
 TEST_F(ExtensionHost, CopyToAPrefixedPathIsNotReplicated) {
