@@ -172,6 +172,18 @@ TEST_P(ChainIntegrity, ADamagedSpooledSegmentIsNotUploaded) {
   auto bytes = read_file(spooled);
   bytes[bytes.size() / 2] ^= 0x01;
   write_file_atomic(spooled, bytes);
+  // An upload attempt that opened the sound file before the rename fails
+  // at the closed gate. Open it only once an attempt has seen the damage,
+  // or two more attempts failed at the gate (the next one can only read
+  // the damaged file).
+  const uint64_t before = rep.status("app").upload_retries;
+  auto settled = [&] {
+    auto st = rep.status("app");
+    bool damage_seen = st.last_error && st.last_error->find("closed by the test") == std::string::npos;
+    return damage_seen || st.upload_retries >= before + 2;
+  };
+  for (int i = 0; i < 6000 && !settled(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_TRUE(settled());
   gated->open = true;
   try {
     rep.sync("app", std::chrono::seconds(60));

@@ -279,7 +279,7 @@ TEST(FormatCompress, UnknownFlagsAreUnsupportedNotMisread) {
     b[6] = flags;
     EXPECT_EQ(kind_of(b), ErrorKind::kUnsupported) << int(flags);
   }
-  EXPECT_THROW(encode_segment(SegmentHeader{.flags = 0x02, .page_size = 4096}, {}), Error);
+  EXPECT_ERROR_KIND(encode_segment(SegmentHeader{.flags = 0x02, .page_size = 4096}, {}), ErrorKind::kInvalidArgument);
   // The guard's id must overflow a file offset, which 4-byte ids cannot.
   EXPECT_THROW(encode_segment(SegmentHeader{.flags = kFlagCompressed, .page_id_size = 4, .page_size = 4096}, {}),
                Error);
@@ -407,8 +407,8 @@ TEST(FormatCompress, EveryLevelRoundTripsAndLevelsOutOfRangeAreRefused) {
     auto z = compressed(pages, 4096, level);
     EXPECT_EQ(decode_segment(z).pages, pages) << level;
   }
-  EXPECT_THROW(compressed(pages, 4096, 20), Error);
-  EXPECT_THROW(compressed(pages, 4096, 0), Error);
+  EXPECT_ERROR_KIND(compressed(pages, 4096, 20), ErrorKind::kInvalidArgument);
+  EXPECT_ERROR_KIND(compressed(pages, 4096, 0), ErrorKind::kInvalidArgument);
 }
 
 TEST(FormatCompress, ParsesTheCompressionSetting) {

@@ -30,11 +30,11 @@ TEST(FormatStream, WriterRejectsOutOfOrderAndMiscountedPages) {
   SegmentWriter w(sink, header(2));
   std::vector<uint8_t> page(16, 1);
   w.add_page(5, page);
-  EXPECT_THROW(w.add_page(5, page), Error);
-  EXPECT_THROW(w.add_page(4, page), Error);
-  EXPECT_THROW(w.finish(), Error);  // one page short
+  EXPECT_ERROR_KIND(w.add_page(5, page), ErrorKind::kInvalidArgument);
+  EXPECT_ERROR_KIND(w.add_page(4, page), ErrorKind::kInvalidArgument);
+  EXPECT_ERROR_KIND(w.finish(), ErrorKind::kInvalidArgument);  // one page short
   w.add_page(6, page);
-  EXPECT_THROW(w.add_page(7, page), Error);  // one too many
+  EXPECT_ERROR_KIND(w.add_page(7, page), ErrorKind::kInvalidArgument);  // one too many
   w.finish();
 }
 
@@ -42,7 +42,7 @@ TEST(FormatStream, WriterRejectsOversizedPage) {
   VectorSink sink;
   SegmentWriter w(sink, header(1, 16));
   std::vector<uint8_t> page(17, 1);
-  EXPECT_THROW(w.add_page(0, page), Error);
+  EXPECT_ERROR_KIND(w.add_page(0, page), ErrorKind::kInvalidArgument);
 }
 
 TEST(FormatStream, StreamedRoundTripMatchesInMemoryEncoding) {
@@ -75,7 +75,7 @@ TEST(FormatStream, EveryFlippedByteIsDetected) {
     if (uncovered(i)) continue;
     auto bad = good;
     bad[i] ^= 0x01;
-    EXPECT_THROW(decode_segment(bad), Error) << "byte " << i;
+    EXPECT_ERROR_KIND(decode_segment(bad), ErrorKind::kCorruption) << "byte " << i;
   }
 }
 
@@ -84,7 +84,7 @@ TEST(FormatStream, TruncationAtEveryLengthIsDetected) {
   auto good = encode_segment(header(0, 128), pages);
   for (size_t n = 0; n < good.size(); ++n) {
     std::vector<uint8_t> cut(good.begin(), good.begin() + n);
-    EXPECT_THROW(decode_segment(cut), Error) << "length " << n;
+    EXPECT_ERROR_KIND(decode_segment(cut), ErrorKind::kCorruption) << "length " << n;
   }
 }
 
@@ -111,8 +111,8 @@ TEST(FormatStream, FileLengthRecordRoundTrips) {
 TEST(FormatStream, ChecksumHexParsing) {
   EXPECT_EQ(parse_checksum_hex("0x00000000000000ff"), 255u);
   EXPECT_EQ(checksum_hex(0xabcdefull), "0000000000abcdef");
-  EXPECT_THROW(parse_checksum_hex("xyz"), Error);
-  EXPECT_THROW(parse_checksum_hex("11112222333344445"), Error);
+  EXPECT_ERROR_KIND(parse_checksum_hex("xyz"), ErrorKind::kInvalidArgument);
+  EXPECT_ERROR_KIND(parse_checksum_hex("11112222333344445"), ErrorKind::kInvalidArgument);
 }
 
 }  // namespace

@@ -219,7 +219,7 @@ TEST_P(Replication, SegmentsAreCompressedByDefaultPlainWhenAskedAndAChainMayMixT
   EXPECT_EQ(test::digest_of(read_file(dir / "restored.db")), test::digest_of(leader.data()));
   auto bad = options(dir / "spool2");
   bad.compression = 20;
-  EXPECT_THROW(Replicator(store, bad), Error);
+  EXPECT_ERROR_KIND(Replicator(store, bad), ErrorKind::kInvalidArgument);
 }
 
 TEST_P(Replication, SnapshotNowShipsTheDifferenceThenSnapshotsTheHead) {
@@ -396,8 +396,8 @@ TEST_P(Replication, RestoreToEverySeqAndToATime) {
   // Half a second after checkpoint 7: the state at 7.
   restore(*store, "db", dir / "t", RestoreTarget{std::nullopt, times[7] + 500});
   EXPECT_EQ(test::digest_of(read_file(dir / "t")), test::digest_of(states[7]));
-  EXPECT_THROW(restore(*store, "db", dir / "x", RestoreTarget{999, std::nullopt}), Error);
-  EXPECT_THROW(restore(*store, "nodb", dir / "x"), Error);
+  EXPECT_ERROR_KIND(restore(*store, "db", dir / "x", RestoreTarget{999, std::nullopt}), ErrorKind::kNotFound);
+  EXPECT_ERROR_KIND(restore(*store, "nodb", dir / "x"), ErrorKind::kNotFound);
 }
 
 TEST_P(Replication, LeaderRestartResumesFromSpoolWithoutGapOrDuplicate) {
@@ -614,7 +614,7 @@ TEST_P(Replication, FollowerStopsAtABrokenChain) {
   h.prev_checksum = 0xbad;
   auto seg = encode_segment(h, {{0, std::vector<uint8_t>(kPage, 1)}});
   put_bytes(*store, format_key("", {"db", 0, h.seq}), seg);
-  EXPECT_THROW(f.poll_once(), Error);
+  EXPECT_ERROR_KIND(f.poll_once(), ErrorKind::kChainBroken);
   EXPECT_TRUE(f.broken());
   ASSERT_TRUE(f.last_error());
   EXPECT_NE(f.last_error()->find("does not continue"), std::string::npos) << *f.last_error();
@@ -674,7 +674,7 @@ TEST_P(Replication, PruneKeepsEveryPointInTheWindowRestorable) {
     std::string out = dir / ("p" + std::to_string(seq));
     EXPECT_NO_THROW(restore(*store, "db", out, RestoreTarget{seq, std::nullopt})) << seq;
   }
-  EXPECT_THROW(restore(*store, "db", dir / "old", RestoreTarget{3, std::nullopt}), Error);
+  EXPECT_ERROR_KIND(restore(*store, "db", dir / "old", RestoreTarget{3, std::nullopt}), ErrorKind::kNotFound);
 }
 
 INSTANTIATE_TEST_SUITE_P(AllBackends, Replication, ::testing::ValuesIn(test::all_store_backends()),

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "duckblock/error.h"
 #include "duckblock/sha256.h"
 
 namespace duckblock::test {
@@ -63,4 +64,23 @@ inline void rewrite_page(const std::string& path, std::vector<uint8_t>& data, ui
   ASSERT_EQ(::pwrite(fd, data.data() + page * kPage, kPage, off_t(page * kPage)), ssize_t(kPage));
   ::close(fd);
 }
+// Whether `f` throws a duckblock::Error of `kind`; the message says what
+// it threw instead. Use EXPECT_ERROR_KIND.
+template <class F>
+::testing::AssertionResult throws_kind(F&& f, ErrorKind kind) {
+  try {
+    f();
+  } catch (const Error& e) {
+    if (e.kind() == kind) return ::testing::AssertionSuccess();
+    return ::testing::AssertionFailure() << "threw " << to_string(e.kind()) << " instead of " << to_string(kind)
+                                         << ": " << e.what();
+  } catch (const std::exception& e) {
+    return ::testing::AssertionFailure() << "threw a non-duckblock exception: " << e.what();
+  }
+  return ::testing::AssertionFailure() << "threw nothing, expected " << to_string(kind);
+}
+
 }  // namespace duckblock::test
+
+// EXPECT_ERROR_KIND(statement, ErrorKind::kX) << "more context";
+#define EXPECT_ERROR_KIND(stmt, kind) EXPECT_TRUE(::duckblock::test::throws_kind([&] { stmt; }, kind))

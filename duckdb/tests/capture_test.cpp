@@ -326,13 +326,13 @@ TEST_F(CaptureTest, AutoCheckpointIsCaptured) {
 
 TEST_F(CaptureTest, RejectsWhatCannotBeReplicated) {
   auto rep = make_replicator();
-  EXPECT_THROW(open_replicated(":memory:", rep, "m"), Error);
+  EXPECT_ERROR_KIND(open_replicated(":memory:", rep, "m"), ErrorKind::kInvalidArgument);
   duckdb::DBConfig ro;
   ro.options.access_mode = duckdb::AccessMode::READ_ONLY;
-  EXPECT_THROW(open_replicated(dir / "x.duckdb", rep, "x", &ro), Error);
+  EXPECT_ERROR_KIND(open_replicated(dir / "x.duckdb", rep, "x", &ro), ErrorKind::kInvalidArgument);
   duckdb::DBConfig own;
   own.file_system = duckdb::FileSystem::CreateLocal();
-  EXPECT_THROW(open_replicated(dir / "y.duckdb", rep, "y", &own), Error);
+  EXPECT_ERROR_KIND(open_replicated(dir / "y.duckdb", rep, "y", &own), ErrorKind::kInvalidArgument);
 }
 
 }  // namespace
