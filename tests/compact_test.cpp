@@ -247,6 +247,22 @@ class Compaction : public ::testing::TestWithParam<test::StoreBackend> {
     o.retry_max = std::chrono::milliseconds(50);
     return o;
   }
+  // A leader that ran and stopped: seq 0, then two pushes, the snapshot
+  // due at 2 compacted and everything uploaded. Returns the file's path.
+  std::string leader_with_a_snapshot_due_at_2() {
+    const std::string path = dir / "db.duckdb";
+    write_bytes(path, std::vector<uint8_t>(32 * 4096, 1));
+    Replicator rep(store, options(2));
+    FilePageReader reader(path);
+    rep.add("db", reader);
+    for (int i = 0; i < 2; ++i) {
+      write_at(path, (3 + i) * 4096, std::vector<uint8_t>(4096, uint8_t(20 + i)));
+      rep.push_checkpoint("db", reader);
+    }
+    rep.sync("db", std::chrono::seconds(60));
+    EXPECT_EQ(rep.status("db").last_compacted_seq, 2u);
+    return path;
+  }
   std::vector<uint8_t> object(bool snapshot, uint64_t seq) {
     return get_bytes(*store, format_key("", {"db", snapshot ? kSnapshotGeneration : kIncrementalGeneration, seq}));
   }
@@ -339,18 +355,7 @@ TEST_P(Compaction, ACheckpointDueForASnapshotReadsOnlyTheChangedPages) {
 // is never uploaded and is removed at the next add(); the snapshot that was
 // due is compacted then.
 TEST_P(Compaction, ASnapshotLostToACrashIsCompactedAtTheNextAdd) {
-  const std::string path = dir / "db.duckdb";
-  write_bytes(path, std::vector<uint8_t>(32 * 4096, 1));
-  {
-    Replicator rep(store, options(2));
-    FilePageReader reader(path);
-    rep.add("db", reader);
-    for (int i = 0; i < 2; ++i) {
-      write_at(path, (3 + i) * 4096, std::vector<uint8_t>(4096, uint8_t(20 + i)));
-      rep.push_checkpoint("db", reader);
-    }
-    rep.sync("db", std::chrono::seconds(60));
-  }
+  const std::string path = leader_with_a_snapshot_due_at_2();
   // As if the process died before the compaction finished: the snapshot is
   // not in the store, a half-written temp file is in the spool.
   store->remove({format_key("", {"db", kSnapshotGeneration, 2})});
@@ -375,19 +380,7 @@ TEST_P(Compaction, ASnapshotAlreadyInTheStoreIsNotBuiltAgainAtTheNextAdd) {
   // snapshot again whenever the spool no longer holds it (it was uploaded
   // and removed). The compactor must not build it again: a whole-database
   // merge at every restart, for an object the store already has.
-  const std::string path = dir / "db.duckdb";
-  write_bytes(path, std::vector<uint8_t>(32 * 4096, 1));
-  {
-    Replicator rep(store, options(2));
-    FilePageReader reader(path);
-    rep.add("db", reader);
-    for (int i = 0; i < 2; ++i) {
-      write_at(path, (3 + i) * 4096, std::vector<uint8_t>(4096, uint8_t(20 + i)));
-      rep.push_checkpoint("db", reader);
-    }
-    rep.sync("db", std::chrono::seconds(60));
-    ASSERT_EQ(rep.status("db").last_compacted_seq, 2u);
-  }
+  const std::string path = leader_with_a_snapshot_due_at_2();
   const auto stored = object(true, 2);
   auto later = options(2);
   later.now_ms = [] { return kTime + 60'000; };
