@@ -1,6 +1,5 @@
 #include "ship.h"
 
-#include <dirent.h>
 #include <sys/stat.h>
 
 #include <chrono>
@@ -28,54 +27,6 @@ struct ShipFlags {
   uint64_t retries = 5;
   std::string compression;
 };
-
-// Bytes of the segments waiting in one database's spool.
-uint64_t spooled_bytes(const std::string& db_dir) {
-  uint64_t total = 0;
-  for (const char* gen : {"/0000", "/0001"}) {
-    std::string dir = db_dir + gen;
-    DIR* d = ::opendir(dir.c_str());
-    if (!d) continue;
-    while (dirent* e = ::readdir(d)) {
-      std::string name = e->d_name;
-      struct stat st {};
-      if (name.size() > 6 && name.substr(name.size() - 6) == ".hadbp" && name[0] != '.' &&
-          ::stat((dir + "/" + name).c_str(), &st) == 0) {
-        total += uint64_t(st.st_size);
-      }
-    }
-    ::closedir(d);
-  }
-  return total;
-}
-
-// The spool remembers which store it ships to: the same spool used for a
-// second store would take that store's chain for its own.
-void check_origin(const std::string& db_dir, const std::string& spool, const std::string& url) {
-  std::string path = db_dir + "/origin.json";
-  if (!path_exists(path)) return;
-  auto bytes = read_file(path);
-  std::string theirs;
-  try {
-    theirs = nlohmann::json::parse(bytes.begin(), bytes.end()).at("store").get<std::string>();
-  } catch (const std::exception&) {
-    return;  // unreadable marker: the spool's own checks still apply
-  }
-  if (theirs != url) {
-    throw Error(ErrorKind::kInvalidArgument,
-                "the spool " + spool + " ships this database to " + theirs + ", not " + url +
-                    ": pass --spool DIR with a directory for this store (or remove " + db_dir +
-                    " to start its state over from the store)");
-  }
-}
-
-void write_origin(const std::string& db_dir, const std::string& url, const std::string& file, uint32_t mode) {
-  nlohmann::json j = {{"store", url}, {"file", file}};
-  std::string text = j.dump(1) + "\n";
-  write_file_atomic(db_dir + "/origin.json",
-                    std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()), true,
-                    mode);
-}
 
 void add_ship_flags(CLI::App* cmd, ShipFlags& f) {
   cmd->add_option("FILE", f.file, "The database file (not being written by a running DuckDB)")->required();
@@ -133,7 +84,7 @@ int run_ship(ShipFlags& f, bool force_snapshot) {
 
   auto counting = std::make_shared<CountingStore>(open_store_for(f.store, StoreUse::kWrite));
   std::shared_ptr<ObjectStore> store = counting;
-  check_origin(db_dir, spool, store->url());
+  check_spool_origin(spool, f.store.db, store->url());
   ReadLock lock(file);
   FilePageReader reader(file);
   ChainListing before = list_chain(*store, "", f.store.db);
@@ -162,7 +113,7 @@ int run_ship(ShipFlags& f, bool force_snapshot) {
     }
     throw;
   }
-  write_origin(db_dir, store->url(), file, st.st_mode & 0666);
+  record_spool_origin(spool, f.store.db, store->url(), file, st.st_mode & 0666);
   SnapshotResult snap;
   bool snapshot_created = before.empty();  // add() shipped the seq-0 snapshot
   if (force_snapshot && !before.empty()) {
@@ -172,7 +123,7 @@ int run_ship(ShipFlags& f, bool force_snapshot) {
 
   // Wait for the uploader, drawing progress over the bytes it has to move.
   // Uploads may already be under way: count everything this process sent.
-  Progress progress(force_snapshot ? "uploading" : "pushing", spooled_bytes(db_dir) + counting->bytes_up(),
+  Progress progress(force_snapshot ? "uploading" : "pushing", spooled_bytes(spool, f.store.db) + counting->bytes_up(),
                     f.store.quiet);
   progress.tick_from([counting] { return counting->bytes_up(); });
   auto deadline = std::chrono::steady_clock::now() + timeout;

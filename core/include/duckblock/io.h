@@ -144,6 +144,9 @@ std::vector<uint8_t> read_file(const std::string& path);
 void write_file_atomic(const std::string& path, std::span<const uint8_t> data, bool durable = true,
                        uint32_t mode = 0644);
 void fsync_dir(const std::string& dir);
+// Creates `dir` and its missing parents, each new name made durable (the
+// parent's fsync). Throws Error(kIO) if a path component is not a directory.
+void make_directories(const std::string& dir);
 std::string dirname_of(const std::string& path);
 
 }  // namespace duckblock

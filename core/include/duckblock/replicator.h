@@ -141,6 +141,19 @@ struct SnapshotResult {
   uint64_t encoded_bytes = 0;  // the new snapshot's size (0 if not created)
 };
 
+// What the command line asks of a spool directory (SPOOL/DB is private to
+// the Replicator; these are its only other readers and writers).
+// Bytes of the segments of `db` waiting in `spool_dir` for upload.
+uint64_t spooled_bytes(const std::string& spool_dir, const std::string& db);
+// A spool remembers the store it ships to: the same spool used for a second
+// store would take that store's chain for its own. check_spool_origin throws
+// Error(kInvalidArgument) if the spool of `db` ships to another store than
+// `store_url`; record_spool_origin records `store_url` (and the file, for
+// people reading it) once a push has started shipping there.
+void check_spool_origin(const std::string& spool_dir, const std::string& db, const std::string& store_url);
+void record_spool_origin(const std::string& spool_dir, const std::string& db, const std::string& store_url,
+                         const std::string& file, uint32_t mode);
+
 class Replicator {
  public:
   Replicator(std::shared_ptr<ObjectStore> store, ReplicatorOptions options);

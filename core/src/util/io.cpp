@@ -296,6 +296,19 @@ std::string dirname_of(const std::string& path) {
   return path.substr(0, slash);
 }
 
+void make_directories(const std::string& dir) {
+  if (dir.empty() || dir == "/") return;
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) == 0) {
+    if (!S_ISDIR(st.st_mode)) throw Error(ErrorKind::kIO, dir + " exists and is not a directory");
+    return;
+  }
+  std::string parent = dirname_of(dir);
+  make_directories(parent);
+  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) throw_errno("cannot create directory " + dir);
+  fsync_dir(parent);  // the new directory's name must be durable too
+}
+
 void fsync_dir(const std::string& dir) {
   int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) throw_errno("cannot open directory " + dir);

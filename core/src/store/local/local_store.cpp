@@ -40,19 +40,6 @@ void check_key(const std::string& key) {
   }
 }
 
-void mkdirs(const std::string& dir) {
-  if (dir.empty() || dir == "/") return;
-  struct stat st {};
-  if (::stat(dir.c_str(), &st) == 0) {
-    if (!S_ISDIR(st.st_mode)) throw Error(ErrorKind::kIO, dir + " exists and is not a directory");
-    return;
-  }
-  std::string parent = dirname_of(dir);
-  mkdirs(parent);
-  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) throw_errno("cannot create directory " + dir);
-  fsync_dir(parent);  // the new directory's name must be durable too
-}
-
 std::string random_suffix() {
   thread_local std::mt19937_64 rng{std::random_device{}()};
   return std::to_string(rng() % 1000000);
@@ -62,7 +49,7 @@ class LocalStore final : public ObjectStore {
  public:
   LocalStore(std::string root, Env* env) : root_(std::move(root)), env_(env ? env : &Env::posix()) {
     while (root_.size() > 1 && root_.back() == '/') root_.pop_back();
-    mkdirs(root_);
+    make_directories(root_);
   }
 
   void put(const std::string& key, ByteSource& data) override {
@@ -153,7 +140,7 @@ class LocalStore final : public ObjectStore {
 
   std::string write_temp(const std::string& path, ByteSource& data) {
     std::string dir = dirname_of(path);
-    mkdirs(dir);
+    make_directories(dir);
     // A killed writer's temp files are removed by the next one to write here.
     remove_stale_temp_files_once(dir, kTempPrefix);
     std::string tmp = dir + "/" + temp_file_name(kTempPrefix, random_suffix());
