@@ -1,4 +1,4 @@
-// In-process fault injection (env.h): the local store and apply driven
+// In-process fault injection (env.h): the local store, the leader's spool and apply driven
 // through thousands of seeded ENOSPC / EIO / short-write / failed-rename
 // faults. Every failure must be reported as an Error (kIO), nothing that
 // was acknowledged may be lost, and nothing partial or wrong may ever be
@@ -19,6 +19,8 @@
 #include "duckblock/error.h"
 #include "duckblock/format.h"
 #include "duckblock/io.h"
+#include "duckblock/replicator.h"
+#include "duckblock/restore.h"
 #include "duckblock/store.h"
 #include "test_util.h"
 
@@ -240,6 +242,84 @@ TEST(Faults, AStreamedSnapshotThatFailsLeavesTheReplicaAsItWasAndNoTempFile) {
               (unsigned long long)total_faults, (unsigned long long)failures, (unsigned long long)successes);
   EXPECT_GT(failures, 10u);
   EXPECT_GT(successes, 5u);
+}
+
+// A leader whose spool writes go through a faulty file system, spooling in
+// the background (a failure surfaces at a later push or sync) and in the
+// foreground (the push itself fails). A checkpoint counts as acknowledged
+// once push_checkpoint returned its seq and sync() returned: every such seq
+// must restore, at the end, to exactly the file as it was at that push; a
+// failure is reported with its kind (kIO), and the push after it ships
+// whatever the file differs by.
+TEST(Faults, ALeaderThroughAFaultySpoolLosesNoAcknowledgedCheckpoint) {
+  constexpr uint32_t kPage = 4096;
+  uint64_t total_faults = 0, failures = 0, acknowledged_total = 0;
+  for (uint64_t seed = first_seed(); seed < first_seed() + 4; ++seed) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    const bool background = seed % 2 == 0;
+    test::TempDir dir;
+    std::mt19937_64 rng(seed);
+    std::string file = dir / "leader.db";
+    std::vector<uint8_t> bytes = random_bytes(rng, 24 * kPage);
+    write_file_atomic(file, bytes);
+    std::shared_ptr<ObjectStore> store = make_memory_store();
+    FaultyEnv env(seed, rates());
+    env.set_enabled(false);  // the seq-0 snapshot is written without faults
+    ReplicatorOptions o;
+    o.spool_dir = dir / "spool";
+    o.spool_env = &env;
+    o.background_spool_bytes = background ? (64u << 20) : 0;
+    o.snapshots.every_segments = 40;  // compactions run among the faults
+    o.retry_initial = std::chrono::milliseconds(1);
+    std::map<uint64_t, std::vector<uint8_t>> acknowledged;  // seq -> the file at that push
+    {
+      Replicator rep(store, o);
+      {
+        FilePageReader reader(file);
+        rep.add("db", reader);
+      }
+      rep.sync("db", std::chrono::seconds(30));
+      acknowledged[0] = bytes;
+      env.set_enabled(true);
+      for (int round = 0; round < 120; ++round) {
+        for (int i = 0, n = 1 + int(rng() % 5); i < n; ++i) {
+          uint64_t id = rng() % (bytes.size() / kPage);
+          auto page = random_bytes(rng, kPage);
+          std::copy(page.begin(), page.end(), bytes.begin() + id * kPage);
+        }
+        if (rng() % 6 == 0) bytes.resize(rng() % 2 ? bytes.size() + kPage : std::max<size_t>(4 * kPage, bytes.size() - kPage));
+        write_file_atomic(file, bytes);
+        try {
+          FilePageReader reader(file);
+          PushResult r = rep.push_checkpoint("db", reader);
+          rep.sync("db", std::chrono::seconds(30));
+          if (r.seq != 0) acknowledged[r.seq] = bytes;
+        } catch (const Error& e) {
+          ASSERT_EQ(e.kind(), ErrorKind::kIO) << e.what();
+          ++failures;
+        }
+      }
+      env.set_enabled(false);
+      FilePageReader reader(file);
+      PushResult last = rep.push_checkpoint("db", reader);
+      rep.sync("db", std::chrono::seconds(30));
+      if (last.seq != 0) acknowledged[last.seq] = bytes;
+    }
+    total_faults += env.faults();
+    acknowledged_total += acknowledged.size();
+    ChainListing chain = list_chain(*store, "", "db");
+    EXPECT_EQ(chain.head_seq(), acknowledged.rbegin()->first);
+    for (auto& [seq, want] : acknowledged) {
+      std::string out = dir / ("restored-" + std::to_string(seq));
+      RestoreTarget t;
+      t.seq = seq;
+      restore(*store, "db", out, t);
+      ASSERT_EQ(read_file(out), want) << "seq " << seq << " does not restore to the file acknowledged there";
+    }
+  }
+  std::printf("spool: %llu faults injected, %llu pushes failed, %llu checkpoints acknowledged and restored\n",
+              (unsigned long long)total_faults, (unsigned long long)failures, (unsigned long long)acknowledged_total);
+  EXPECT_GT(failures, 40u);
 }
 
 }  // namespace

@@ -84,6 +84,9 @@ struct ReplicatorOptions {
   // Upload retry backoff (capped exponential with jitter).
   std::chrono::milliseconds retry_initial{100};
   std::chrono::milliseconds retry_max{10000};
+  // The file system through which segment files are written into the spool
+  // (env.h; null: the real one). Tests inject faults through it.
+  Env* spool_env = nullptr;
   // Milliseconds since the epoch for segment headers; injectable for tests.
   std::function<int64_t()> now_ms;
 };

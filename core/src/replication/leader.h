@@ -48,8 +48,10 @@ struct StoreCheck {
 
 // One replicated database. Fields are guarded by Leader::mu unless noted.
 struct LeaderDb : std::enable_shared_from_this<LeaderDb> {
-  LeaderDb(const std::string& name, const std::string& spool_dir, uint32_t page_size)
-      : name(name), spool(spool_dir + "/" + name, name, page_size), index(page_size) {}
+  LeaderDb(const std::string& name, const ReplicatorOptions& options)
+      : name(name),
+        spool(options.spool_dir + "/" + name, name, options.page_size, options.spool_env),
+        index(options.page_size) {}
 
   std::string name;
   Spool spool;    // its own methods need no lock; st is what they read and write

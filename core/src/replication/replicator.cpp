@@ -301,7 +301,7 @@ std::shared_ptr<LeaderDb> open_db(Leader& leader, const std::string& name, PageR
     std::lock_guard l(leader.mu);
     if (leader.dbs.count(name)) throw Error(ErrorKind::kInvalidArgument, "database '" + name + "' is already added");
   }
-  auto db = std::make_shared<LeaderDb>(name, leader.options().spool_dir, leader.options().page_size);
+  auto db = std::make_shared<LeaderDb>(name, leader.options());
   db->status.db = name;
   db->spool.open(reader.file_mode());
   return db;

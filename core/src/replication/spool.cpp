@@ -28,8 +28,8 @@ void write_json(const std::string& path, const nlohmann::json& j, uint32_t mode)
 
 }  // namespace
 
-Spool::Spool(std::string dir, std::string name, uint32_t page_size)
-    : dir_(std::move(dir)), name_(std::move(name)), page_size_(page_size) {
+Spool::Spool(std::string dir, std::string name, uint32_t page_size, Env* env)
+    : dir_(std::move(dir)), name_(std::move(name)), page_size_(page_size), env_(env ? env : &Env::posix()) {
   make_directories(incr_dir());
   make_directories(snap_dir());
 }
@@ -113,7 +113,7 @@ WrittenSegment Spool::write(const SegmentPlan& plan, int compression) const {
   std::string tmp = dir + "/.tmp-" + seq_name(plan.seq);
   WrittenSegment out;
   try {
-    FileSink sink(tmp, file_mode_);
+    FileSink sink(tmp, file_mode_, env_);
     SegmentHeader h;
     h.page_size = page_size_;
     h.seq = plan.seq;
@@ -135,7 +135,7 @@ WrittenSegment Spool::write(const SegmentPlan& plan, int compression) const {
     out.size = w.bytes_written();
     sink.sync();
     sink.close();
-    if (::rename(tmp.c_str(), final_path.c_str()) != 0) throw_errno("cannot rename " + tmp);
+    if (env_->rename(tmp, final_path) != 0) throw_errno("cannot rename " + tmp);
     fsync_dir(dir);
   } catch (...) {
     ::unlink(tmp.c_str());

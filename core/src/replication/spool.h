@@ -23,6 +23,7 @@
 #include <optional>
 #include <string>
 
+#include "duckblock/env.h"
 #include "duckblock/error.h"
 #include "spool_lock.h"
 
@@ -73,7 +74,8 @@ class Spool {
  public:
   // `dir` is SPOOL/DB; it and its two segment folders are created if missing. `name` is the database's,
   // for messages.
-  Spool(std::string dir, std::string name, uint32_t page_size);
+  // Segment files are written through `env` (null: the real file system).
+  Spool(std::string dir, std::string name, uint32_t page_size, Env* env = nullptr);
 
   const std::string& dir() const { return dir_; }
   std::string index_path() const { return dir_ + "/pages.idx"; }
@@ -139,6 +141,7 @@ class Spool {
 
   std::string dir_, name_;
   uint32_t page_size_;
+  Env* env_;
   uint32_t file_mode_ = 0600;
   std::unique_ptr<SpoolLock> lock_;
 };

@@ -158,10 +158,12 @@ void HttpClient::release(void* handle) {
   idle_.push_back(handle);
 }
 
-HttpResponse HttpClient::perform(const HttpRequest& req) {
-  // A CR or LF would end a header early and inject another one. Values come
-  // from settings checked when the store is made; this is the last line of
-  // defence for all of them. A value may be a secret: it is not shown.
+namespace {
+
+// A CR or LF would end a header early and inject another one. Values come
+// from settings checked when the store is made; this is the last line of
+// defence for all of them. A value may be a secret: it is not shown.
+void check_sendable(const HttpRequest& req) {
   auto is_ctl = [](char ch) { return static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f; };
   for (const auto& [k, v] : req.headers) {
     if (k.empty() || std::any_of(k.begin(), k.end(), is_ctl) || k.find(':') != std::string::npos ||
@@ -175,42 +177,10 @@ HttpResponse HttpClient::perform(const HttpRequest& req) {
   if (std::any_of(req.url.begin(), req.url.end(), is_ctl)) {
     throw Error(ErrorKind::kInvalidArgument, "refusing to send " + req.method + " to a URL with a control character");
   }
-  CURL* h = static_cast<CURL*>(acquire());
-  // curl_easy_reset keeps the handle's live connections and caches: that is
-  // the connection reuse.
-  curl_easy_reset(h);
-  HttpResponse resp;
-  Transfer t;
-  t.req = &req;
-  t.resp = &resp;
-  char errbuf[CURL_ERROR_SIZE] = {0};
+}
 
-  curl_easy_setopt(h, CURLOPT_URL, req.url.c_str());
-  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-  curl_easy_setopt(h, CURLOPT_PATH_AS_IS, 1L);  // keys may contain "." or ".." segments; send them verbatim
-  curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, options_.connect_timeout_ms);
-  curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-  curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, options_.stall_timeout_s);
-  curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, options_.verify_tls ? 1L : 0L);
-  curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, options_.verify_tls ? 2L : 0L);
-  curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 512L * 1024);
-  curl_easy_setopt(h, CURLOPT_UPLOAD_BUFFERSIZE, 2L * 1024 * 1024);
-  curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
-  curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
-  curl_easy_setopt(h, CURLOPT_HEADERDATA, &t);
-  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_write);
-  curl_easy_setopt(h, CURLOPT_WRITEDATA, &t);
-  // Loopback endpoints never go through a proxy from the environment.
-  std::string noproxy = "127.0.0.1,localhost,::1";
-  if (const char* np = std::getenv("no_proxy"); np && *np) noproxy = std::string(np) + "," + noproxy;
-  curl_easy_setopt(h, CURLOPT_NOPROXY, noproxy.c_str());
-  curl_slist* connect_to = nullptr;
-  if (!options_.connect_to.empty()) {
-    connect_to = curl_slist_append(nullptr, ("::" + options_.connect_to).c_str());
-    curl_easy_setopt(h, CURLOPT_CONNECT_TO, connect_to);
-  }
-
+// The request's method, and its body for PUT and POST.
+void set_method(CURL* h, const HttpRequest& req, Transfer& t) {
   const std::string& m = req.method;
   if (m == "HEAD") {
     curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
@@ -229,6 +199,57 @@ HttpResponse HttpClient::perform(const HttpRequest& req) {
     curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, m.c_str());
   }
 
+}
+
+// Options every transfer sets: the URL, timeouts, TLS, buffers, callbacks,
+// proxies.
+void set_transfer_options(CURL* h, const HttpOptions& options, const HttpRequest& req, Transfer& t, char* errbuf) {
+  curl_easy_setopt(h, CURLOPT_URL, req.url.c_str());
+  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+  curl_easy_setopt(h, CURLOPT_PATH_AS_IS, 1L);  // keys may contain "." or ".." segments; send them verbatim
+  curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, options.connect_timeout_ms);
+  curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+  curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, options.stall_timeout_s);
+  curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, options.verify_tls ? 1L : 0L);
+  curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, options.verify_tls ? 2L : 0L);
+  curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 512L * 1024);
+  curl_easy_setopt(h, CURLOPT_UPLOAD_BUFFERSIZE, 2L * 1024 * 1024);
+  curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+  curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+  curl_easy_setopt(h, CURLOPT_HEADERDATA, &t);
+  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_write);
+  curl_easy_setopt(h, CURLOPT_WRITEDATA, &t);
+  // Loopback endpoints never go through a proxy from the environment.
+  std::string noproxy = "127.0.0.1,localhost,::1";
+  if (const char* np = std::getenv("no_proxy"); np && *np) noproxy = std::string(np) + "," + noproxy;
+  curl_easy_setopt(h, CURLOPT_NOPROXY, noproxy.c_str());
+}
+
+}  // namespace
+
+HttpResponse HttpClient::perform(const HttpRequest& req) {
+  check_sendable(req);
+  CURL* h = static_cast<CURL*>(acquire());
+  // curl_easy_reset keeps the handle's live connections and caches: that is
+  // the connection reuse.
+  curl_easy_reset(h);
+  HttpResponse resp;
+  Transfer t;
+  t.req = &req;
+  t.resp = &resp;
+  char errbuf[CURL_ERROR_SIZE] = {0};
+
+  set_transfer_options(h, options_, req, t, errbuf);
+  curl_slist* connect_to = nullptr;
+  if (!options_.connect_to.empty()) {
+    connect_to = curl_slist_append(nullptr, ("::" + options_.connect_to).c_str());
+    curl_easy_setopt(h, CURLOPT_CONNECT_TO, connect_to);
+  }
+
+  set_method(h, req, t);
+
+  const std::string& m = req.method;
   curl_slist* headers = nullptr;
   for (const auto& [k, v] : req.headers) {
     headers = curl_slist_append(headers, (k + ": " + v).c_str());

@@ -141,10 +141,9 @@ Credentials credentials_from_profile(const std::string& profile, bool explicit_p
   return c;
 }
 
-}  // namespace
-
-S3Config s3_config_from_url(const std::string& url, const StoreOptions& options) {
-  S3Config c;
+// The bucket and prefix of an s3:// URL into `c`, refused with
+// kInvalidArgument where a server could read them otherwise.
+void parse_s3_url(const std::string& url, S3Config& c) {
   std::string shown = url;  // control characters would forge lines in logs
   for (char& ch : shown) {
     if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) ch = '?';
@@ -177,64 +176,66 @@ S3Config s3_config_from_url(const std::string& url, const StoreOptions& options)
   }
   if (auto b = control_byte(c.prefix)) throw bad("the prefix contains a control character (" + describe_byte(*b) + ")");
   c.url = "s3://" + c.bucket + "/" + c.prefix;
+}
 
-  // Profile: the option, else AWS_PROFILE, else "default".
-  std::optional<std::string> profile = options.profile;
-  bool explicit_profile = profile.has_value();
-  if (!profile) {
-    profile = env("AWS_PROFILE");
-    explicit_profile = profile.has_value();
-  }
-  std::string profile_name = profile.value_or("default");
-
-  // Credentials: those the program gives; then an explicitly chosen profile;
-  // then the environment; then the profile from the shared credentials file.
+// Credentials: those the program gives; then an explicitly chosen profile;
+// then the environment; then the profile from the shared credentials file.
+Credentials resolve_credentials(const StoreOptions& options, const std::string& profile_name, bool explicit_profile) {
+  Credentials out;
   auto key = env("AWS_ACCESS_KEY_ID");
   auto secret = env("AWS_SECRET_ACCESS_KEY");
   if (options.credentials) {
-    c.credentials.access_key_id = options.credentials->access_key_id;
-    c.credentials.secret_access_key = options.credentials->secret_access_key;
-    c.credentials.session_token = options.credentials->session_token;
-    c.credentials.source = options.credentials->source;
+    out.access_key_id = options.credentials->access_key_id;
+    out.secret_access_key = options.credentials->secret_access_key;
+    out.session_token = options.credentials->session_token;
+    out.source = options.credentials->source;
   } else if (options.profile) {
-    c.credentials = credentials_from_profile(profile_name, true);
+    out = credentials_from_profile(profile_name, true);
   } else if (key || secret) {
     if (!key) throw Error(ErrorKind::kAuth, "S3 credentials: AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not");
     if (!secret) throw Error(ErrorKind::kAuth, "S3 credentials: AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not");
-    c.credentials.access_key_id = *key;
-    c.credentials.secret_access_key = *secret;
-    c.credentials.session_token = env("AWS_SESSION_TOKEN").value_or("");
-    c.credentials.source = "the environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)";
-    check_secret(c.credentials.access_key_id, "AWS_ACCESS_KEY_ID");
-    check_secret(c.credentials.secret_access_key, "AWS_SECRET_ACCESS_KEY");
-    check_secret(c.credentials.session_token, "AWS_SESSION_TOKEN");
+    out.access_key_id = *key;
+    out.secret_access_key = *secret;
+    out.session_token = env("AWS_SESSION_TOKEN").value_or("");
+    out.source = "the environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)";
+    check_secret(out.access_key_id, "AWS_ACCESS_KEY_ID");
+    check_secret(out.secret_access_key, "AWS_SECRET_ACCESS_KEY");
+    check_secret(out.session_token, "AWS_SESSION_TOKEN");
   } else {
-    c.credentials = credentials_from_profile(profile_name, explicit_profile);
+    out = credentials_from_profile(profile_name, explicit_profile);
   }
+  return out;
+}
 
-  // Region: option, environment, then the profile in the config file.
+// Region: option, environment, then the profile in the config file.
+std::string resolve_region(const StoreOptions& options, const std::string& profile_name) {
+  std::string region;
   if (options.region) {
-    c.region = *options.region;
+    region = *options.region;
   } else if (auto r = env("AWS_REGION")) {
-    c.region = *r;
+    region = *r;
   } else if (auto r2 = env("AWS_DEFAULT_REGION")) {
-    c.region = *r2;
+    region = *r2;
   } else if (auto ini = read_ini(home_file("AWS_CONFIG_FILE", "config"))) {
     std::string section = profile_name == "default" ? "default" : "profile " + profile_name;
     auto it = ini->find(section);
-    if (it != ini->end() && it->second.count("region")) c.region = it->second.at("region");
+    if (it != ini->end() && it->second.count("region")) region = it->second.at("region");
   }
-  if (c.region.empty()) c.region = "us-east-1";
-  check_setting(c.region, "region");
+  if (region.empty()) region = "us-east-1";
+  check_setting(region, "region");
   // The region goes into the request's host name and signature.
-  for (char ch : c.region) {
+  for (char ch : region) {
     if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '-' && ch != '_' && ch != '.') {
       throw Error(ErrorKind::kInvalidArgument,
-                  "bad S3 region '" + c.region + "': use letters, digits and '-' (like eu-west-1)");
+                  "bad S3 region '" + region + "': use letters, digits and '-' (like eu-west-1)");
     }
   }
+  return region;
+}
 
-  // Endpoint: option, AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, else AWS's.
+// Endpoint: option, AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, else AWS's; and
+// what follows from it (path style, download streams).
+void resolve_endpoint(const StoreOptions& options, S3Config& c) {
   std::optional<std::string> endpoint = options.endpoint;
   if (!endpoint) endpoint = env("AWS_ENDPOINT_URL_S3");
   if (!endpoint) endpoint = env("AWS_ENDPOINT_URL");
@@ -262,7 +263,10 @@ S3Config s3_config_from_url(const std::string& url, const StoreOptions& options)
   std::string host = host_part.substr(0, host_part.rfind(':') == std::string::npos ? host_part.size()
                                                                                    : host_part.rfind(':'));
   if (host == "127.0.0.1" || host == "localhost" || host == "[::1]") c.download_concurrency = 1;
-  c.verify_tls = options.verify_tls;
+}
+
+// Settings read from the environment only.
+void read_tunables(S3Config& c) {
   // The AWS SDKs' retry budget setting: attempts per request, first included.
   if (const char* v = std::getenv("AWS_MAX_ATTEMPTS"); v && *v) {
     std::string s = v;
@@ -278,6 +282,26 @@ S3Config s3_config_from_url(const std::string& url, const StoreOptions& options)
     else if (m == "auto" || m.empty()) c.conditional_put = ConditionalPut::kAuto;
     else throw Error(ErrorKind::kInvalidArgument, "DUCKBLOCK_S3_CONDITIONAL_PUT must be auto, trust or head-check");
   }
+}
+
+}  // namespace
+
+S3Config s3_config_from_url(const std::string& url, const StoreOptions& options) {
+  S3Config c;
+  parse_s3_url(url, c);
+  // Profile: the option, else AWS_PROFILE, else "default".
+  std::optional<std::string> profile = options.profile;
+  bool explicit_profile = profile.has_value();
+  if (!profile) {
+    profile = env("AWS_PROFILE");
+    explicit_profile = profile.has_value();
+  }
+  const std::string profile_name = profile.value_or("default");
+  c.credentials = resolve_credentials(options, profile_name, explicit_profile);
+  c.region = resolve_region(options, profile_name);
+  resolve_endpoint(options, c);
+  c.verify_tls = options.verify_tls;
+  read_tunables(c);
   return c;
 }
 

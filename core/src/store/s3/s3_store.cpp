@@ -246,39 +246,49 @@ class S3Store final : public ObjectStore {
     uint64_t next = start + *first_len;
     if (next >= end) return;
 
-    // The rest: download_concurrency ranges in flight, written in order.
-    std::deque<std::future<std::vector<uint8_t>>> window;
-    auto fetch = [this, full, what, etag, key](uint64_t off, uint64_t len) {
-      std::vector<uint8_t> buf;
-      buf.reserve(len);
-      Call cl;
-      cl.method = "GET";
-      cl.full_key = full;
-      cl.what = what;
-      cl.before_attempt = [&](Call& x) {
-        x.headers.clear();
-        x.headers.emplace_back("Range", "bytes=" + std::to_string(off + buf.size()) + "-" +
-                                            std::to_string(off + len - 1));
-        if (!etag.empty()) x.headers.emplace_back("If-Match", etag);
-      };
-      cl.on_body = [&](const char* p, size_t n) {
-        if (buf.size() + n > len) throw Error(ErrorKind::kRemote, what + ": the server sent more than the range");
-        buf.insert(buf.end(), p, p + n);
-      };
-      HttpResponse resp = send(cl);
-      if (resp.status == 412) throw changed(key);
-      if (resp.status != 206 && resp.status != 200) fail(resp, cl);
-      if (buf.size() != len) {
-        throw Error(ErrorKind::kRemote, what + ": got " + std::to_string(buf.size()) + " bytes for a range of " +
-                                            std::to_string(len));
-      }
-      return buf;
+    get_remaining_ranges(key, full, what, etag, next, end, out);
+  }
+
+  // One range of an object being read in parallel, pinned to `etag`.
+  std::vector<uint8_t> get_range(const std::string& key, const std::string& full, const std::string& what,
+                                 const std::string& etag, uint64_t off, uint64_t len) {
+    std::vector<uint8_t> buf;
+    buf.reserve(len);
+    Call cl;
+    cl.method = "GET";
+    cl.full_key = full;
+    cl.what = what;
+    cl.before_attempt = [&](Call& x) {
+      x.headers.clear();
+      x.headers.emplace_back("Range", "bytes=" + std::to_string(off + buf.size()) + "-" +
+                                          std::to_string(off + len - 1));
+      if (!etag.empty()) x.headers.emplace_back("If-Match", etag);
     };
+    cl.on_body = [&](const char* p, size_t n) {
+      if (buf.size() + n > len) throw Error(ErrorKind::kRemote, what + ": the server sent more than the range");
+      buf.insert(buf.end(), p, p + n);
+    };
+    HttpResponse resp = send(cl);
+    if (resp.status == 412) throw changed(key);
+    if (resp.status != 206 && resp.status != 200) fail(resp, cl);
+    if (buf.size() != len) {
+      throw Error(ErrorKind::kRemote, what + ": got " + std::to_string(buf.size()) + " bytes for a range of " +
+                                          std::to_string(len));
+    }
+    return buf;
+  }
+
+  // [next, end) of an object whose first range get() read:
+  // download_concurrency ranges in flight, written to `out` in order.
+  void get_remaining_ranges(const std::string& key, const std::string& full, const std::string& what,
+                            const std::string& etag, uint64_t next, uint64_t end, ByteSink& out) {
+    std::deque<std::future<std::vector<uint8_t>>> window;
     try {
       while (next < end || !window.empty()) {
         while (next < end && window.size() < size_t(std::max(1, c_.download_concurrency))) {
           uint64_t len = std::min<uint64_t>(c_.download_chunk, end - next);
-          window.push_back(std::async(std::launch::async, fetch, next, len));
+          window.push_back(
+              std::async(std::launch::async, [=, this] { return get_range(key, full, what, etag, next, len); }));
           next += len;
         }
         std::vector<uint8_t> buf = window.front().get();
