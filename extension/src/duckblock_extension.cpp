@@ -274,20 +274,21 @@ struct FollowFn {
       check_target(*context.db, *state, path, TargetUse::kFollow, force);
       auto store = open_store_for(url, settings);
       f = std::make_shared<Follower>(alias, db, url, path, prefix, store,
-                                     std::chrono::milliseconds(settings.refresh_wait_ms));
+                                     std::chrono::milliseconds(settings.refresh_wait_ms),
+                                     std::chrono::milliseconds(interval), context.db);
       state->add_follower(alias, f);
     } catch (...) {
       rethrow_as_duckdb("follow '" + db + "'");
     }
     RefreshResult r;
     try {
-      r = f->refresh(*context.db);
+      r = f->refresh();
     } catch (...) {
       state->remove_follower(alias);
       f->stop();
       rethrow_as_duckdb("follow '" + db + "' from " + url);
     }
-    if (interval > 0) f->start(context.db, std::chrono::milliseconds(interval));
+    f->start();
     return {{Value(alias), Value(db), Value(f->status().path), Value::UBIGINT(r.seq_after)}};
   }
 };
@@ -315,7 +316,7 @@ struct RefreshFn {
     Rows rows;
     for (auto& f : fs) {
       try {
-        auto r = f->refresh(*context.db);
+        auto r = f->refresh();
         rows.push_back({Value(f->status().alias), Value::UBIGINT(r.seq_before), Value::UBIGINT(r.seq_after),
                         Value::UBIGINT(r.segments_applied)});
       } catch (...) {
