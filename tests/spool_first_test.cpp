@@ -9,7 +9,7 @@
 #include <thread>
 
 #include "duckblock/error.h"
-#include "duckblock/page_index.h"
+#include "duckblock/page_reader.h"
 #include "duckblock/replicator.h"
 #include "duckblock/follower.h"
 #include "duckblock/restore.h"

@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "duckblock/clean_close.h"
+#include "duckblock/page_reader.h"
 #include "duckblock/error.h"
 #include "duckblock/format.h"
 #include "duckblock/io.h"

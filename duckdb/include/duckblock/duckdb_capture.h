@@ -35,7 +35,7 @@
 
 #include "duckdb.hpp"
 #include "duckdb/common/local_file_system.hpp"
-#include "duckblock/page_index.h"
+#include "duckblock/page_reader.h"
 #include "duckblock/replicator.h"
 
 namespace duckblock::duckdb_integration {
