@@ -141,10 +141,7 @@ bool leader_matches(ClientContext& context, const Leader& l, const std::string& 
   if (l.db == name || l.path == name) return true;
   auto attached = duckdb::DatabaseManager::Get(*context.db).GetDatabase(name);
   if (!attached || attached->IsSystem()) return false;
-  std::string p = ReplicatingFileSystem::strip(attached->GetCatalog().GetDBPath());
-  std::error_code ec;
-  auto canon = std::filesystem::weakly_canonical(std::filesystem::absolute(p, ec), ec);
-  return !ec && canon.string() == l.path;
+  return canonical_path(ReplicatingFileSystem::strip(attached->GetCatalog().GetDBPath())) == l.path;
 }
 
 // --- duckblock_status() -----------------------------------------------------

@@ -19,10 +19,6 @@ namespace duckblock::extension {
 
 namespace {
 
-constexpr uint64_t kHeadersEnd = 12288;  // DuckDB's three 4 KiB headers
-
-std::string canonical(const std::string& path) { return canonical_path(path); }
-
 std::string get_string(const duckdb::DatabaseInstance& db, const char* key, const std::string& dflt = "") {
   duckdb::Value v;
   if (!db.TryGetCurrentSetting(key, v) || v.IsNull()) return dflt;
@@ -491,7 +487,7 @@ duckdb::unique_ptr<duckdb::FileHandle> ReplicatingFileSystem::OpenFile(const duc
                                                                        duckdb::optional_ptr<duckdb::FileOpener> opener) {
   std::string local = strip(path);
   if (local.empty()) throw duckdb::IOException("duckblock: '%s' names no file", path);
-  std::string canon = canonical(local);
+  std::string canon = canonical_path(local);
   std::shared_ptr<Leader> leader;
   // The database file itself, opened by DuckDB to attach it for writing.
   // DuckDB opens a database file for reading and writing under a write lock;
@@ -530,7 +526,7 @@ duckdb::unique_ptr<duckdb::FileHandle> ReplicatingFileSystem::OpenFile(const duc
     }
     return wrap(path, std::move(inner), nullptr);
   }
-  bool existing = static_cast<uint64_t>(local_.GetFileSize(*inner)) >= kHeadersEnd;
+  bool existing = static_cast<uint64_t>(local_.GetFileSize(*inner)) >= dbi::kHeadersEnd;
   // Wrapped before start(): wrapping tells the Capture of DuckDB's handle,
   // through which it reads the file.
   auto handle = wrap(path, std::move(inner), leader->capture);
