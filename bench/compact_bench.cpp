@@ -23,7 +23,7 @@
 #include <thread>
 #include <vector>
 
-#include "duckblock/page_index.h"
+#include "duckblock/page_reader.h"
 #include "duckblock/replicator.h"
 #include "duckblock/store.h"
 

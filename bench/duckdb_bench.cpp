@@ -37,6 +37,7 @@
 
 #include "bench_util.h"
 #include "duckblock/duckdb_capture.h"
+#include "duckblock/follower.h"
 #include "duckblock/restore.h"
 
 namespace {
@@ -203,12 +204,12 @@ void follower_lag(const std::string& dir, int samples) {
   std::map<uint64_t, Clock::time_point> applied_at;
   FollowerOptions fo;
   fo.poll_interval = std::chrono::milliseconds(1000);
-  fo.on_applied = [&](const ChainPosition& p) {
+  fo.hooks.after_apply = [&](const ReplicaFiles&, const FollowerPoll& p) {
     std::lock_guard l(mu);
-    applied_at[p.seq] = Clock::now();
+    applied_at[p.position.seq] = Clock::now();
     cv.notify_all();
   };
-  FollowerBehavior follower(store, "lag", dir + "/follower.duckdb", fo);
+  Follower follower(store, "lag", dir + "/follower.duckdb", fo);
   follower.poll_once();
   follower.start();
 

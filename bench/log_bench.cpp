@@ -9,7 +9,7 @@
 //     bytes DuckDB wrote to its WAL, and PUTs per minute (the objects the
 //     store holds afterwards: each log segment and chain segment is one PUT).
 //  3. Follower visibility lag: a commit on the leader (interval mode, 1 s),
-//     until a FollowerBehavior with log_path polling every 1 s holds it (its
+//     until a Follower with log_path polling every 1 s holds it (its
 //     log position covers the leader's WAL length after the commit).
 //
 //   log_bench [--commits N] [--rate N] [--stream-seconds N] [--lag-samples N]
@@ -26,6 +26,7 @@
 
 #include "bench_util.h"
 #include "duckblock/duckdb_capture.h"
+#include "duckblock/follower.h"
 #include "duckblock/restore.h"
 #include "duckblock/wal.h"
 
@@ -214,7 +215,7 @@ void follower_lag(const std::string& dir, int samples) {
   FollowerOptions fo;
   fo.poll_interval = std::chrono::milliseconds(1000);
   fo.log_path = dir + "/follower.duckdb.wal";
-  FollowerBehavior follower(store, "lag", dir + "/follower.duckdb", fo);
+  Follower follower(store, "lag", dir + "/follower.duckdb", fo);
   follower.poll_once();
   follower.start();
   std::mt19937 rng(42);

@@ -13,7 +13,7 @@
 #include "duckblock/compact.h"
 #include "duckblock/error.h"
 #include "duckblock/key.h"
-#include "duckblock/page_index.h"
+#include "duckblock/page_reader.h"
 #include "duckblock/replicator.h"
 #include "store_backends.h"
 #include "test_util.h"

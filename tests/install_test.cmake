@@ -27,9 +27,16 @@ if(BUILD_TYPE)
 endif()
 run(${CMAKE_COMMAND} --install "${BUILD_DIR}" --prefix "${prefix}" ${config_args})
 
-foreach(f include/duckblock/format.h include/duckblock/store.h)
+foreach(f include/duckblock/format.h include/duckblock/store.h include/duckblock/page_reader.h
+          include/duckblock/follower.h)
   if(NOT EXISTS "${prefix}/${f}")
     message(FATAL_ERROR "not installed: ${f}")
+  endif()
+endforeach()
+# The core's internals are not part of the API (core/src/include_internal).
+foreach(f include/duckblock/page_index.h include/duckblock/clean_close.h include/duckblock/env.h)
+  if(EXISTS "${prefix}/${f}")
+    message(FATAL_ERROR "installed, but internal to the core: ${f}")
   endif()
 endforeach()
 

@@ -14,7 +14,7 @@
 #include "cli_util.h"
 #include "duckblock/error.h"
 #include "duckblock/metrics.h"
-#include "duckblock/page_index.h"
+#include "duckblock/page_reader.h"
 #include "duckblock/replicator.h"
 #include "duckblock/store.h"
 #include "http_get.h"

@@ -13,6 +13,7 @@
 #include "duckblock/error.h"
 #include "duckblock/key.h"
 #include "duckblock/replicator.h"
+#include "duckblock/follower.h"
 #include "duckblock/restore.h"
 #include "duckblock/sha256.h"
 #include "store_backends.h"
@@ -110,7 +111,7 @@ void Replication::expect_follower_identical_after_every_checkpoint(const std::st
     rep.add(db, reader);
   }
   rep.sync();
-  FollowerBehavior follower(store, db, dir / (db + ".follower"));
+  Follower follower(store, db, dir / (db + ".follower"));
   uint64_t last_seq = 0;
   for (int i = 0; i < 24; ++i) {
     leader.step();
@@ -186,7 +187,7 @@ TEST_P(Replication, UnchangedPagesAreNotShipped) {
 // read both, because the checksum is the same either way.
 TEST_P(Replication, SegmentsAreCompressedByDefaultPlainWhenAskedAndAChainMayMixThem) {
   MutatingFile leader(dir / "leader.db", 21);
-  FollowerBehavior follower(store, "db", dir / "follower.db");
+  Follower follower(store, "db", dir / "follower.db");
   auto flags_of_new_objects = [&](std::set<std::string>& seen) {
     std::set<int> flags;
     for (const auto& o : store->list("")) {
@@ -328,7 +329,7 @@ TEST_P(Replication, FollowHashesASnapshotOnceAndAnIncrementalTwice) {
   // nothing of the leader's is hashed while the follower is counted.
   Replicator rep(store, opts);
   add_and_sync(rep, leader);
-  FollowerBehavior follower(store, "db", dir / "follower.db");
+  Follower follower(store, "db", dir / "follower.db");
   auto passes = [&](bool snapshot, uint64_t seq) {
     ChainListing chain = list_chain(*store, "", "db");
     const auto& list = snapshot ? chain.snapshots : chain.incrementals;
@@ -336,7 +337,7 @@ TEST_P(Replication, FollowHashesASnapshotOnceAndAnIncrementalTwice) {
     EXPECT_NE(it, list.end());
     uint64_t size = it == list.end() ? 1 : it->size;
     uint64_t before = sha256_bytes_hashed();
-    EXPECT_EQ(follower.poll_once(), 1u);
+    EXPECT_EQ(follower.poll_once().segments_applied, 1u);
     uint64_t hashed = sha256_bytes_hashed() - before;
     // Besides the passes: the replica's file proof (the first 12 KiB of the
     // file, three times a poll) and request signing, under a quarter of
@@ -556,14 +557,14 @@ TEST_P(Replication, PromotedFollowerContinuesAndTheOldLeaderIsFenced) {
   }
   old_leader.sync();
   // Follower B catches up and is promoted.
-  FollowerBehavior b(store, "db", dir / "b.db");
+  Follower b(store, "db", dir / "b.db");
   ChainPosition pos = b.catch_up_and_stop();
   ASSERT_EQ(test::digest_of(read_file(dir / "b.db")), test::digest_of(leader.data()));
   Replicator new_leader(store, options(dir / "spool-new"));
   FilePageReader b_reader(dir / "b.db");
   new_leader.add_continuing("db", b_reader, pos);
   // A second follower C follows across the handover.
-  FollowerBehavior c(store, "db", dir / "c.db");
+  Follower c(store, "db", dir / "c.db");
   c.poll_once();
   MutatingFile b_file(dir / "b-writer.db", 99);  // unused: b writes via raw bytes below
   auto bytes = read_file(dir / "b.db");
@@ -604,7 +605,7 @@ TEST_P(Replication, FollowerStopsAtABrokenChain) {
   auto d = leader.take_dirty();
   rep.push_checkpoint("db", reader, &d);
   rep.sync();
-  FollowerBehavior f(store, "db", dir / "f.db");
+  Follower f(store, "db", dir / "f.db");
   f.poll_once();
   auto before = read_file(dir / "f.db");
   // A segment 2 that does not chain (wrong prev checksum) appears.
@@ -630,8 +631,8 @@ TEST_P(Replication, FollowerLoopRunsAndStopsCleanly) {
   FollowerOptions fo;
   fo.poll_interval = std::chrono::milliseconds(20);
   std::atomic<int> applied{0};
-  fo.on_applied = [&](const ChainPosition&) { applied++; };
-  FollowerBehavior f(store, "db", dir / "f.db", fo);
+  fo.hooks.after_apply = [&](const ReplicaFiles&, const FollowerPoll& p) { applied += p.applied() > 0; };
+  Follower f(store, "db", dir / "f.db", fo);
   f.start();
   leader.step();
   auto d = leader.take_dirty();
@@ -645,6 +646,75 @@ TEST_P(Replication, FollowerLoopRunsAndStopsCleanly) {
   EXPECT_TRUE(f.caught_up());
   EXPECT_GE(applied.load(), 1);
   EXPECT_EQ(test::digest_of(read_file(dir / "f.db")), test::digest_of(leader.data()));
+}
+
+// Two files taking turns (the extension's follower): a published file is
+// never written; a poll that finds the store ahead brings the other file up
+// (before_apply names it first) and publishes it (after_apply).
+TEST_P(Replication, FollowerWithAnAlternateNeverWritesThePublishedFile) {
+  MutatingFile leader(dir / "leader.db", 8);
+  Replicator rep(store, options(dir / "spool"));
+  FilePageReader reader(leader.path());
+  rep.add("db", reader);
+  rep.sync();
+  auto ship = [&] {
+    leader.step();
+    auto d = leader.take_dirty();
+    uint64_t seq = rep.push_checkpoint("db", reader, &d).seq;
+    rep.sync();
+    return seq;
+  };
+  const std::string primary = dir / "f.db", alternate = dir / "f.db.alt";
+  std::vector<std::string> events;
+  FollowerOptions fo;
+  fo.alternate.path = alternate;
+  fo.hooks.before_apply = [&](const ReplicaFiles& files) { events.push_back("before " + files.path); };
+  fo.hooks.after_apply = [&](const ReplicaFiles& files, const FollowerPoll& poll) {
+    events.push_back("publish " + files.path + " " + std::to_string(poll.position.seq));
+  };
+  Follower f(store, "db", primary, fo);
+  uint64_t first = f.poll_once().seq_after;
+  EXPECT_EQ(first, rep.status("db").uploaded_seq);
+  EXPECT_EQ(events, (std::vector<std::string>{"before " + primary, "publish " + primary + " " + std::to_string(first)}));
+  EXPECT_EQ(f.status().published_path, primary);
+  auto published = read_file(primary);
+
+  // Nothing new: nothing is written or published.
+  events.clear();
+  EXPECT_EQ(f.poll_once().applied(), 0u);
+  EXPECT_TRUE(events.empty());
+
+  uint64_t seq = ship();
+  FollowerPoll p = f.poll_once();
+  EXPECT_EQ(events, (std::vector<std::string>{"before " + alternate, "publish " + alternate + " " + std::to_string(seq)}));
+  EXPECT_EQ(p.seq_before, first);
+  EXPECT_EQ(p.seq_after, seq);
+  EXPECT_EQ(f.status().published_path, alternate);
+  EXPECT_EQ(f.position().seq, seq);
+  EXPECT_EQ(read_file(primary), published) << "the file readers read was written";
+  EXPECT_EQ(test::digest_of(read_file(alternate)), test::digest_of(leader.data()));
+
+  // before_apply gives the poll up (the extension: a query still reads the
+  // other file): nothing moves, and the next poll tries again.
+  FollowerOptions go;
+  go.alternate.path = dir / "g.db.alt";
+  bool refuse = true;
+  go.hooks.before_apply = [&](const ReplicaFiles& files) {
+    if (refuse && files.path == go.alternate.path) throw Error(ErrorKind::kRetryable, "still read");
+  };
+  Follower g(store, "db", dir / "g.db", go);
+  g.poll_once();
+  uint64_t next = ship();
+  EXPECT_ERROR_KIND(g.poll_once(), ErrorKind::kRetryable);
+  EXPECT_FALSE(g.broken());
+  EXPECT_EQ(g.status().published_path, dir / "g.db");
+  EXPECT_EQ(g.position().seq, seq);
+  EXPECT_EQ(g.errors(), 1u);
+  EXPECT_EQ(g.last_error(), std::optional<std::string>("still read"));
+  refuse = false;
+  EXPECT_EQ(g.poll_once().seq_after, next);
+  EXPECT_EQ(g.status().published_path, go.alternate.path);
+  EXPECT_FALSE(g.last_error());
 }
 
 TEST_P(Replication, PruneKeepsEveryPointInTheWindowRestorable) {

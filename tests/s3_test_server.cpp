@@ -1,3 +1,6 @@
+// The one s3rver launcher of the test suites, and their main(): a small
+// library (duckblock_s3_test_support) that duckblock_s3_tests and
+// duckblock_duckdb_tests both link. See s3_test_server.h.
 #include "s3_test_server.h"
 
 #include <gtest/gtest.h>
@@ -20,14 +23,13 @@ namespace {
 struct Launched {
   S3TestServer info;
   std::string pid;
-  std::string dir;
+  std::string root;  // the temp directory: the server's data/ and data.log
   ~Launched() {
     if (!pid.empty()) {
       std::string cmd = std::string("bash ") + DUCKBLOCK_SOURCE_DIR + "/scripts/s3rver.sh stop " + pid;
       if (std::system(cmd.c_str()) != 0) fprintf(stderr, "could not stop s3rver %s\n", pid.c_str());
       std::error_code ec;
-      std::filesystem::remove_all(dir, ec);
-      std::filesystem::remove(dir + ".log", ec);
+      std::filesystem::remove_all(root, ec);
     }
   }
 };
@@ -47,6 +49,7 @@ Launched* launch() {
     // The contract suite's "s3" backend opens stores through open_store with
     // these, like a user would.
     ::setenv("DUCKBLOCK_TEST_S3_ENDPOINT", l->info.endpoint.c_str(), 1);
+    ::setenv("DUCKBLOCK_TEST_S3_PATH_STYLE", "1", 1);
     ::setenv("AWS_ACCESS_KEY_ID", "S3RVER", 1);
     ::setenv("AWS_SECRET_ACCESS_KEY", "S3RVER", 1);
     ::setenv("AWS_REGION", "us-east-1", 1);
@@ -65,8 +68,8 @@ Launched* launch() {
   }
   char tmpl[] = "/tmp/duckblock-s3rver-XXXXXX";
   if (!::mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
-  l->dir = std::string(tmpl) + "/data";
-  std::string cmd = std::string("bash ") + DUCKBLOCK_SOURCE_DIR + "/scripts/s3rver.sh start " + l->dir + " " +
+  l->root = tmpl;
+  std::string cmd = std::string("bash ") + DUCKBLOCK_SOURCE_DIR + "/scripts/s3rver.sh start " + l->root + "/data " +
                     l->info.bucket + " --parent " + std::to_string(::getpid());
   FILE* p = ::popen(cmd.c_str(), "r");
   if (!p) throw std::runtime_error("cannot run " + cmd);
@@ -115,8 +118,9 @@ s3::S3Config s3_test_config(const std::string& endpoint) {
 
 }  // namespace duckblock::test
 
-// duckblock_s3_tests: the S3 suites plus the store contract suite with its
-// "s3" backend pointed at the launched server.
+// The suites (duckblock_s3_tests: the S3 ones and the store contract suite;
+// duckblock_duckdb_tests: the end-to-end ones), their "s3" store backend
+// (store_backends.cpp) pointed at the launched server.
 int main(int argc, char** argv) {
   if (const char* url = std::getenv("DUCKBLOCK_TEST_S3_URL"); url && *url) {
     ::setenv("DUCKBLOCK_TEST_S3_EXTERNAL", "1", 1);

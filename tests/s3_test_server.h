@@ -1,8 +1,10 @@
 // The S3 server the S3 tests run against: s3rver on 127.0.0.1 with a fresh
 // directory and bucket (scripts/s3rver.sh). Under ctest the s3rver fixture
 // starts one for the whole run and passes it in DUCKBLOCK_TEST_S3RVER_FILE;
-// run by hand, duckblock_s3_tests starts its own on first use and stops it
-// at exit. DUCKBLOCK_TEST_S3_URL points the contract suite elsewhere instead.
+// run by hand, the suite (duckblock_s3_tests, duckblock_duckdb_tests) starts
+// its own on first use and stops it at exit. DUCKBLOCK_TEST_S3_URL (with
+// DUCKBLOCK_TEST_S3_ENDPOINT, ...) points the suites elsewhere instead. The
+// library that holds this also holds the suites' main().
 #pragma once
 
 #include <string>

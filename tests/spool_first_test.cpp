@@ -9,8 +9,9 @@
 #include <thread>
 
 #include "duckblock/error.h"
-#include "duckblock/page_index.h"
+#include "duckblock/page_reader.h"
 #include "duckblock/replicator.h"
+#include "duckblock/follower.h"
 #include "duckblock/restore.h"
 #include "duckblock/store.h"
 #include "cli_util.h"
@@ -49,7 +50,7 @@ TEST(SpoolFirst, ANewerChainFencesOnTheUploaderNotInAdd) {
   test::TempDir dir;
   std::string file = spooled_file(dir, 3);
   std::shared_ptr<ObjectStore> store = open_store("file://" + dir / "store");
-  FollowerBehavior b(store, "app", dir / "b.db");
+  Follower b(store, "app", dir / "b.db");
   ChainPosition pos = b.catch_up_and_stop();
   {
     Replicator other(store, options(dir / "spool-b", false));

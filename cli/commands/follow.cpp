@@ -8,6 +8,7 @@
 #include "commands.h"
 #include "common.h"
 #include "duckblock/chain.h"
+#include "duckblock/follower.h"
 #include "duckblock/key.h"
 #include "duckblock/metrics.h"
 #include "duckblock/restore.h"
@@ -101,13 +102,8 @@ Runner add_follow(CLI::App& app) {
     }
 
     std::mutex out_mu;
-    FollowerBehavior* follower_ptr = nullptr;
-    auto print = [&](const ChainPosition& p, const char* event) {
+    auto print = [&](const ChainPosition& p, const std::optional<LogPosition>& log, const char* event) {
       std::lock_guard l(out_mu);
-      std::optional<LogPosition> log;
-      // on_applied runs on the applying thread, which holds the follower's
-      // apply lock: read the record from disk instead of asking it.
-      if (follower_ptr && !f->no_log) log = LogReplica::peek(path + ".duckblock-log");
       if (f->store.json) {
         nlohmann::json j = {{"event", event}, {"db", f->store.db}, {"seq", p.seq},
                             {"checksum", checksum_hex(p.checksum)}, {"time", format_time(now_ms())}};
@@ -126,7 +122,9 @@ Runner add_follow(CLI::App& app) {
     };
     FollowerOptions fo;
     fo.poll_interval = interval;
-    fo.on_applied = [&](const ChainPosition& p) { print(p, "applied"); };
+    fo.hooks.after_apply = [&](const ReplicaFiles&, const FollowerPoll& poll) {
+      if (poll.applied()) print(poll.position, poll.log, "applied");
+    };
     if (!f->no_log) {
       fo.log_path = path + ".wal";
     } else if (LogReplica::peek(path + ".duckblock-log")) {
@@ -136,8 +134,7 @@ Runner add_follow(CLI::App& app) {
       LogReplica(path + ".wal", path + ".duckblock-log").clear();
       note(f->store, "follow: removed " + path + ".wal (--checkpoints-only keeps no log)");
     }
-    FollowerBehavior follower(store, f->store.db, path, fo);
-    follower_ptr = &follower;
+    Follower follower(store, f->store.db, path, fo);
     // Listening before the first poll: a port in use fails before anything
     // is applied, and a scrape sees the catch-up.
     std::unique_ptr<MetricsServer> metrics;
@@ -145,20 +142,18 @@ Runner add_follow(CLI::App& app) {
       metrics = std::make_unique<MetricsServer>(*metrics_addr, [&follower, db = f->store.db]() {
         FollowerSample s;
         s.db = s.alias = db;
-        // position() waits for an apply in progress (a first restore can
-        // take minutes); the scrape then times out, which says as much.
-        s.applied_seq = follower.position().seq;
-        // poll_once catches up to the head it lists: after a good poll the
-        // replica was at the head.
-        s.head_seq = s.applied_seq;
-        s.last_current_ms = follower.last_current_ms();
-        if (auto lp = follower.log_position()) {
-          s.log_index = lp->index;
-          s.log_bytes = lp->length;
+        // As of the last poll that ended: a scrape never waits for an apply.
+        FollowerState st = follower.status();
+        s.applied_seq = st.position.seq;
+        s.head_seq = std::max(st.head_seq, s.applied_seq);
+        s.last_current_ms = st.last_current_ms;
+        if (st.log) {
+          s.log_index = st.log->index;
+          s.log_bytes = st.log->length;
         }
-        s.polls = follower.polls();
-        s.errors = follower.errors();
-        s.error = follower.last_error().has_value();
+        s.polls = st.polls;
+        s.errors = st.errors;
+        s.error = st.last_error.has_value();
         return render_metrics({}, {s}, metrics_now_ms());
       });
       note(f->store, "follow: metrics on http://" + metrics->host() + ":" + std::to_string(metrics->port()) +
@@ -168,7 +163,7 @@ Runner add_follow(CLI::App& app) {
     // or a broken chain ends the command with its own exit status.
     follower.poll_once();
     if (f->once) {
-      print(follower.position(), "caught-up");
+      print(follower.position(), follower.log_position(), "caught-up");
       return 0;
     }
     // From here signals are taken synchronously by this thread (sigtimedwait),
@@ -191,7 +186,7 @@ Runner add_follow(CLI::App& app) {
       if (sig == SIGINT || sig == SIGTERM) {
         follower.stop();
         note(f->store, std::string("follow: stopped by ") + (sig == SIGINT ? "SIGINT" : "SIGTERM"));
-        print(follower.position(), "stopped");
+        print(follower.position(), follower.log_position(), "stopped");
         return 0;
       }
       if (follower.broken()) {

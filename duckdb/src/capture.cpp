@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "duckblock/clean_close.h"
+#include "duckblock/page_reader.h"
 #include "duckblock/error.h"
 #include "duckblock/format.h"
 #include "duckblock/io.h"
@@ -24,20 +24,6 @@ namespace duckblock::duckdb_integration {
 namespace {
 
 constexpr uint64_t kPage = 4096;
-// DuckDB's two database headers (h1, h2) live at these offsets and are
-// exactly one 4 KiB page each; the main header at 0 is written only when the
-// file is created or upgraded.
-constexpr uint64_t kHeader1 = 4096;
-constexpr uint64_t kHeader2 = 8192;
-constexpr uint64_t kHeaderSize = 4096;
-
-// The same file, whichever way DuckDB spells its path (relative, with ./).
-std::string canonical(const std::string& path) {
-  std::error_code ec;
-  auto p = std::filesystem::weakly_canonical(std::filesystem::absolute(path, ec), ec);
-  if (ec) return std::filesystem::absolute(path).lexically_normal().string();
-  return p.string();
-}
 
 // DuckDB's WAL framing (1.4, write_ahead_log.cpp): after a version header,
 // entries of [u64 size][u64 checksum][payload], little-endian, where the
@@ -86,7 +72,7 @@ bool ends_with_checkpoint(const std::vector<uint8_t>& tail) {
 // names what in them identifies a checkpoint.
 std::optional<std::string> duckdb_evidence(PageReader& reader, const std::string& path) {
   if (::access((path + ".wal").c_str(), F_OK) == 0) return std::nullopt;
-  std::vector<uint8_t> head(kHeader2 + kHeaderSize);
+  std::vector<uint8_t> head(kHeadersEnd);
   if (reader.read_at(0, head.data(), head.size()) != head.size()) return std::nullopt;
   if (std::memcmp(head.data() + 8, "DUCK", 4) != 0) return std::nullopt;
   char buf[256];
@@ -145,7 +131,7 @@ class Capture::HandleReader final : public PageReader {
 
 Capture::Capture(std::string path, std::string db_name, std::shared_ptr<Replicator> replicator,
                  CaptureOptions options)
-    : path_(canonical(path)),
+    : path_(canonical_path(path)),
       db_name_(std::move(db_name)),
       replicator_(std::move(replicator)),
       options_(std::move(options)) {
@@ -509,7 +495,7 @@ duckdb::unique_ptr<duckdb::FileHandle> CaptureFileSystem::OpenFile(const duckdb:
   // are watched: DuckDB also opens the file read-only to check its magic
   // bytes, and .tmp files beside it, none of which are replicated.
   if (!h || !flags.OpenForWriting()) return h;
-  std::string canon = canonical(path);
+  std::string canon = canonical_path(path);
   bool log = canon == canonical_path_ + ".wal";
   if (!log && canon != canonical_path_) return h;
   std::string name = h->path;
@@ -654,6 +640,13 @@ std::unique_ptr<ReplicatedDatabase> open_replicated(const std::string& path,
   auto db = std::make_unique<duckdb::DuckDB>(path, &cfg);
   capture->start();
   return std::make_unique<ReplicatedDatabase>(std::move(db), std::move(capture));
+}
+
+std::string canonical_path(const std::string& path) {
+  std::error_code ec;
+  auto p = std::filesystem::weakly_canonical(std::filesystem::absolute(path, ec), ec);
+  if (ec) return std::filesystem::absolute(path).lexically_normal().string();
+  return p.string();
 }
 
 }  // namespace duckblock::duckdb_integration

@@ -25,6 +25,7 @@
 
 #include "duckblock/duckdb_capture.h"
 #include "duckblock/error.h"
+#include "duckblock/follower.h"
 #include "duckblock/restore.h"
 #include "duckblock/wal.h"
 #include "duckdb_test_util.h"
@@ -149,7 +150,7 @@ TEST(CrashTest, LeaderKilledDuringPushesLosesAndDuplicatesNothing) {
     std::shared_ptr<ObjectStore> store = make_local_store(store_dir);
     FollowerOptions fo;
     fo.prefix = kPrefix;
-    FollowerBehavior follower(store, "db", dir / "follower.duckdb", fo);
+    Follower follower(store, "db", dir / "follower.duckdb", fo);
 
     std::string done;
     for (int attempt = 0; attempt < 60; ++attempt) {

@@ -13,7 +13,7 @@
 
 #include "duckblock/error.h"
 #include "duckblock/io.h"
-#include "duckblock/page_index.h"
+#include "duckblock/page_reader.h"
 #include "duckblock/restore.h"
 #include "duckblock/sha256.h"
 #include "duckblock/wal.h"

@@ -10,6 +10,7 @@
 
 #include "duckblock/duckdb_capture.h"
 #include "duckblock/error.h"
+#include "duckblock/follower.h"
 #include "duckblock/restore.h"
 #include "duckdb_test_util.h"
 #include "e2e_backends.h"
@@ -63,7 +64,7 @@ TEST_P(EndToEnd, FollowerIsByteIdenticalAfterEveryCheckpointAndRestoresHitEveryP
 
   FollowerOptions fo;
   fo.prefix = prefix;
-  FollowerBehavior follower(store, "db", dir / "follower.duckdb", fo);
+  Follower follower(store, "db", dir / "follower.duckdb", fo);
 
   uint64_t shrinks = 0, last_len = std::filesystem::file_size(leader_path);
   for (const auto& step : duckdb_test::workload()) {
@@ -132,7 +133,7 @@ TEST_P(EndToEnd, FollowerIsByteIdenticalAfterEveryCheckpointAndRestoresHitEveryP
   }
   // A follower that starts late begins from the newest snapshot.
   {
-    FollowerBehavior late(store, "db", dir / "late.duckdb", fo);
+    Follower late(store, "db", dir / "late.duckdb", fo);
     late.poll_once();
     EXPECT_EQ(late.position().seq, head);
     EXPECT_EQ(sha256_file(dir / "late.duckdb"), sha256_file(leader_path));

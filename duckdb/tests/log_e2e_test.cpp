@@ -7,6 +7,7 @@
 
 #include "duckblock/duckdb_capture.h"
 #include "duckblock/error.h"
+#include "duckblock/follower.h"
 #include "duckblock/restore.h"
 #include "duckblock/wal.h"
 #include "duckdb_test_util.h"
@@ -65,7 +66,7 @@ TEST_P(LogEndToEnd, CommitsWithoutCheckpointReachRestoreAndFollower) {
   FollowerOptions fo;
   fo.prefix = prefix;
   fo.log_path = dir / "follower.duckdb.wal";
-  FollowerBehavior follower(store, "db", dir / "follower.duckdb", fo);
+  Follower follower(store, "db", dir / "follower.duckdb", fo);
 
   int id = 0;
   for (int round = 0; round < 6; ++round) {
@@ -269,7 +270,7 @@ TEST(LogRefusal, ForeignMisplacedOrOutOfOrderSegmentsAreRefusedBeforeAnythingIsW
     FollowerOptions fo;
     fo.prefix = prefix;
     fo.log_path = r + ".wal";
-    FollowerBehavior follower(store, "db", r, fo);
+    Follower follower(store, "db", r, fo);
     try {
       follower.poll_once();
       ADD_FAILURE() << "the follower applied it";

@@ -7,6 +7,7 @@
 
 #include "duckblock/duckdb_capture.h"
 #include "duckblock/error.h"
+#include "duckblock/follower.h"
 #include "duckblock/restore.h"
 #include "duckdb_test_util.h"
 #include "test_util.h"
@@ -45,8 +46,8 @@ TEST(Promotion, FollowerTakesOverSecondFollowerFollowsOldLeaderIsFenced) {
   auto rep1 = make_replicator(store, dir / "spool1");
   auto leader1 = open_replicated(dir / "a.duckdb", rep1, "db");
   auto con1 = std::make_unique<duckdb::Connection>(leader1->db());
-  FollowerBehavior f1(store, "db", dir / "b.duckdb");
-  FollowerBehavior f2(store, "db", dir / "c.duckdb");
+  Follower f1(store, "db", dir / "b.duckdb");
+  Follower f2(store, "db", dir / "c.duckdb");
   for (size_t i = 0; i < handover; ++i) {
     checkpointed_step(*con1, steps[i]);
     rep1->sync();

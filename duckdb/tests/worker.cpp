@@ -49,6 +49,7 @@
 #include <vector>
 
 #include "duckblock/duckdb_capture.h"
+#include "duckblock/follower.h"
 #include "duckblock/restore.h"
 #include "duckdb_test_util.h"
 
@@ -154,7 +155,7 @@ int follow(char** argv) {
   std::shared_ptr<ObjectStore> store = make_local_store(store_dir);
   FollowerOptions fo;
   fo.prefix = kPrefix;
-  FollowerBehavior f(store, "db", file, fo);
+  Follower f(store, "db", file, fo);
   f.poll_once();
   std::printf("done %llu\n", static_cast<unsigned long long>(f.position().seq));
   return 0;
@@ -240,7 +241,7 @@ int log_follow(int argc, char** argv) {
   FollowerOptions fo;
   fo.prefix = kPrefix;
   fo.log_path = file + ".wal";
-  FollowerBehavior f(store, "db", file, fo);
+  Follower f(store, "db", file, fo);
   do {
     f.poll_once();
     std::this_thread::sleep_for(std::chrono::milliseconds(5));

@@ -141,10 +141,7 @@ bool leader_matches(ClientContext& context, const Leader& l, const std::string& 
   if (l.db == name || l.path == name) return true;
   auto attached = duckdb::DatabaseManager::Get(*context.db).GetDatabase(name);
   if (!attached || attached->IsSystem()) return false;
-  std::string p = ReplicatingFileSystem::strip(attached->GetCatalog().GetDBPath());
-  std::error_code ec;
-  auto canon = std::filesystem::weakly_canonical(std::filesystem::absolute(p, ec), ec);
-  return !ec && canon.string() == l.path;
+  return canonical_path(ReplicatingFileSystem::strip(attached->GetCatalog().GetDBPath())) == l.path;
 }
 
 // --- duckblock_status() -----------------------------------------------------
@@ -274,20 +271,21 @@ struct FollowFn {
       check_target(*context.db, *state, path, TargetUse::kFollow, force);
       auto store = open_store_for(url, settings);
       f = std::make_shared<Follower>(alias, db, url, path, prefix, store,
-                                     std::chrono::milliseconds(settings.refresh_wait_ms));
+                                     std::chrono::milliseconds(settings.refresh_wait_ms),
+                                     std::chrono::milliseconds(interval), context.db);
       state->add_follower(alias, f);
     } catch (...) {
       rethrow_as_duckdb("follow '" + db + "'");
     }
     RefreshResult r;
     try {
-      r = f->refresh(*context.db);
+      r = f->refresh();
     } catch (...) {
       state->remove_follower(alias);
       f->stop();
       rethrow_as_duckdb("follow '" + db + "' from " + url);
     }
-    if (interval > 0) f->start(context.db, std::chrono::milliseconds(interval));
+    f->start();
     return {{Value(alias), Value(db), Value(f->status().path), Value::UBIGINT(r.seq_after)}};
   }
 };
@@ -315,7 +313,7 @@ struct RefreshFn {
     Rows rows;
     for (auto& f : fs) {
       try {
-        auto r = f->refresh(*context.db);
+        auto r = f->refresh();
         rows.push_back({Value(f->status().alias), Value::UBIGINT(r.seq_before), Value::UBIGINT(r.seq_after),
                         Value::UBIGINT(r.segments_applied)});
       } catch (...) {

@@ -11,13 +11,6 @@
 
 namespace duckblock::extension {
 
-std::string canonical_path(const std::string& path) {
-  std::error_code ec;
-  auto p = std::filesystem::weakly_canonical(std::filesystem::absolute(path, ec), ec);
-  if (ec) return std::filesystem::absolute(path).lexically_normal().string();
-  return p.string();
-}
-
 void check_target(duckdb::DatabaseInstance& db, State& state, const std::string& path, TargetUse use, bool force) {
   const std::string canon = canonical_path(path);
   const char* verb = use == TargetUse::kRestore ? "restore" : "follow";

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "duckdb.hpp"
+#include "duckblock/duckdb_capture.h"
 
 namespace duckblock::extension {
 
@@ -24,8 +25,8 @@ enum class TargetUse { kRestore, kFollow };
 //   stale .wal beside it: only with force := true.
 void check_target(duckdb::DatabaseInstance& db, State& state, const std::string& path, TargetUse use, bool force);
 
-// The canonical absolute form of a local path (symlinks in existing parents
-// resolved), as leaders and followers record their files.
-std::string canonical_path(const std::string& path);
+// The canonical absolute form of a local path, as leaders and followers
+// record their files: the DuckDB layer's (duckdb_capture.h).
+using duckdb_integration::canonical_path;
 
 }  // namespace duckblock::extension

@@ -19,10 +19,6 @@ namespace duckblock::extension {
 
 namespace {
 
-constexpr uint64_t kHeadersEnd = 12288;  // DuckDB's three 4 KiB headers
-
-std::string canonical(const std::string& path) { return canonical_path(path); }
-
 std::string get_string(const duckdb::DatabaseInstance& db, const char* key, const std::string& dflt = "") {
   duckdb::Value v;
   if (!db.TryGetCurrentSetting(key, v) || v.IsNull()) return dflt;
@@ -340,61 +336,71 @@ void State::shutdown() {
 // Follower
 
 Follower::Follower(std::string alias, std::string db, std::string store_url, std::string path, std::string prefix,
-                   std::shared_ptr<ObjectStore> store, std::chrono::milliseconds refresh_wait)
+                   std::shared_ptr<ObjectStore> store, std::chrono::milliseconds refresh_wait,
+                   std::chrono::milliseconds poll_interval, duckdb::weak_ptr<duckdb::DatabaseInstance> instance)
     : alias_(std::move(alias)),
       db_(std::move(db)),
       store_url_(std::move(store_url)),
-      path_(canonical(path)),
+      path_(canonical_path(path)),
       prefix_(std::move(prefix)),
-      store_(std::move(store)),
-      refresh_wait_(refresh_wait) {
-  slots_[0].path = path_;
-  slots_[1].path = path_ + ".duckblock-alt";
-  st_.alias = alias_;
-  st_.db = db_;
-  st_.path = path_;
-  st_.store_url = store_url_;
+      refresh_wait_(refresh_wait),
+      poll_interval_(poll_interval),
+      instance_(std::move(instance)) {
+  FollowerOptions fo;
+  fo.prefix = prefix_;
+  fo.log_path = path_ + ".wal";
+  fo.alternate = {path_ + ".duckblock-alt", path_ + ".duckblock-alt.wal"};
+  // A refresh that fails (the store away, a query still reading) is retried
+  // at the set interval: a SQL setting names it, so it does not grow.
+  fo.poll_interval = fo.max_backoff = poll_interval_;
+  fo.hooks.before_apply = [this](const ReplicaFiles& files) { wait_unread(files); };
+  fo.hooks.after_apply = [this](const ReplicaFiles& files, const FollowerPoll&) { attach(files); };
+  fo.hooks.still_published = [this] { return still_attached(); };
+  fo.hooks.around_poll = [weak = instance_](const std::function<void()>& poll) {
+    // Held only for one poll: if the program dropped its last handle
+    // meanwhile, releasing it here destroys the instance on this thread,
+    // whose shutdown stops (detaches) this very loop and may destroy this
+    // follower; nothing of it is touched after.
+    auto db = weak.lock();
+    if (!db) return false;
+    poll();  // a failure is in the status (last_error); the next poll tries again
+    db.reset();
+    return true;
+  };
+  core_ = std::make_unique<duckblock::Follower>(std::move(store), db_, path_, std::move(fo));
 }
 
-Follower::~Follower() {
-  // stop() ran (State::shutdown or duckblock_unfollow); a joinable thread
-  // here would terminate the process, so make sure.
-  if (thread_.joinable()) {
-    if (thread_.get_id() == std::this_thread::get_id()) {
-      thread_.detach();
-    } else {
-      {
-        std::lock_guard l(ctl_->mu);
-        ctl_->stop = true;
-      }
-      ctl_->cv.notify_all();
-      thread_.join();
-    }
-  }
-}
+Follower::~Follower() { core_.reset(); }  // stops the loop (from the loop itself, detaches it)
 
 FollowerStatus Follower::status() const {
-  std::lock_guard l(mu_);
-  return st_;
+  FollowerState c = core_->status();
+  FollowerStatus s;
+  s.alias = alias_;
+  s.db = db_;
+  s.path = c.published_path.empty() ? path_ : c.published_path;
+  s.store_url = store_url_;
+  s.applied_seq = c.position.seq;
+  s.log_index = c.log ? c.log->index : 0;
+  s.log_bytes = c.log ? c.log->length : 0;
+  s.log_created_ms = c.log ? c.log->created_ms : 0;
+  s.head_seq = c.head_seq;
+  s.refreshes = c.applies;
+  s.polls = c.polls;
+  s.errors = c.errors;
+  s.attached = !c.published_path.empty() && !closed_;
+  s.last_current_ms = c.last_current_ms;
+  s.last_error = c.last_error;
+  return s;
 }
 
-void Follower::open_slot(Slot& s) {
-  if (!s.replica) s.replica = std::make_unique<Replica>(s.path);  // finishes an apply a crash interrupted
-  if (!s.log) s.log = std::make_unique<LogReplica>(s.path + ".wal", s.path + ".duckblock-log");
+duckdb::weak_ptr<duckdb::AttachedDatabase>& Follower::attachment(const std::string& path) {
+  return attached_[path == path_ ? 0 : 1];
 }
 
-bool Follower::behind(Slot& s, uint64_t head) {
-  open_slot(s);
-  if (!std::filesystem::exists(s.path) || s.replica->position() == ChainPosition{}) return true;
-  if (s.replica->position().seq != head) return true;
-  auto entries = list_log(*store_, prefix_, db_, head);
-  uint64_t have = s.log->position() && s.log->position()->base_seq == head ? s.log->position()->index : 0;
-  return !entries.empty() && entries.back().index > have;
-}
-
-void Follower::wait_unread(Slot& s) {
+void Follower::wait_unread(const ReplicaFiles& files) {
+  auto& attached = attachment(files.path);
   auto deadline = std::chrono::steady_clock::now() + refresh_wait_;
-  while (!s.attached.expired()) {
+  while (!attached.expired()) {
     if (std::chrono::steady_clock::now() >= deadline) {
       throw Error(ErrorKind::kRetryable,
                   "a query has been reading the previous state of '" + alias_ + "' for over " +
@@ -405,130 +411,38 @@ void Follower::wait_unread(Slot& s) {
   }
 }
 
-RefreshResult Follower::bring_up(Slot& s, uint64_t head) {
-  open_slot(s);
-  RefreshResult r;
-  r.seq_before = s.replica->position().seq;
-  // The log belongs to the file's checkpoint: it goes before the file moves.
-  if (s.log->position() && s.replica->position().seq != head) s.log->clear();
-  r.segments_applied = catch_up(*store_, prefix_, db_, *s.replica, head);
-  r.log_segments_applied = catch_up_log(*store_, prefix_, db_, s.replica->position(), *s.log).applied;
-  r.seq_after = s.replica->position().seq;
-  return r;
+bool Follower::still_attached() {
+  // Detached behind our back: attach afresh (the primary file, brought up
+  // to date while nothing reads it).
+  auto db = instance_.lock();
+  return db && duckdb::DatabaseManager::Get(*db).GetDatabase(alias_) != nullptr;
 }
 
-void Follower::attach(duckdb::Connection& con, duckdb::DatabaseInstance& db, int slot) {
-  Slot& s = slots_[slot];
+void Follower::attach(const ReplicaFiles& files) {
+  auto db = instance_.lock();
+  if (!db) throw Error(ErrorKind::kIO, "the database that '" + alias_ + "' belongs to is closing");
+  duckdb::Connection con(*db);
   // Atomic for readers: the alias names the old file until the new one is
   // attached; queries already running keep the old attachment alive.
-  auto r = con.Query("ATTACH OR REPLACE " + quote_literal(s.path) + " AS " + quote_ident(alias_) + " (READ_ONLY)");
-  if (r->HasError()) throw Error(ErrorKind::kIO, "attaching '" + s.path + "' as '" + alias_ + "': " + r->GetError());
-  s.attached = duckdb::DatabaseManager::Get(db).GetDatabase(alias_);
-  active_ = slot;
-  std::lock_guard l(mu_);
-  st_.attached = true;
-  st_.path = s.path;
+  auto r = con.Query("ATTACH OR REPLACE " + quote_literal(files.path) + " AS " + quote_ident(alias_) + " (READ_ONLY)");
+  if (r->HasError()) throw Error(ErrorKind::kIO, "attaching '" + files.path + "' as '" + alias_ + "': " + r->GetError());
+  attachment(files.path) = duckdb::DatabaseManager::Get(*db).GetDatabase(alias_);
 }
 
-RefreshResult Follower::refresh(duckdb::DatabaseInstance& db) {
-  std::lock_guard a(apply_mu_);
-  RefreshResult res;
-  duckdb::Connection con(db);
-  try {
-    {
-      std::lock_guard l(mu_);
-      ++st_.polls;
-    }
-    auto chain = list_chain(*store_, prefix_, db_);
-    if (chain.empty()) {
-      throw Error(ErrorKind::kNotFound, "the store " + store_url_ + " has no database '" + db_ + "' under prefix '" +
-                                            prefix_ + "'");
-    }
-    uint64_t head = chain.head_seq();
-    bool attached = active_ >= 0 && duckdb::DatabaseManager::Get(db).GetDatabase(alias_) != nullptr;
-    if (!attached) {
-      // First attach (or the alias was detached behind our back): the
-      // primary file, brought up to date while nothing reads it.
-      wait_unread(slots_[0]);
-      res = bring_up(slots_[0], head);
-      attach(con, db, 0);
-    } else if (behind(slots_[active_], head)) {
-      int next = 1 - active_;
-      wait_unread(slots_[next]);
-      res = bring_up(slots_[next], head);
-      res.seq_before = slots_[active_].replica->position().seq;
-      attach(con, db, next);
-    } else {
-      res.seq_before = res.seq_after = slots_[active_].replica->position().seq;
-    }
-    Slot& cur = slots_[active_];
-    std::lock_guard l(mu_);
-    st_.applied_seq = cur.replica->position().seq;
-    auto lp = cur.log->position();
-    st_.log_index = lp ? lp->index : 0;
-    st_.log_bytes = lp ? lp->length : 0;
-    st_.log_created_ms = lp ? lp->created_ms : 0;
-    st_.head_seq = head;
-    if (res.segments_applied || res.log_segments_applied) ++st_.refreshes;
-    if (st_.applied_seq >= head) st_.last_current_ms = now_ms();
-    st_.last_error.reset();
-  } catch (const std::exception& e) {
-    // The alias still reads the state it read before: nothing to put back.
-    std::lock_guard l(mu_);
-    st_.last_error = e.what();
-    ++st_.errors;
-    throw;
-  }
-  return res;
+RefreshResult Follower::refresh() { return core_->poll_once(); }
+
+void Follower::start() {
+  if (poll_interval_.count() > 0) core_->start();
 }
 
-void Follower::start(duckdb::weak_ptr<duckdb::DatabaseInstance> weak_db, std::chrono::milliseconds interval) {
-  auto self = shared_from_this();
-  auto ctl = ctl_;
-  thread_ = std::thread([self, ctl, weak_db, interval]() {
-    for (;;) {
-      {
-        std::unique_lock l(ctl->mu);
-        if (ctl->cv.wait_for(l, interval, [&] { return ctl->stop; })) break;
-      }
-      // Held only for one refresh: if the program dropped its last handle
-      // meanwhile, releasing it here destroys the instance on this thread,
-      // whose shutdown stops (detaches) this very thread; the loop then ends.
-      auto db = weak_db.lock();
-      if (!db) break;
-      try {
-        self->refresh(*db);
-      } catch (const std::exception&) {
-        // Recorded in the status (last_error); the next poll tries again.
-      }
-      db.reset();
-    }
-  });
-}
-
-void Follower::stop() {
-  {
-    std::lock_guard l(ctl_->mu);
-    ctl_->stop = true;
-  }
-  ctl_->cv.notify_all();
-  if (!thread_.joinable()) return;
-  if (thread_.get_id() == std::this_thread::get_id()) {
-    thread_.detach();
-  } else {
-    thread_.join();
-  }
-}
+void Follower::stop() { core_->stop(); }
 
 void Follower::close(duckdb::DatabaseInstance& db) {
   stop();
-  std::lock_guard a(apply_mu_);
   duckdb::Connection con(db);
   auto r = con.Query("DETACH DATABASE IF EXISTS " + quote_ident(alias_));
   if (r->HasError()) throw Error(ErrorKind::kIO, "detaching '" + alias_ + "': " + r->GetError());
-  active_ = -1;
-  std::lock_guard l(mu_);
-  st_.attached = false;
+  closed_ = true;
 }
 
 // ---------------------------------------------------------------------------
@@ -573,7 +487,7 @@ duckdb::unique_ptr<duckdb::FileHandle> ReplicatingFileSystem::OpenFile(const duc
                                                                        duckdb::optional_ptr<duckdb::FileOpener> opener) {
   std::string local = strip(path);
   if (local.empty()) throw duckdb::IOException("duckblock: '%s' names no file", path);
-  std::string canon = canonical(local);
+  std::string canon = canonical_path(local);
   std::shared_ptr<Leader> leader;
   // The database file itself, opened by DuckDB to attach it for writing.
   // DuckDB opens a database file for reading and writing under a write lock;
@@ -612,7 +526,7 @@ duckdb::unique_ptr<duckdb::FileHandle> ReplicatingFileSystem::OpenFile(const duc
     }
     return wrap(path, std::move(inner), nullptr);
   }
-  bool existing = static_cast<uint64_t>(local_.GetFileSize(*inner)) >= kHeadersEnd;
+  bool existing = static_cast<uint64_t>(local_.GetFileSize(*inner)) >= dbi::kHeadersEnd;
   // Wrapped before start(): wrapping tells the Capture of DuckDB's handle,
   // through which it reads the file.
   auto handle = wrap(path, std::move(inner), leader->capture);

@@ -37,6 +37,7 @@
 #include "duckblock/apply.h"
 #include "duckblock/metrics.h"
 #include "duckblock/duckdb_capture.h"
+#include "duckblock/follower.h"
 #include "duckblock/replicator.h"
 #include "duckblock/restore.h"
 #include "duckblock/store.h"
@@ -102,25 +103,27 @@ struct FollowerStatus {
   std::optional<std::string> last_error;
 };
 
-struct RefreshResult {
-  uint64_t seq_before = 0, seq_after = 0, segments_applied = 0;
-  uint64_t log_segments_applied = 0;
-};
+using RefreshResult = FollowerPoll;
 
-// A read replica: a local file kept at the store's head and attached
-// READ_ONLY under `alias`.
-class Follower : public std::enable_shared_from_this<Follower> {
+// A read replica: two local files kept at the store's head by the core's
+// Follower (follower.h), one of them attached READ_ONLY under `alias`. The
+// hooks are the extension's part: before a file is written, wait until no
+// query reads it; after, swap the alias to it with ATTACH OR REPLACE.
+class Follower {
  public:
+  // `instance`: the DuckDB instance the alias lives in. Held weakly: the
+  // background loop holds it only while it polls, so it never keeps DuckDB
+  // alive. `poll_interval` 0: no background loop (refresh() only).
   Follower(std::string alias, std::string db, std::string store_url, std::string path, std::string prefix,
-           std::shared_ptr<ObjectStore> store, std::chrono::milliseconds refresh_wait);
+           std::shared_ptr<ObjectStore> store, std::chrono::milliseconds refresh_wait,
+           std::chrono::milliseconds poll_interval, duckdb::weak_ptr<duckdb::DatabaseInstance> instance);
   ~Follower();
 
   // Brings the replica to the store's head and makes sure the alias is
   // attached to it (restoring it first if it has no position yet).
-  RefreshResult refresh(duckdb::DatabaseInstance& db);
-  // Polls in the background every `interval`. The thread holds the database
-  // instance only while it refreshes, so it never keeps DuckDB alive.
-  void start(duckdb::weak_ptr<duckdb::DatabaseInstance> db, std::chrono::milliseconds interval);
+  RefreshResult refresh();
+  // Polls in the background every poll_interval (errors do not lengthen it).
+  void start();
   // Stops polling (joins the thread; from the thread itself, detaches it).
   void stop();
   // Stops and detaches the alias.
@@ -128,39 +131,19 @@ class Follower : public std::enable_shared_from_this<Follower> {
   FollowerStatus status() const;
 
  private:
-  // One of the two replica files, its log, and the attachment reading it.
-  struct Slot {
-    std::string path;
-    std::unique_ptr<Replica> replica;
-    std::unique_ptr<LogReplica> log;
-    duckdb::weak_ptr<duckdb::AttachedDatabase> attached;  // expired: no query reads it
-  };
-  // True if the store has something newer than what slot `s` holds.
-  bool behind(Slot& s, uint64_t head);
-  // Waits (up to refresh_wait_) until no query reads slot `s`.
-  void wait_unread(Slot& s);
-  // Brings slot `s` to the store's head and its newest log; returns what it applied.
-  RefreshResult bring_up(Slot& s, uint64_t head);
-  void attach(duckdb::Connection& con, duckdb::DatabaseInstance& db, int slot);
-  void open_slot(Slot& s);
+  // The core follower's hooks, run under its apply lock.
+  void wait_unread(const ReplicaFiles& files);
+  void attach(const ReplicaFiles& files);
+  bool still_attached();
+  // The attachment reading `path` (expired: no query reads it).
+  duckdb::weak_ptr<duckdb::AttachedDatabase>& attachment(const std::string& path);
 
   const std::string alias_, db_, store_url_, path_, prefix_;
-  const std::shared_ptr<ObjectStore> store_;
-  const std::chrono::milliseconds refresh_wait_;
-
-  std::mutex apply_mu_;  // one refresh at a time; guards the slots
-  Slot slots_[2];
-  int active_ = -1;        // the slot the alias reads (-1: not attached yet)
-  mutable std::mutex mu_;  // the status fields below
-  FollowerStatus st_;
-
-  struct Control {
-    std::mutex mu;
-    std::condition_variable cv;
-    bool stop = false;
-  };
-  std::shared_ptr<Control> ctl_ = std::make_shared<Control>();
-  std::thread thread_;
+  const std::chrono::milliseconds refresh_wait_, poll_interval_;
+  const duckdb::weak_ptr<duckdb::DatabaseInstance> instance_;
+  duckdb::weak_ptr<duckdb::AttachedDatabase> attached_[2];  // of path_ and its alternate
+  std::atomic<bool> closed_{false};
+  std::unique_ptr<duckblock::Follower> core_;  // last: its loop stops before the rest goes
 };
 
 // Everything the extension keeps for one DuckDB database instance. Owned by

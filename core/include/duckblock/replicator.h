@@ -28,7 +28,7 @@
 #include <vector>
 
 #include "duckblock/apply.h"
-#include "duckblock/page_index.h"
+#include "duckblock/page_reader.h"
 #include "duckblock/store.h"
 
 namespace duckblock {

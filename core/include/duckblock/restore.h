@@ -1,5 +1,5 @@
 // Reading a chain back out of the store: listing it, restoring a file to a
-// chosen point, and the follower loop.
+// chosen point (the follower loop that keeps one current is follower.h).
 #pragma once
 
 #include <atomic>
@@ -105,65 +105,6 @@ struct ChainIdentity;
 // states its checksum at its seq. Throws Error(kChainBroken) saying how out.
 void check_replica_on_chain(ObjectStore& store, const ChainListing& chain, const ChainIdentity& id,
                             const std::string& db, Replica& replica);
-
-struct FollowerOptions {
-  std::string prefix;
-  std::chrono::milliseconds poll_interval{1000};
-  std::chrono::milliseconds max_backoff{30000};  // on errors, the interval doubles up to this
-  // Called after each applied batch with the new position (e.g. to re-attach
-  // DuckDB readers).
-  std::function<void(const ChainPosition&)> on_applied;
-  // The log beside the replica to keep current with the store's log
-  // segments (for DuckDB, `<path>.wal`); empty: checkpoints only. Its record
-  // is `<path>.duckblock-log`. Before the file moves to a newer checkpoint
-  // the log is removed, so the file is never beside a log of another base.
-  std::string log_path;
-};
-
-// The follower loop an HA coordinator drives. A follower never applies a
-// segment that does not chain: it records the break in last_error(), sets
-// broken(), and stops rather than guessing.
-class FollowerBehavior {
- public:
-  FollowerBehavior(std::shared_ptr<ObjectStore> store, std::string db, std::string path,
-                   FollowerOptions options = {});
-  ~FollowerBehavior();  // stops the loop
-
-  void start();            // runs the poll loop on a background thread
-  void stop();             // cancels and joins (returns within one poll)
-  uint64_t poll_once();    // one poll on the caller's thread; segments applied
-  // Promotion: applies everything the store has after the current position,
-  // stops the loop, and returns the final position.
-  ChainPosition catch_up_and_stop();
-
-  ChainPosition position() const;
-  // The log's position (nullopt: no log, or none yet).
-  std::optional<LogPosition> log_position() const;
-  bool caught_up() const { return caught_up_; }
-  bool broken() const { return broken_; }
-  std::optional<std::string> last_error() const;
-  uint64_t polls() const { return polls_; }
-  uint64_t errors() const { return errors_; }  // polls that failed
-  // When a poll last found the replica at the store's head (ms since the
-  // epoch; 0: not yet).
-  int64_t last_current_ms() const { return last_current_ms_; }
-
- private:
-  void loop();
-  std::shared_ptr<ObjectStore> store_;
-  std::string db_, path_;
-  FollowerOptions options_;
-  std::unique_ptr<Replica> replica_;
-  std::unique_ptr<LogReplica> log_;
-  mutable std::mutex mu_;
-  std::mutex apply_mu_;
-  std::optional<std::string> last_error_;
-  std::atomic<bool> caught_up_{false}, broken_{false}, stopping_{false};
-  std::atomic<uint64_t> polls_{0}, errors_{0};
-  std::atomic<int64_t> last_current_ms_{0};
-  std::thread thread_;
-  std::condition_variable_any cv_;
-};
 
 // Retention: what to keep so that every point in the window stays restorable.
 struct RetentionPolicy {

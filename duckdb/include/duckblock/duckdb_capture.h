@@ -35,7 +35,7 @@
 
 #include "duckdb.hpp"
 #include "duckdb/common/local_file_system.hpp"
-#include "duckblock/page_index.h"
+#include "duckblock/page_reader.h"
 #include "duckblock/replicator.h"
 
 namespace duckblock::duckdb_integration {
@@ -99,6 +99,20 @@ struct CaptureStats {
 };
 
 class CaptureFileSystem;
+
+// DuckDB's file headers: the main header at 0 (written only when the file is
+// created or upgraded) and two database headers (h1, h2) at these offsets,
+// exactly one 4 KiB page each. A file shorter than kHeadersEnd has never
+// been checkpointed.
+constexpr uint64_t kHeader1 = 4096;
+constexpr uint64_t kHeader2 = 8192;
+constexpr uint64_t kHeaderSize = 4096;
+constexpr uint64_t kHeadersEnd = kHeader2 + kHeaderSize;
+
+// The canonical absolute form of a local path (symlinks in existing parents
+// resolved): the same file whichever way DuckDB spells it (relative, with
+// ./). Captures, leaders and followers record their files so.
+std::string canonical_path(const std::string& path);
 
 // The capture state of one database file, shared by the file system DuckDB
 // owns and by the ReplicatedDatabase the program holds.

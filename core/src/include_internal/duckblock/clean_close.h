@@ -15,11 +15,7 @@
 #include "duckblock/page_index.h"
 #include "duckblock/sha256.h"
 
-struct stat;
-
 namespace duckblock {
-
-FileStamp stamp_of(const struct stat& st);
 
 struct CleanClose {
   uint64_t seq = 0;             // the chain head (and the page index's position) at the close
