@@ -394,9 +394,9 @@ void rebuild_from_store(Leader& leader, LeaderDb& db, const ChainListing& chain)
   ::unlink((base + ".duckblock").c_str());
 }
 
+// Caller has set assigned_seq (before any push it made: a push queued at
+// add() is ahead of st.seq until spooled).
 void register_db(Leader& leader, const std::shared_ptr<LeaderDb>& db) {
-  db->assigned_seq = db->st.seq;
-  db->status.last_snapshot_seq = db->st.snapshot_base_seq;
   leader.start_log(db);
   std::lock_guard l(leader.mu);
   leader.dbs[db->name] = db;
@@ -449,6 +449,7 @@ void Replicator::add(const std::string& db_name, PageReader& reader) {
     }
   }
   db->assigned_seq = db->st.seq;
+  db->status.last_snapshot_seq = db->st.snapshot_base_seq;
   // Whatever the file holds beyond the shipped state (a checkpoint that
   // committed before a crash could spool it) ships now, unless a clean close
   // proved the file unchanged since the head.
@@ -470,6 +471,8 @@ void Replicator::add_continuing(const std::string& db_name, PageReader& reader, 
   drop_clean_close(db->spool.dir());  // it vouched for the old term's head
   db->spool.remove_all_segments();
   adopt_store_position(*impl_, *db, chain, position, reader);
+  db->assigned_seq = db->st.seq;
+  db->status.last_snapshot_seq = db->st.snapshot_base_seq;
   register_db(*impl_, db);
 }
 
