@@ -72,7 +72,8 @@ void decode_to_plain(const CompactInput& in, const std::string& path, const std:
     PageView page;
     while (reader.next(page)) w.add_page(page.id, page.data);
     if (w.finish() != in.summary.checksum) {
-      throw Error(ErrorKind::kCorruption, "changed while it was being compacted (checksum differs from the verified one)");
+      throw Error(ErrorKind::kCorruption,
+                  "changed while it was being compacted (checksum differs from the verified one)");
     }
     sink.close();
   } catch (const Error& e) {
