@@ -160,9 +160,10 @@ TEST(CompactMerge, RandomChainsGiveTheSnapshotOfTheAppliedFile) {
 // A merge of many inputs (the default policy makes a snapshot every 100
 // incrementals): compressed incrementals are decoded to plain copies first,
 // so that the merge holds one zstd window, not one per input
-// (docs/PERFORMANCE.md has the memory figures). Odd rounds are compressed.
+// (docs/PERFORMANCE.md has the memory figures). Round 1 is compressed,
+// round 0 plain.
 TEST(CompactMerge, AChainOfManyIncrementalsGivesTheSnapshotOfTheAppliedFile) {
-  for (int round = 0; round < 4; ++round) check_random_chain(round, 150);
+  for (int round = 0; round < 2; ++round) check_random_chain(round, 110);
 }
 
 // Verification happens while merging too: an input damaged after it was
