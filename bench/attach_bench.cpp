@@ -5,9 +5,11 @@
 //   - with no proof (after kill -9, or before the clean-close record
 //     existed): the leader hashes the whole file against its page index.
 // The database (--rows rows of a three-column table, about 39 bytes a row
-// on disk) is built once in --dir and kept between runs.
+// on disk) is built once in --dir and kept between runs, unless --db names
+// one (scripts/bench_scale.sh: a copy of its database). The last line holds
+// the p50s as key=value for scripts.
 //
-//   attach_bench [--rows N] [--runs N] [--dir DIR]
+//   attach_bench [--rows N] [--runs N] [--dir DIR] [--db PATH]
 #include <sys/stat.h>
 
 #include <cstdio>
@@ -37,20 +39,21 @@ void print(const char* what, const std::vector<double>& ms) {
 int main(int argc, char** argv) {
   long rows = 20000000;
   int runs = 5;
-  std::string dir = "/tmp/duckblock-attach-bench";
+  std::string dir = "/tmp/duckblock-attach-bench", db_path;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
     if (a == "--rows") rows = std::atol(argv[i + 1]);
     else if (a == "--runs") runs = std::atoi(argv[i + 1]);
     else if (a == "--dir") dir = argv[i + 1];
+    else if (a == "--db") db_path = argv[i + 1];
     else {
-      std::fprintf(stderr, "usage: attach_bench [--rows N] [--runs N] [--dir DIR]\n");
+      std::fprintf(stderr, "usage: attach_bench [--rows N] [--runs N] [--dir DIR] [--db PATH]\n");
       return 2;
     }
   }
   try {
     std::filesystem::create_directories(dir);
-    const std::string path = dir + "/big-" + std::to_string(rows) + ".duckdb";
+    const std::string path = db_path.empty() ? dir + "/big-" + std::to_string(rows) + ".duckdb" : db_path;
     if (!std::filesystem::exists(path)) {
       std::printf("building %s (%ld rows)...\n", path.c_str(), rows);
       duckdb::DuckDB db(path);
@@ -103,6 +106,8 @@ int main(int argc, char** argv) {
     print("DuckDB alone", plain);
     print("replicated, after a clean close", clean);
     print("replicated, no proof (after kill)", full);
+    std::printf("plain_p50=%.1f clean_p50=%.1f clean_max=%.1f kill_p50=%.1f kill_max=%.1f\n", percentile(plain, 50),
+                percentile(clean, 50), percentile(clean, 100), percentile(full, 50), percentile(full, 100));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "attach_bench: %s\n", e.what());
     return 1;

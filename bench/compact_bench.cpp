@@ -4,11 +4,15 @@
 // path; Replicator::snapshot_now still does exactly that), on one file in
 // one run. Also how long the background compaction takes.
 //
-//   compact_bench [--mb N] [--checkpoints N] [--every N] [--dir DIR]
+//   compact_bench [--mb N] [--checkpoints N] [--every N] [--pages N] [--dir DIR]
 //
 // The file: N MiB of pages that are half random bytes and half zeros (zstd
-// halves them, like a real database's pages). Each checkpoint rewrites 16
-// random pages and pushes them as candidates, as the extension does.
+// halves them, like a real database's pages). Each checkpoint rewrites
+// --pages random pages (default 16) and pushes them as candidates, as the
+// extension does. Each compaction's peak resident memory above the
+// process's before it is printed too (VmHWM reset through
+// /proc/self/clear_refs): with --every 100 one compaction merges 100
+// incrementals.
 #include <fcntl.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -34,6 +38,28 @@ namespace {
 
 double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
 
+// Resident-set figures of this process from /proc/self/status, in KiB.
+uint64_t status_kib(const char* field) {
+  FILE* f = std::fopen("/proc/self/status", "r");
+  if (!f) return 0;
+  char line[256];
+  uint64_t v = 0;
+  size_t n = std::strlen(field);
+  while (std::fgets(line, sizeof line, f)) {
+    if (std::strncmp(line, field, n) == 0 && line[n] == ':') v = std::strtoull(line + n + 1, nullptr, 10);
+  }
+  std::fclose(f);
+  return v;
+}
+
+// Resets VmHWM to the current RSS (Linux: "5" to clear_refs).
+void reset_peak_rss() {
+  FILE* f = std::fopen("/proc/self/clear_refs", "w");
+  if (!f) return;
+  std::fputs("5", f);
+  std::fclose(f);
+}
+
 double percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
@@ -49,7 +75,7 @@ void fill_page(std::mt19937_64& rng, uint8_t* p) {
   std::memset(p + 2048, 0, 2048);
 }
 
-int run(const std::string& dir, uint64_t mb, int checkpoints, uint64_t every) {
+int run(const std::string& dir, uint64_t mb, int checkpoints, uint64_t every, int pages_per_checkpoint) {
   const std::string path = dir + "/db.bin";
   std::mt19937_64 rng(1);
   {
@@ -72,15 +98,15 @@ int run(const std::string& dir, uint64_t mb, int checkpoints, uint64_t every) {
   auto t_add = Clock::now();
   rep.add("db", reader);
   rep.sync("db", std::chrono::minutes(10));
-  std::printf("== %llu MiB file, snapshot every %llu checkpoints, 16 pages changed per checkpoint\n",
-              (unsigned long long)mb, (unsigned long long)every);
+  std::printf("== %llu MiB file, snapshot every %llu checkpoints, %d pages changed per checkpoint\n",
+              (unsigned long long)mb, (unsigned long long)every, pages_per_checkpoint);
   std::printf("(add with the seq-0 snapshot from the file and its upload: %.0f ms)\n\n", ms_since(t_add));
 
   int fd = ::open(path.c_str(), O_WRONLY);
   auto touch = [&](std::vector<uint64_t>& ids) {
     std::vector<uint8_t> page(4096);
     ids.clear();
-    for (int k = 0; k < 16; ++k) ids.push_back(rng() % pages);
+    for (int k = 0; k < pages_per_checkpoint; ++k) ids.push_back(rng() % pages);
     std::sort(ids.begin(), ids.end());
     ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
     for (uint64_t id : ids) {
@@ -88,10 +114,12 @@ int run(const std::string& dir, uint64_t mb, int checkpoints, uint64_t every) {
       if (::pwrite(fd, page.data(), 4096, off_t(id * 4096)) != 4096) std::exit(1);
     }
   };
-  std::vector<double> plain, due, compaction;
+  std::vector<double> plain, due, compaction, compaction_rss_mib;
   std::vector<uint64_t> ids;
   for (int i = 0; i < checkpoints; ++i) {
     touch(ids);
+    uint64_t rss_before_kib = status_kib("VmRSS");
+    reset_peak_rss();
     auto t0 = Clock::now();
     PushResult r = rep.push_checkpoint("db", reader, &ids);
     double ms = ms_since(t0);
@@ -105,6 +133,9 @@ int run(const std::string& dir, uint64_t mb, int checkpoints, uint64_t every) {
         while (rep.status("db").last_compacted_seq < want) std::this_thread::sleep_for(std::chrono::milliseconds(5));
         compaction.push_back(ms_since(tc));
       }).join();
+      uint64_t peak_kib = status_kib("VmHWM");
+      compaction_rss_mib.push_back(static_cast<double>(peak_kib > rss_before_kib ? peak_kib - rss_before_kib : 0) /
+                                   1024.0);
     }
   }
   rep.sync("db", std::chrono::minutes(10));
@@ -127,6 +158,8 @@ int run(const std::string& dir, uint64_t mb, int checkpoints, uint64_t every) {
               old_way.size(), percentile(old_way, 50), percentile(old_way, 100));
   std::printf("\nbackground compaction of each due snapshot (due checkpoint to snapshot spooled): p50 %.0f ms, max %.0f ms\n",
               percentile(compaction, 50), percentile(compaction, 100));
+  std::printf("peak RSS of each compaction above the process's before it (%llu inputs each): p50 %.1f MiB, max %.1f MiB\n",
+              (unsigned long long)every, percentile(compaction_rss_mib, 50), percentile(compaction_rss_mib, 100));
   return 0;
 }
 
@@ -134,16 +167,17 @@ int run(const std::string& dir, uint64_t mb, int checkpoints, uint64_t every) {
 
 int main(int argc, char** argv) {
   uint64_t mb = 512, every = 10;
-  int checkpoints = 20;
+  int checkpoints = 20, pages_per_checkpoint = 16;
   std::string dir;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
     if (a == "--mb") mb = std::strtoull(argv[i + 1], nullptr, 10);
     else if (a == "--checkpoints") checkpoints = std::atoi(argv[i + 1]);
     else if (a == "--every") every = std::strtoull(argv[i + 1], nullptr, 10);
+    else if (a == "--pages") pages_per_checkpoint = std::atoi(argv[i + 1]);
     else if (a == "--dir") dir = argv[i + 1];
     else {
-      std::fprintf(stderr, "usage: compact_bench [--mb N] [--checkpoints N] [--every N] [--dir DIR]\n");
+      std::fprintf(stderr, "usage: compact_bench [--mb N] [--checkpoints N] [--every N] [--pages N] [--dir DIR]\n");
       return 2;
     }
   }
@@ -156,7 +190,7 @@ int main(int argc, char** argv) {
   std::filesystem::create_directories(dir);
   int rc = 1;
   try {
-    rc = run(dir, mb, checkpoints, every);
+    rc = run(dir, mb, checkpoints, every, pages_per_checkpoint);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "compact_bench: %s\n", e.what());
   }

@@ -21,6 +21,11 @@
 //   duckdb_bench --make-db PATH --size-mb N
 //       builds a DuckDB database of about N MB from SQL (range(), random()),
 //       plain DuckDB without capture, for scripts/bench_scale.sh
+//   duckdb_bench --scale checkpoint|rss|steps ...
+//       scripts/bench_scale.sh's measurements on copies of such a database
+//       (see "Modes for scripts/bench_scale.sh" below; --help lists them)
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
@@ -31,6 +36,7 @@
 #include <map>
 #include <mutex>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -250,6 +256,25 @@ uint64_t dir_bytes(const std::string& dir) {
   return total;
 }
 
+// The eight-step workload of issue 12 on a table `w` of `rows` rows: bulk
+// load, updates, deletes, appends, a small table created and dropped.
+std::vector<std::pair<std::string, std::string>> eight_steps(long rows, const std::string& table = "t") {
+  std::string n = std::to_string(rows), w = table;
+  return {
+      {"bulk load", "CREATE TABLE " + w + " AS SELECT range AS id, random() AS v, 'customer-' || (range % 9973) AS name, "
+                    "range % 100 AS grp FROM range(" + n + ")"},
+      {"update 10% of rows", "UPDATE " + w + " SET v = v + 1 WHERE id % 10 = 3"},
+      {"delete 5000 rows", "DELETE FROM " + w + " WHERE id BETWEEN " + std::to_string(rows / 2) + " AND " +
+                               std::to_string(rows / 2 + 4999)},
+      {"append 10% rows", "INSERT INTO " + w + " SELECT " + n + " + range, random(), 'new-' || range, 7 FROM range(" +
+                              std::to_string(rows / 10) + ")"},
+      {"create a small table", "CREATE TABLE small AS SELECT range AS k FROM range(100)"},
+      {"update one row", "UPDATE " + w + " SET v = -1 WHERE id = 12345"},
+      {"drop the small table", "DROP TABLE small"},
+      {"update 100 rows", "UPDATE " + w + " SET grp = 0 WHERE id BETWEEN 1000 AND 1099"},
+  };
+}
+
 void compressed_vs_plain(const std::string& dir, long rows) {
   std::printf("== bytes shipped per checkpoint, zstd:%d vs plain hadbp v1 (%ld-row bulk load; local-directory "
               "stores; one CHECKPOINT per step)\n",
@@ -274,20 +299,7 @@ void compressed_vs_plain(const std::string& dir, long rows) {
     l.rep->sync();
     l.before = dir_bytes(l.store_dir);
   }
-  std::string n = std::to_string(rows);
-  std::vector<std::pair<std::string, std::string>> steps = {
-      {"bulk load", "CREATE TABLE t AS SELECT range AS id, random() AS v, 'customer-' || (range % 9973) AS name, "
-                    "range % 100 AS grp FROM range(" + n + ")"},
-      {"update 10% of rows", "UPDATE t SET v = v + 1 WHERE id % 10 = 3"},
-      {"delete 5000 rows", "DELETE FROM t WHERE id BETWEEN " + std::to_string(rows / 2) + " AND " +
-                               std::to_string(rows / 2 + 4999)},
-      {"append 10% rows", "INSERT INTO t SELECT " + n + " + range, random(), 'new-' || range, 7 FROM range(" +
-                              std::to_string(rows / 10) + ")"},
-      {"create a small table", "CREATE TABLE small AS SELECT range AS k FROM range(100)"},
-      {"update one row", "UPDATE t SET v = -1 WHERE id = 12345"},
-      {"drop the small table", "DROP TABLE small"},
-      {"update 100 rows", "UPDATE t SET grp = 0 WHERE id BETWEEN 1000 AND 1099"},
-  };
+  auto steps = eight_steps(rows);
   std::printf("| step | plain v1 | zstd | plain / zstd |\n|---|---|---|---|\n");
   uint64_t total[2] = {0, 0};
   for (auto& [name, sql] : steps) {
@@ -313,6 +325,170 @@ void compressed_vs_plain(const std::string& dir, long rows) {
   for (auto& l : leaders) {
     l.con.reset();
     l.db.reset();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Modes for scripts/bench_scale.sh (--scale MODE), each on copies of a large
+// database the script made (table t(id, v, name, grp), ids from 0), each
+// printing `key=value` figures on one line for the script to parse.
+
+std::shared_ptr<Replicator> scale_replicator(const std::string& dir, const std::string& tag, int compression,
+                                             uint64_t snapshot_every) {
+  ReplicatorOptions o;
+  o.spool_dir = dir + "/spool-" + tag;
+  o.compression = compression;
+  o.snapshots.every_segments = snapshot_every;
+  o.spool_first = true;  // as the extension's ATTACH
+  return std::make_shared<Replicator>(make_local_store(dir + "/store-" + tag), o);
+}
+
+long table_rows(duckdb::Connection& con) {
+  auto r = con.Query("SELECT max(id) + 1 FROM t");
+  if (r->HasError()) throw std::runtime_error(r->GetError());
+  return static_cast<long>(r->GetValue(0, 0).GetValue<int64_t>());
+}
+
+// A small update that stays in the WAL, so that CHECKPOINT does the work.
+void update_100_rows(duckdb::Connection& con, long rows, int i) {
+  long first = (static_cast<long>(i) * 7919 % (rows / 100)) * 100;
+  run(con, "UPDATE t SET v = v + 1 WHERE id BETWEEN " + std::to_string(first) + " AND " + std::to_string(first + 99));
+}
+
+// Waits until no compaction is running or queued for `db`.
+void wait_compactions(Replicator& rep, const std::string& db) {
+  auto deadline = Clock::now() + std::chrono::minutes(30);
+  while (rep.status(db).compacting_seq != 0 && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  rep.sync(db, std::chrono::minutes(30));
+}
+
+// CHECKPOINT latency after a 100-row UPDATE, DuckDB alone (`plain_path`)
+// and replicated (`captured_path`, a snapshot due every `every`), the two
+// alternating (which goes first alternates too) so load hits both alike.
+void scale_checkpoint(const std::string& dir, const std::string& plain_path, const std::string& captured_path,
+                      int runs, uint64_t every) {
+  duckdb::DuckDB plain(plain_path);
+  auto rep = scale_replicator(dir, "ckpt", kDefaultCompressionLevel, every);
+  auto captured = open_replicated(captured_path, rep, "ckpt");
+  wait_compactions(*rep, "ckpt");  // the seq-0 snapshot of the whole file, before any timing
+  duckdb::Connection c_off(plain), c_on(captured->db());
+  long rows = table_rows(c_off);
+  std::vector<double> off, on;
+  for (int i = 0; i < runs; ++i) {
+    for (int k = 0; k < 2; ++k) {
+      bool on_side = (i + k) % 2 == 1;
+      duckdb::Connection& c = on_side ? c_on : c_off;
+      update_100_rows(c, rows, i);
+      auto t0 = Clock::now();
+      run(c, "CHECKPOINT");
+      (on_side ? on : off).push_back(ms_since(t0));
+    }
+  }
+  uint64_t compacted_during = rep->status("ckpt").last_compacted_seq;
+  wait_compactions(*rep, "ckpt");
+  std::printf("off_p50=%.1f off_p99=%.1f off_max=%.1f on_p50=%.1f on_p99=%.1f on_max=%.1f "
+              "last_compacted_during=%llu segments=%llu\n",
+              percentile(off, 50), percentile(off, 99), percentile(off, 100), percentile(on, 50),
+              percentile(on, 99), percentile(on, 100), static_cast<unsigned long long>(compacted_during),
+              static_cast<unsigned long long>(captured->stats().segments));
+}
+
+// One process per side, since peak RSS is a process's: `checkpoints` small
+// updates and a 1% update, one CHECKPOINT each, on DuckDB alone or
+// replicated (opening it ships the seq-0 snapshot; a snapshot due every
+// `every`, compacted in the background and waited for before the figure).
+void scale_rss(const std::string& dir, const std::string& path, bool replicated, int checkpoints, uint64_t every) {
+  std::shared_ptr<Replicator> rep;
+  std::unique_ptr<duckdb_integration::ReplicatedDatabase> rdb;
+  std::unique_ptr<duckdb::DuckDB> plain;
+  if (replicated) {
+    rep = scale_replicator(dir, "rss", kDefaultCompressionLevel, every);
+    rdb = open_replicated(path, rep, "rss");
+  } else {
+    plain = std::make_unique<duckdb::DuckDB>(path);
+  }
+  {
+    duckdb::Connection con(replicated ? rdb->db() : *plain);
+    long rows = table_rows(con);
+    for (int i = 0; i < checkpoints; ++i) {
+      update_100_rows(con, rows, i);
+      run(con, "CHECKPOINT");
+    }
+    run(con, "UPDATE t SET v = v + 1 WHERE id % 100 = 7");
+    run(con, "CHECKPOINT");
+  }
+  if (rep) wait_compactions(*rep, "rss");
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  std::printf("peak_rss_kib=%ld\n", ru.ru_maxrss);
+}
+
+// The eight steps (on a new table w of `rows` rows inside the large
+// database) on two leaders, plain hadbp v1 and zstd, each step's CHECKPOINT
+// and upload timed and its store growth measured; after each step restic
+// backs up the zstd leader's file into `restic_repo` (initialized, with
+// RESTIC_PASSWORD set, by the caller) and its growth is measured too.
+// Row 0 is the first copy: duckblock's seq-0 snapshot, restic's first backup.
+void scale_steps(const std::string& dir, const std::string& none_path, const std::string& zstd_path, long rows,
+                 const std::string& restic_repo) {
+  struct Leader {
+    std::string tag, path;
+    std::shared_ptr<Replicator> rep;
+    std::unique_ptr<duckdb_integration::ReplicatedDatabase> db;
+    std::unique_ptr<duckdb::Connection> con;
+    uint64_t before = 0, pages = 0, page_bytes = 0;
+  };
+  Leader leaders[2];
+  leaders[0].tag = "none", leaders[0].path = none_path;
+  leaders[1].tag = "zstd", leaders[1].path = zstd_path;
+  auto restic_backup = [&](double& secs) {
+    uint64_t before = dir_bytes(restic_repo);
+    auto t0 = Clock::now();
+    std::string cmd = "restic -r '" + restic_repo + "' backup --quiet '" + zstd_path + "' >/dev/null";
+    if (std::system(cmd.c_str()) != 0) throw std::runtime_error("restic backup failed: " + cmd);
+    secs = ms_since(t0) / 1000.0;
+    return dir_bytes(restic_repo) - before;
+  };
+  auto print_row = [](const std::string& step, const uint64_t grew[2], const double secs[2], uint64_t restic,
+                      double restic_s, const Leader& z) {
+    std::printf("step=%s|none=%llu|none_s=%.2f|zstd=%llu|zstd_s=%.2f|restic=%llu|restic_s=%.2f|pages=%llu\n",
+                step.c_str(), (unsigned long long)grew[0], secs[0], (unsigned long long)grew[1], secs[1],
+                (unsigned long long)restic, restic_s, (unsigned long long)z.pages);
+    std::fflush(stdout);
+  };
+  uint64_t grew[2];
+  double secs[2], restic_s;
+  for (int i = 0; i < 2; ++i) {
+    auto& l = leaders[i];
+    l.rep = scale_replicator(dir, "steps-" + l.tag, i == 0 ? 0 : kDefaultCompressionLevel, 100);
+    CaptureOptions co;
+    co.on_push = [&l](const PushEvent& ev) { l.pages += ev.result.pages; };
+    auto t0 = Clock::now();
+    l.db = open_replicated(l.path, l.rep, "steps", nullptr, co);
+    l.rep->sync();
+    secs[i] = ms_since(t0) / 1000.0;
+    l.con = std::make_unique<duckdb::Connection>(l.db->db());
+    grew[i] = l.before = dir_bytes(dir + "/store-steps-" + l.tag);
+  }
+  uint64_t restic = restic_backup(restic_s);
+  print_row("first copy of the file", grew, secs, restic, restic_s, leaders[1]);
+  for (auto& [name, sql] : eight_steps(rows, "w")) {
+    for (int i = 0; i < 2; ++i) {
+      auto& l = leaders[i];
+      l.pages = 0;
+      run(*l.con, sql);
+      auto t0 = Clock::now();
+      run(*l.con, "CHECKPOINT");
+      l.rep->sync();
+      secs[i] = ms_since(t0) / 1000.0;
+      uint64_t now = dir_bytes(dir + "/store-steps-" + l.tag);
+      grew[i] = now - l.before;
+      l.before = now;
+    }
+    restic = restic_backup(restic_s);
+    print_row(name, grew, secs, restic, restic_s, leaders[1]);
   }
 }
 
@@ -345,8 +521,10 @@ int make_db(const std::string& path, long mb) {
 int main(int argc, char** argv) {
   long rows = 2000000;
   int latency_runs = 30, lag_samples = 40;
-  std::string dir, only, make_db_path;
+  std::string dir, only, make_db_path, scale, db_path, db2_path, restic_repo;
   long size_mb = 0;
+  uint64_t every = 10;
+  int checkpoints = 100, replicated = 1;
   for (int i = 1; i < argc; i += 2) {
     std::string a = argv[i];
     if (i + 1 == argc) a = "--help";  // every option takes a value
@@ -357,10 +535,21 @@ int main(int argc, char** argv) {
     else if (a == "--only") only = argv[i + 1];
     else if (a == "--make-db") make_db_path = argv[i + 1];
     else if (a == "--size-mb") size_mb = std::atol(argv[i + 1]);
+    else if (a == "--scale") scale = argv[i + 1];
+    else if (a == "--db") db_path = argv[i + 1];
+    else if (a == "--db2") db2_path = argv[i + 1];
+    else if (a == "--every") every = std::strtoull(argv[i + 1], nullptr, 10);
+    else if (a == "--checkpoints") checkpoints = std::atoi(argv[i + 1]);
+    else if (a == "--replicated") replicated = std::atoi(argv[i + 1]);
+    else if (a == "--restic-repo") restic_repo = argv[i + 1];
     else {
       std::fprintf(stderr, "usage: duckdb_bench [--rows N] [--latency-runs N] [--lag-samples N] [--dir DIR] "
                            "[--only bytes|latency|lag|compression]\n"
-                           "       duckdb_bench --make-db PATH --size-mb N\n");
+                           "       duckdb_bench --make-db PATH --size-mb N\n"
+                           "       duckdb_bench --scale checkpoint --db PLAIN --db2 CAPTURED [--latency-runs N] [--every N]\n"
+                           "       duckdb_bench --scale rss --db PATH --replicated 0|1 [--checkpoints N] [--every N]\n"
+                           "       duckdb_bench --scale steps --db PLAIN_V1_LEADER --db2 ZSTD_LEADER --restic-repo DIR "
+                           "[--rows N]\n");
       return 2;
     }
   }
@@ -375,6 +564,14 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "duckdb_bench: %s\n", e.what());
       return 1;
     }
+  }
+  if (!scale.empty()) {
+    return bench::run_in_dir("duckdb_bench", dir, [&](const std::string& d) {
+      if (scale == "checkpoint") scale_checkpoint(d, db_path, db2_path, latency_runs, every);
+      else if (scale == "rss") scale_rss(d, db_path, replicated != 0, checkpoints, every);
+      else if (scale == "steps") scale_steps(d, db_path, db2_path, rows, restic_repo);
+      else throw std::runtime_error("unknown --scale mode " + scale);
+    });
   }
   return bench::run_in_dir("duckblock-bench", dir, [&](const std::string& d) {
     if (only.empty() || only == "bytes") bytes_per_checkpoint(d, rows);

@@ -21,15 +21,28 @@
 #   s3       restore from a local s3rver (started here, scripts/s3rver.sh)
 #            beside curl fetching the same object with 4 parallel ranged
 #            GETs into files that are then fsynced, alternating.
-# Still to add (issue 12): checkpoint latency with and without the
-# extension, ATTACH time after a clean close and after kill -9, leader RSS,
-# restic's repository growth on the same steps.
+#   checkpoint  CHECKPOINT latency p50/p99/max after a 100-row UPDATE,
+#            DuckDB alone and replicated (zstd, a snapshot due every 10
+#            checkpoints, compacted in the background), the two alternating
+#            in one process (duckdb_bench --scale checkpoint).
+#   attach   open_replicated (what ATTACH runs) after a clean close and with
+#            no clean-close record (what kill -9 leaves), beside DuckDB alone
+#            (attach_bench --db).
+#   rss      peak RSS of a leader minus DuckDB alone's, one process each, on
+#            the same workload (duckdb_bench --scale rss).
+#   restic   the eight-step workload of issue 12 on a new table inside the
+#            database: bytes shipped per step, plain v1 and zstd, and the
+#            CHECKPOINT plus upload time, beside restic's repository growth
+#            backing up the same file after each step (installs restic;
+#            duckdb_bench --scale steps).
+#
+#   BENCH_SCALE_CHECKPOINTS  checkpoints per side in `checkpoint` (default 200)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD_DIR=${BUILD_DIR:-$ROOT/build}
 MAX_GB=${BENCH_SCALE_MAX_GB:-1}
 RUNS=${BENCH_SCALE_RUNS:-2}
-SECTIONS=(restore s3)
+SECTIONS=(checkpoint attach rss restic restore s3)
 [[ -n ${BENCH_SCALE_SECTIONS:-} ]] && read -r -a SECTIONS <<<"$BENCH_SCALE_SECTIONS"
 CACHE=$ROOT/.cache/bench-scale
 
@@ -42,9 +55,10 @@ setup() {
     bash scripts/fetch_duckdb.sh
     cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
   fi
-  cmake --build "$BUILD_DIR" -j2 --target duckblock duckdb_bench >/dev/null
+  cmake --build "$BUILD_DIR" -j2 --target duckblock duckdb_bench attach_bench >/dev/null
   CLI=$BUILD_DIR/cli/duckblock
   DUCKDB_BENCH=$BUILD_DIR/bench/duckdb_bench
+  ATTACH_BENCH=$BUILD_DIR/bench/attach_bench
   mkdir -p "$CACHE"
   WORK=${BENCH_SCALE_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/duckblock-scale-XXXXXX")}
   mkdir -p "$WORK"
@@ -62,6 +76,7 @@ cleanup() {
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 mb() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1e6 }'; }
+kb() { awk -v b="$1" 'BEGIN { if (b >= 1e6) printf "%.1f MB", b / 1e6; else printf "%.0f KB", b / 1e3 }'; }
 mbps() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.0f", (s > 0 ? b / s / 1e6 : 0) }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 # The smaller of a time and the best so far ("" for none yet).
@@ -82,6 +97,124 @@ database() {
     "$DUCKDB_BENCH" --make-db "$db" --size-mb "$size" >&2
   fi
   echo "$db"
+}
+
+# A fresh copy of the database at $WORK/NAME.duckdb (sections change their copies).
+copy_db() {
+  rm -f "$WORK/$2.duckdb" "$WORK/$2.duckdb.wal"
+  cp "$1" "$WORK/$2.duckdb"
+  echo "$WORK/$2.duckdb"
+}
+# The value of KEY in a `key=value key=value` line (`key=a b|key=c` if values hold spaces).
+field() {
+  local sep=' '
+  [[ $2 == *'|'* ]] && sep='|'
+  tr "$sep" '\n' <<<"$2" | sed -n "s/^$1=//p"
+}
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+
+# ---- section: checkpoint -------------------------------------------------
+
+CHECKPOINT_ROWS=()
+
+section_checkpoint() {
+  local size=$1 db=$2 n=${BENCH_SCALE_CHECKPOINTS:-200} line load
+  local plain replicated
+  plain=$(copy_db "$db" plain) replicated=$(copy_db "$db" replicated)
+  line=$("$DUCKDB_BENCH" --scale checkpoint --db "$plain" --db2 "$replicated" --latency-runs "$n" --every 10 \
+    --dir "$WORK/bench")
+  load=$(loadavg)
+  rm -rf "$WORK/bench" "$plain" "$replicated"
+  echo "bench_scale: $size MB checkpoint: $line (load $load)" >&2
+  CHECKPOINT_ROWS+=("| $(mb "$(stat -c %s "$db")") MB | $(field off_p50 "$line") / $(field off_p99 "$line") / $(field off_max "$line") ms | $(field on_p50 "$line") / $(field on_p99 "$line") / $(field on_max "$line") ms | $(ratio "$(field on_p99 "$line")" "$(field off_p99 "$line")")x | $load |")
+}
+
+report_checkpoint() {
+  echo
+  echo "CHECKPOINT after a 100-row UPDATE, ${BENCH_SCALE_CHECKPOINTS:-200} per side, alternating (a snapshot due every 10, compacted in the background):"
+  echo "| database | DuckDB alone p50 / p99 / max | replicated p50 / p99 / max | p99 replicated / alone | load average after |"
+  echo "|---|---|---|---|---|"
+  printf '%s\n' "${CHECKPOINT_ROWS[@]}"
+}
+
+# ---- section: attach -----------------------------------------------------
+
+ATTACH_ROWS=()
+
+section_attach() {
+  local size=$1 db=$2 copy line
+  copy=$(copy_db "$db" attach)
+  line=$("$ATTACH_BENCH" --db "$copy" --dir "$WORK/attach" --runs "$((RUNS < 3 ? 3 : RUNS))" | tail -1)
+  rm -rf "$WORK/attach" "$copy"
+  echo "bench_scale: $size MB attach: $line" >&2
+  ATTACH_ROWS+=("| $(mb "$(stat -c %s "$db")") MB | $(field plain_p50 "$line") ms | $(field clean_p50 "$line") ms (max $(field clean_max "$line")) | $(field kill_p50 "$line") ms (max $(field kill_max "$line")) |")
+}
+
+report_attach() {
+  echo
+  echo "Open time (open_replicated, what ATTACH runs; page cache warm; p50 of $((RUNS < 3 ? 3 : RUNS)) alternating runs):"
+  echo "| database | DuckDB alone | after a clean close | after kill -9 (no clean-close record: whole file compared) |"
+  echo "|---|---|---|---|"
+  printf '%s\n' "${ATTACH_ROWS[@]}"
+}
+
+# ---- section: rss --------------------------------------------------------
+
+RSS_ROWS=()
+
+# Peak RSS in KiB of one run of the workload, replicated (1) or not (0).
+rss_once() {
+  local copy line
+  copy=$(copy_db "$1" rss)
+  line=$("$DUCKDB_BENCH" --scale rss --db "$copy" --replicated "$2" --checkpoints 100 --every 10 --dir "$WORK/bench")
+  rm -rf "$WORK/bench" "$copy"
+  field peak_rss_kib "$line"
+}
+
+section_rss() {
+  local size=$1 db=$2 i p r p_best="" r_best=""
+  for ((i = 0; i < RUNS; i++)); do
+    p=$(rss_once "$db" 0)
+    r=$(rss_once "$db" 1)
+    echo "bench_scale: $size MB rss run $i: DuckDB alone $p KiB, replicated $r KiB" >&2
+    p_best=$(best "$p" "$p_best") r_best=$(best "$r" "$r_best")
+  done
+  RSS_ROWS+=("| $(mb "$(stat -c %s "$db")") MB | $((p_best / 1024)) MiB | $((r_best / 1024)) MiB | $(((r_best - p_best) / 1024)) MiB |")
+}
+
+report_rss() {
+  echo
+  echo "Peak RSS, 100 small updates and a 1% update, one CHECKPOINT each (replicated: the seq-0 snapshot at open, a snapshot due every 10 compacted in the background; smallest of $RUNS runs each):"
+  echo "| database | DuckDB alone | replicated | added by duckblock |"
+  echo "|---|---|---|---|"
+  printf '%s\n' "${RSS_ROWS[@]}"
+}
+
+# ---- section: restic -----------------------------------------------------
+
+RESTIC_ROWS=()
+
+section_restic() {
+  local size=$1 db=$2 plain zstd line
+  command -v restic >/dev/null || apt-get install -y restic >&2
+  export RESTIC_PASSWORD=duckblock-bench
+  rm -rf "$WORK/restic-repo"
+  restic init -r "$WORK/restic-repo" --quiet >/dev/null
+  plain=$(copy_db "$db" steps-plain) zstd=$(copy_db "$db" steps-zstd)
+  RESTIC_ROWS+=("| **$(mb "$(stat -c %s "$db")") MB database** | | | | |")
+  while IFS= read -r line; do
+    echo "bench_scale: $size MB restic: $line" >&2
+    RESTIC_ROWS+=("| $(field step "$line") | $(kb "$(field none "$line")") | $(kb "$(field zstd "$line")") ($(field zstd_s "$line") s) | $(kb "$(field restic "$line")") ($(field restic_s "$line") s) | $(ratio "$(field zstd "$line")" "$(field restic "$line")")x |")
+  done < <("$DUCKDB_BENCH" --scale steps --db "$plain" --db2 "$zstd" --restic-repo "$WORK/restic-repo" --dir "$WORK/bench")
+  rm -rf "$WORK/bench" "$WORK/restic-repo" "$plain" "$zstd"
+}
+
+report_restic() {
+  echo
+  echo "Bytes shipped per step (store growth, local-directory stores; time: CHECKPOINT and upload) beside restic $(restic version | cut -d' ' -f2) backing up the same file after each step (repository growth; time: the backup):"
+  echo "| step | plain v1 | zstd (time) | restic (time) | zstd / restic |"
+  echo "|---|---|---|---|---|"
+  printf '%s\n' "${RESTIC_ROWS[@]}"
 }
 
 # ---- section: restore ----------------------------------------------------
@@ -211,7 +344,7 @@ main() {
     db=$(database "$size")
     for s in "${SECTIONS[@]}"; do "section_$s" "$size" "$db"; done
   done
-  echo "bench_scale: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "bench_scale: $(nproc) CPUs, load average $(loadavg)"
   for s in "${SECTIONS[@]}"; do "report_$s"; done
 }
 

@@ -3,9 +3,10 @@
 // The snapshot at seq S is built from the newest snapshot at or before S and
 // the incrementals after it up to S, never from the live file: every input
 // stores its pages sorted by page id, so a streaming k-way merge by page id
-// writes the new snapshot in bounded memory (per input one page and, for a
-// compressed one, one zstd window; no segment and no copy of the file in
-// memory or on disk). For each page the newest input wins, and the inputs'
+// writes the new snapshot in bounded memory (per input one page and a read
+// buffer, one zstd window for the base: compressed incrementals are decoded
+// to plain temporary copies first, one at a time; no segment and no copy of
+// the file in memory or on disk). For each page the newest input wins, and the inputs'
 // file-length records are honoured as an applier honours them: a shrink drops
 // pages past the new length or cuts the last one short, a growth reads as
 // zeros where nothing was written.

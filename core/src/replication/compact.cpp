@@ -55,6 +55,32 @@ struct TempFiles {
   }
 };
 
+// Writes the compressed segment `in` to `path` as plain hadbp v1: the same
+// header but for the flags, the same pages, hence the same checksum (it is
+// over the uncompressed records). A stream merged from the copy then holds a
+// read buffer instead of a zstd window (2 MiB at the default level, up to
+// 8 MiB): with one per input, 100 incrementals of a few MiB each held over
+// 200 MiB during a merge. The copy is a temp file, not made durable.
+void decode_to_plain(const CompactInput& in, const std::string& path, const std::string& label) {
+  try {
+    FileSource src(in.path);
+    SegmentReader reader(src);
+    SegmentHeader h = reader.header();
+    h.flags = 0;
+    FileSink sink(path, 0600);
+    SegmentWriter w(sink, h, 0);
+    PageView page;
+    while (reader.next(page)) w.add_page(page.id, page.data);
+    if (w.finish() != in.summary.checksum) {
+      throw Error(ErrorKind::kCorruption,
+                  "changed while it was being compacted (checksum differs from the verified one)");
+    }
+    sink.close();
+  } catch (const Error& e) {
+    throw Error(e.kind(), label + ": " + e.what());
+  }
+}
+
 bool base_skippable(ErrorKind k) {
   return k == ErrorKind::kCorruption || k == ErrorKind::kChainBroken || k == ErrorKind::kNotFound;
 }
@@ -147,6 +173,7 @@ CompactResult compact_segments(const CompactInput& base, const std::vector<Compa
 
   const std::string dir = dirname_of(out_path);
   const std::string tmp = dir + "/" + temp_file_name(temp_prefix, "out-" + std::to_string(seq));
+  TempFiles plain_copies;
   CompactResult result;
   result.seq = seq;
   result.base_seq = bh.seq;
@@ -156,8 +183,18 @@ CompactResult compact_segments(const CompactInput& base, const std::vector<Compa
   result.file_length = length;
   try {
     open(streams[0], base, "snapshot seq " + std::to_string(bh.seq));
+    // Only the base streams compressed: each compressed incremental is
+    // decoded first, one at a time, so the merge holds one zstd window
+    // however many incrementals it reads.
     for (size_t i = 0; i < incrementals.size(); ++i) {
-      open(streams[i + 1], incrementals[i], "incremental seq " + std::to_string(bh.seq + 1 + i));
+      std::string label = "incremental seq " + std::to_string(bh.seq + 1 + i);
+      CompactInput in = incrementals[i];
+      if (in.summary.header.flags & kFlagCompressed) {
+        in.path = dir + "/" + temp_file_name(temp_prefix, "plain-" + std::to_string(bh.seq + 1 + i));
+        plain_copies.paths.push_back(in.path);
+        decode_to_plain(incrementals[i], in.path, label + " (" + incrementals[i].path + ")");
+      }
+      open(streams[i + 1], in, label);
     }
     // Min-heap of (page id, input): inputs are in chain order, so among equal
     // ids the larger input index is newer.
