@@ -8,6 +8,8 @@
 //   clean.json        proof that the file is the head, from a clean close
 //                     (clean_close.h); consumed by the next add()
 //   0000/<seq>.hadbp  incrementals waiting for upload
+//   0000/<seq>.digest the whole-file digest after seq, published by the
+//                     uploader after the segment (digest_spool.h)
 //   0001/<seq>.hadbp  snapshots waiting for upload (after seq 0, built by the
 //                     compactor thread from the spool and the store, never
 //                     from the live file on the checkpoint path; compact.h)
@@ -38,6 +40,7 @@
 #include "duckblock/error.h"
 #include "duckblock/key.h"
 #include "duckblock/restore.h"
+#include "digest_spool.h"
 #include "leader_checks.h"
 #include "log_shipper.h"
 #include "spool_lock.h"
@@ -450,11 +453,26 @@ struct Replicator::Impl {
         db.st.bytes_since_snapshot += result.encoded_bytes;
       }
       std::vector<uint64_t> ids = diff.changed;
-      spool_queue.push_back(SpoolJob{db.shared_from_this(), seq, diff.file_length, diff.length_changed,
-                                     std::move(ids), std::move(diff.data), now()});
+      SpoolJob job{db.shared_from_this(), seq, diff.file_length, diff.length_changed,
+                   std::move(ids), std::move(diff.data), now()};
+      // The index and the digest of seq before the spooler can hand the
+      // segment to the uploader, which publishes the digest after it.
+      l.unlock();
+      try {
+        record_shipped(db, diff);
+        spool_digest_of(db, seq);
+      } catch (...) {
+        // Queued all the same (it is counted in db.queued), as before.
+        l.lock();
+        spool_queue.push_back(std::move(job));
+        l.unlock();
+        spool_cv.notify_all();
+        throw;
+      }
+      l.lock();
+      spool_queue.push_back(std::move(job));
       l.unlock();
       spool_cv.notify_all();
-      record_shipped(db, diff);
       return result;
     }
     const uint64_t prev = db.st.checksum;
@@ -465,6 +483,8 @@ struct Replicator::Impl {
                       diff.length_changed);
     result.encoded_bytes = size;
     result.snapshot = snapshot_due;
+    record_shipped(db, diff);
+    spool_digest_of(db, seq);
     l.lock();
     db.assigned_seq = db.st.seq = seq;
     db.st.checksum = checksum;
@@ -477,7 +497,6 @@ struct Replicator::Impl {
     db.status.spooled_seq = seq;
     l.unlock();
     work_cv.notify_all();
-    record_shipped(db, diff);
     if (db.pushes_since_index_save >= kIndexSaveEvery) save_index(db, false);
     return result;
   }
@@ -583,6 +602,32 @@ struct Replicator::Impl {
     if (diff.file_length == old_length) return false;
     if (diff.file_length < old_length) return true;
     return diff.changed.empty() || diff.changed.back() != (diff.file_length - 1) / ps;
+  }
+
+  // The digest of the file after `seq` (the index must describe it now),
+  // spooled for the uploader to publish after segment `seq`. Without one
+  // (the index has pages without entries, or the spool write failed) the
+  // point has no digest: readers report it absent, nothing is wrong.
+  void spool_digest_of(Db& db, uint64_t seq) {
+    try {
+      auto digest = db.index.file_digest();
+      make_dirs(db.incr_dir());
+      if (!digest) {
+        unspool_digest(db.incr_dir(), seq);
+        return;
+      }
+      spool_digest(db.incr_dir(), db.file_mode,
+                   DigestRecord{seq, db.index.file_length(), self->options_.page_size, *digest});
+    } catch (const Error&) {
+      unspool_digest(db.incr_dir(), seq);
+    }
+  }
+
+  // After segment `seq` is in the store: its digest (seq 0's comes with
+  // the snapshot, the others with the incremental).
+  void publish_digest_of(const Db& db, uint64_t seq, bool snapshot) {
+    if (snapshot && seq != 0) return;
+    publish_spooled_digest(*self->store_, self->options_.prefix, db.name, db.incr_dir(), seq);
   }
 
   // The index takes the pages of a push once it is spooled or queued (a
@@ -737,6 +782,8 @@ struct Replicator::Impl {
       db.st.segments_since_snapshot++;
       db.st.bytes_since_snapshot += s.encoded_size;
     }
+    drop_stale_digests(db.incr_dir(), db.st.uploaded_any ? std::optional<uint64_t>(db.st.uploaded_seq) : std::nullopt,
+                       db.st.seq);
     // A snapshot is spooled after the incremental of its seq, so it is
     // covered by the head now; only the counters need it.
     for (auto& [seq, path] : spool_files(db.snap_dir())) {
@@ -1079,6 +1126,7 @@ struct Replicator::Impl {
       uint64_t size = 0;
       try {
         upload_one(key, *job, size, fenced, damaged, error);
+        if (!fenced && !damaged) publish_digest_of(*job->db, job->seq, job->snapshot);
       } catch (const Error& e) {
         error = std::string(e.what());
         damaged = e.kind() == ErrorKind::kCorruption;
@@ -1116,6 +1164,7 @@ struct Replicator::Impl {
       try {
         save_state(db);
         ::unlink(job->path.c_str());
+        if (!job->snapshot || job->seq == 0) unspool_digest(db.incr_dir(), job->seq);
       } catch (const Error& e) {
         db.status.last_error = std::string(e.what());
       }
@@ -1222,6 +1271,7 @@ void Replicator::add(const std::string& db_name, PageReader& reader) {
     db->index = impl_->fresh_index(*db);
     db->index.update_all(reader);
     db->index.set_position(db->st.seq, db->st.checksum);
+    impl_->spool_digest_of(*db, 0);
     impl_->save_state(*db);
     impl_->save_index(*db, true);
     // Before anything of the chain is uploaded (the uploader starts on it
