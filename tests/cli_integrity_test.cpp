@@ -89,6 +89,24 @@ TEST_F(CliIntegrity, AnotherDatabasesSnapshotIsRefusedByVerifyRestoreAndFollow) 
   EXPECT_NE(f.err.find("does not belong to this chain"), std::string::npos) << describe(f);
 }
 
+// verify --deep rebuilds a point in a temp file and checks it against the
+// chain's whole-file digest; a digest that disagrees is a break (exit 3),
+// and restore refuses the point the same way, publishing nothing.
+TEST_F(CliIntegrity, VerifyDeepChecksAPointAgainstItsWholeFileDigest) {
+  build("db", dir / "app.duckdb", ours, 2);
+  auto ok = run("verify", {"--deep", "--json"});
+  ASSERT_EQ(ok.rc, 0) << describe(ok);
+  EXPECT_EQ(nlohmann::json::parse(ok.out)["deep"]["digest"], "verified") << ok.out;
+  copy(dir / "store/db/digest/0000000000000001.json", dir / "store/db/digest/0000000000000002.json");
+  auto bad = run("verify", {"--deep"});
+  EXPECT_EQ(bad.rc, 3) << describe(bad);
+  auto r = run("restore", {"--to", dir / "r"});
+  EXPECT_EQ(r.rc, 3) << describe(r);
+  EXPECT_FALSE(fs::exists(dir / "r"));
+  auto at1 = run("verify", {"--deep", "--seq", "1"});
+  EXPECT_EQ(at1.rc, 0) << describe(at1);
+}
+
 // A snapshot of another chain at the same seq, and an incremental copied
 // under a snapshot key: refused, and restore falls back to an older
 // snapshot plus incrementals, giving the right bytes and saying so.

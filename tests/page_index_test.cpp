@@ -137,12 +137,7 @@ TEST_F(PageIndexOnDisk, AnIndexOfTheEarlierFormatIsConvertedOnceAndADamagedOneIg
 // entries ships exactly the pages it covers.
 class DamagedIndex : public PageIndexOnDisk {
  protected:
-  ReplicatorOptions options() {
-    ReplicatorOptions o;
-    o.spool_dir = dir / "spool";
-    o.retry_initial = std::chrono::milliseconds(5);
-    return o;
-  }
+  ReplicatorOptions options() { return test::quick_leader_options(dir / "spool"); }
   // Pages in the segment at `seq`.
   uint64_t pages_at(uint64_t seq) {
     auto bytes = get_bytes(*store, format_key("", {"db", kIncrementalGeneration, seq}));

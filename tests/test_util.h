@@ -84,3 +84,15 @@ template <class F>
 
 // EXPECT_ERROR_KIND(statement, ErrorKind::kX) << "more context";
 #define EXPECT_ERROR_KIND(stmt, kind) EXPECT_TRUE(::duckblock::test::throws_kind([&] { stmt; }, kind))
+
+#include "duckblock/replicator.h"
+
+namespace duckblock::test {
+// A leader spooling into `spool_dir` that retries a failed upload after 5 ms.
+inline ReplicatorOptions quick_leader_options(const std::string& spool_dir) {
+  ReplicatorOptions o;
+  o.spool_dir = spool_dir;
+  o.retry_initial = std::chrono::milliseconds(5);
+  return o;
+}
+}  // namespace duckblock::test

@@ -165,7 +165,8 @@ Runner add_restore(CLI::App& app) {
                           {"log_created_ms", log_done.position ? log_done.position->created_ms : 0},
                           {"replaced", exists},
                           {"removed_wal", removed_wal},
-                          {"skipped_snapshots", r.skipped_snapshots}};
+                          {"skipped_snapshots", r.skipped_snapshots},
+                          {"digest", r.digest}};
       std::cout << j.dump(2) << "\n";
     } else {
       std::cout << "restored '" << f->store.db << "' to " << path << ": seq " << r.position.seq << " (created "

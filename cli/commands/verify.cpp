@@ -24,6 +24,30 @@ struct Problem {
   std::string message;
 };
 
+// Rebuilds the file at `seq` in a temp file (restore checks it against the
+// published digest before it would publish it) and removes it. Returns
+// "verified", "absent" (no digest at that seq) or "mismatch" (a problem).
+std::string deep_check(ObjectStore& store, const std::string& db, uint64_t seq, const std::string& dir,
+                       std::vector<Problem>& problems) {
+  std::string path = dir + "/" + temp_file_name(".duckblock-verify-", db);
+  auto cleanup = [&] {
+    for (const auto& p : {path, path + ".duckblock"}) ::unlink(p.c_str());
+  };
+  std::string result = "mismatch";
+  try {
+    RestoreOptions ro;
+    ro.temp_dir = dir;
+    result = restore(store, db, path, RestoreTarget{seq, {}}, ro).digest;
+  } catch (const Error& e) {
+    cleanup();
+    if (e.kind() != ErrorKind::kCorruption && e.kind() != ErrorKind::kChainBroken) throw;
+    problems.push_back({seq, digest_key("", db, seq), std::string("deep check of seq ") + std::to_string(seq) + ": " + e.what()});
+    return result;
+  }
+  cleanup();
+  return result;
+}
+
 }  // namespace
 
 Runner add_verify(CLI::App& app) {
@@ -38,10 +62,17 @@ Runner add_verify(CLI::App& app) {
   struct Flags {
     StoreFlags store;
     std::string temp_dir;
+    bool deep = false;
+    std::optional<uint64_t> deep_seq;
   };
   auto f = std::make_shared<Flags>();
   add_store_flags(cmd, f->store, true, true);
   cmd->add_option("--temp-dir", f->temp_dir, "Where objects are downloaded to be checked (default: $TMPDIR or /tmp)");
+  cmd->add_flag("--deep", f->deep,
+                "Also rebuild the file at one point (the head, or --seq) in a temp file and check it against\n"
+                "the chain's whole-file digest: catches a set of segments that verify one by one but do not\n"
+                "give the leader's file");
+  cmd->add_option("--seq", f->deep_seq, "The point --deep checks (default: the head)");
   cmd->footer(
       "Examples:\n"
       "  duckblock verify --store file:///backups/duckblock --db app\n"
@@ -225,6 +256,9 @@ Runner add_verify(CLI::App& app) {
       }
     }
     progress.finish();
+    std::string deep = f->deep ? deep_check(*store, f->store.db, f->deep_seq.value_or(chain.head_seq()), tmp_dir,
+                                            problems)
+                               : "";
     if (chain.snapshots.empty()) {
       problems.push_back({0, "", "'" + f->store.db + "' has no snapshot: nothing can be restored"});
     } else {
@@ -250,11 +284,13 @@ Runner add_verify(CLI::App& app) {
                           {"bytes", total},
                           {"problems", ps},
                           {"notes", notes}};
+      if (f->deep) j["deep"] = {{"seq", f->deep_seq.value_or(chain.head_seq())}, {"digest", deep}};
       if (!problems.empty()) j["first_break"] = ps.front();
       std::cout << j.dump(2) << "\n";
     } else {
       for (const auto& p : problems) std::cout << "BROKEN seq " << p.seq << ": " << p.message << "\n";
       for (const auto& n : notes) std::cout << "note: " << n << "\n";
+      if (f->deep) std::cout << "deep check: whole-file digest " << deep << "\n";
       if (problems.empty()) {
         std::cout << "ok: '" << f->store.db << "' in " << store->url() << ": " << chain.snapshots.size()
                   << " snapshot(s), " << chain.incrementals.size() << " incremental(s), " << log.size()

@@ -36,15 +36,9 @@ std::optional<Origin> read_local(const std::string& path) {
 }
 
 std::optional<Origin> read_store(ObjectStore& store, const std::string& key) {
-  VectorSink sink;
-  try {
-    store.get(key, sink);
-  } catch (const Error& e) {
-    if (e.kind() == ErrorKind::kNotFound) return std::nullopt;
-    throw;
-  }
-  auto& d = sink.data();
-  auto o = decode(std::string_view(reinterpret_cast<const char*>(d.data()), d.size()));
+  auto d = get_bytes_if_exists(store, key);
+  if (!d) return std::nullopt;
+  auto o = decode(std::string_view(reinterpret_cast<const char*>(d->data()), d->size()));
   if (!o) throw Error(ErrorKind::kCorruption, store.url() + " " + key + " is not an origin record");
   return o;
 }

@@ -126,6 +126,19 @@ class Replica {
   // records nothing to compare, and passes.
   void check_unchanged() const;
 
+  // Whether the file's inode or change time (st_ctime, which no user call
+  // can set) differs from what the last apply recorded while check_unchanged
+  // passes: renamed, chmod-ed, or rewritten with its size, modification time
+  // and header pages put back. Only its bytes can then tell (the chain's
+  // whole-file digest, check_replica_on_chain); accept_stamp() records the
+  // file's stamp once they did.
+  bool stamp_changed() const;
+  void accept_stamp();
+  // Records that the file's bytes are not the chain's at its position (a
+  // whole-file digest mismatch after an apply): check_unchanged refuses it
+  // from then on, until a restore replaces it.
+  void mark_diverged(const std::string& why);
+
   // Sets the position without touching the file (for a file known to match).
   void set_position(const ChainPosition& position, std::optional<uint32_t> page_size);
 
@@ -145,6 +158,8 @@ class Replica {
   std::optional<uint32_t> page_size_;
   std::string lineage_;
   std::string file_proof_;  // "size mtime_ns sha256(first 12 KiB)" after the last apply; "" unknown
+  std::string file_stamp_;  // "ino ctime_ns" after the last apply; "" unknown
+  std::string diverged_;    // why the file is known not to be the chain's; "" not known
 };
 
 }  // namespace duckblock

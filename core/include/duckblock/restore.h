@@ -65,6 +65,10 @@ struct RestoreResult {
   // through incrementals), each with why: the restore fell back to an older
   // one plus incrementals.
   std::vector<std::string> skipped_snapshots;
+  // The whole-file digest check of the result (file_digest.h): "verified",
+  // or "absent" when the store has no digest for that seq (a chain written
+  // before digests). A mismatch is an Error(kCorruption), nothing published.
+  std::string digest = "absent";
 };
 
 // Restores `db` to `target_path`: the newest snapshot at or before the
@@ -74,6 +78,13 @@ struct RestoreResult {
 // file there is replaced only then.
 RestoreResult restore(ObjectStore& store, const std::string& db, const std::string& target_path,
                       const RestoreTarget& target = {}, const RestoreOptions& options = {});
+
+// Checks the file at `path`, at `seq` of `db`'s chain, against the digest
+// the store publishes for that seq: "verified", or "absent" if it has none.
+// Reads the whole file. Throws Error(kCorruption) naming `what` on a
+// mismatch or a damaged digest object.
+std::string check_published_digest(ObjectStore& store, const std::string& prefix, const std::string& db, uint64_t seq,
+                                   const std::string& path, const std::string& what);
 
 // Downloads `key` into `path` and verifies it; throws on any defect (the
 // file is removed), and checks the header seq against the key's.
@@ -95,6 +106,10 @@ std::vector<ChainEntry> incrementals_between(const ChainListing& chain, uint64_t
 // Applies to `replica` every incremental after its position (up to
 // `up_to_seq`), restoring from a snapshot first if the replica has no
 // position or the incrementals it needs were pruned. Returns segments applied.
+// After applying, the file is checked against the chain's whole-file digest
+// at its new position (a read of the whole file; skipped where the store has
+// none): a mismatch throws Error(kCorruption) and marks the replica diverged
+// (Replica::mark_diverged), so it is refused until `--force` restores it.
 uint64_t catch_up(ObjectStore& store, const std::string& prefix, const std::string& db, Replica& replica,
                   std::optional<uint64_t> up_to_seq = std::nullopt);
 
@@ -102,9 +117,12 @@ struct ChainIdentity;
 // Checks, before anything is applied, that a replica with a position still
 // belongs to the store's chain: the file is as the last apply left it
 // (Replica::check_unchanged), its lineage is the store's, and the store
-// states its checksum at its seq. Throws Error(kChainBroken) saying how out.
+// states its checksum at its seq. A file whose inode or ctime changed while
+// size, mtime and headers did not (Replica::stamp_changed) is checked
+// against the chain's whole-file digest at its seq (`prefix`: the key
+// prefix). Throws Error(kChainBroken) saying how out.
 void check_replica_on_chain(ObjectStore& store, const ChainListing& chain, const ChainIdentity& id,
-                            const std::string& db, Replica& replica);
+                            const std::string& db, Replica& replica, const std::string& prefix = "");
 
 // Retention: what to keep so that every point in the window stays restorable.
 struct RetentionPolicy {

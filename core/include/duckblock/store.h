@@ -104,6 +104,8 @@ std::unique_ptr<ObjectStore> make_local_store(const std::string& directory, Env*
 // Helpers over any store.
 std::vector<uint8_t> get_bytes(ObjectStore& store, const std::string& key,
                                std::optional<ByteRange> range = std::nullopt);
+// The same, nullopt if the store has no object at `key`.
+std::optional<std::vector<uint8_t>> get_bytes_if_exists(ObjectStore& store, const std::string& key);
 void put_bytes(ObjectStore& store, const std::string& key, std::span<const uint8_t> data);
 
 }  // namespace duckblock

@@ -180,7 +180,25 @@ std::string file_proof(const std::string& path) {
   return std::to_string(st.st_size) + " " + std::to_string(mtime_ns) + " " + to_hex(h.finish());
 }
 
+// The file's inode and change time: a rename, chmod or any write moves
+// ctime, and no user call sets it back.
+std::string file_stamp(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return "";
+  int64_t ctime_ns = int64_t(st.st_ctim.tv_sec) * 1000000000 + st.st_ctim.tv_nsec;
+  return std::to_string(st.st_ino) + " " + std::to_string(ctime_ns);
+}
+
 }  // namespace
+
+bool Replica::stamp_changed() const { return !file_stamp_.empty() && file_stamp(path_) != file_stamp_; }
+
+void Replica::accept_stamp() { save_journal(false, 0); }
+
+void Replica::mark_diverged(const std::string& why) {
+  diverged_ = why;
+  save_journal(false, 0);
+}
 
 void Replica::set_lineage(const std::string& lineage) {
   lineage_ = lineage;
@@ -205,6 +223,7 @@ void Replica::check_unchanged() const {
       changed(path_ + ".wal exists and is not the log duckblock applied");
     }
   }
+  if (!diverged_.empty()) changed(diverged_);
   if (file_proof_.empty()) return;
   std::string now = file_proof(path_);
   if (now == file_proof_) return;
@@ -245,6 +264,9 @@ void Replica::save_journal(bool pending, uint64_t pending_seq, bool replacing) {
   // The proof is taken when the file is at rest at the journal's position.
   if (!pending && !replacing) file_proof_ = file_proof(path_);
   if (!pending && !replacing && !file_proof_.empty()) j["file"] = file_proof_;
+  if (!pending && !replacing) file_stamp_ = file_stamp(path_);
+  if (!pending && !replacing && !file_stamp_.empty()) j["stamp"] = file_stamp_;
+  if (!diverged_.empty()) j["diverged"] = diverged_;
   std::string text = j.dump(1) + "\n";
   write_file_atomic(journal_path(),
                     std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
@@ -264,6 +286,8 @@ void Replica::recover() {
     if (j.contains("page_size")) page_size_ = j["page_size"].get<uint32_t>();
     lineage_ = j.value("lineage", std::string());
     file_proof_ = j.value("file", std::string());
+    file_stamp_ = j.value("stamp", std::string());
+    diverged_ = j.value("diverged", std::string());
   } catch (const std::exception& e) {
     throw Error(ErrorKind::kCorruption, "replica journal " + journal_path() + " is unreadable: " + e.what());
   }
@@ -451,6 +475,7 @@ void Replica::finish_replace() {
     if (::rename(tmp.c_str(), path_.c_str()) != 0) throw_errno("cannot rename into " + path_);
     fsync_dir(dirname_of(path_));
   }
+  diverged_.clear();  // a whole new file
   save_journal(false, 0);
 }
 

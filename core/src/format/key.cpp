@@ -39,6 +39,25 @@ bool lower_hex(const std::string& s) {
 }
 }  // namespace
 
+std::string digest_prefix(const std::string& prefix, const std::string& db) {
+  validate_db_name(db);
+  return prefix + db + "/digest/";
+}
+
+std::string digest_key(const std::string& prefix, const std::string& db, uint64_t seq) {
+  char name[24];
+  std::snprintf(name, sizeof name, "%016llx", static_cast<unsigned long long>(seq));
+  return digest_prefix(prefix, db) + name + ".json";
+}
+
+std::optional<uint64_t> parse_digest_key(const std::string& prefix, const std::string& db, const std::string& key) {
+  const std::string dir = digest_prefix(prefix, db);
+  if (key.size() != dir.size() + 16 + 5 || key.compare(0, dir.size(), dir) != 0) return std::nullopt;
+  std::string seq = key.substr(dir.size(), 16);
+  if (!lower_hex(seq) || key.substr(dir.size() + 16) != ".json") return std::nullopt;
+  return std::stoull(seq, nullptr, 16);
+}
+
 std::optional<SegmentKey> parse_key(const std::string& prefix, const std::string& key) {
   if (key.compare(0, prefix.size(), prefix) != 0) return std::nullopt;
   std::string rest = key.substr(prefix.size());

@@ -164,6 +164,7 @@ class Uploader : public LeaderThread {
   bool run_deferred_check(std::unique_lock<std::mutex>& l);
   Outcome upload_one(const std::string& key, const Job& job, uint64_t& size, std::string& error);
   void record_upload(LeaderDb& db, const Job& job, uint64_t size);
+  void publish_digest_of(const LeaderDb& db, const Job& job);
   void wait_before_retry(std::unique_lock<std::mutex>& l);
 
   std::chrono::milliseconds backoff_{0};  // set from the options on the first retry
@@ -222,6 +223,7 @@ class Leader {
   // path. Caller holds mu.
   void schedule_snapshot(LeaderDb& db, uint64_t seq);
   void wait_spooled(LeaderDb& db);
+  void count_toward_snapshot(LeaderDb& db, uint64_t seq, bool snapshot_due, uint64_t size);
 
   // ---- the shipped page index (shipped_index.cpp) ----
   PageIndex load_index(LeaderDb& db);
@@ -230,6 +232,9 @@ class Leader {
   void save_index(LeaderDb& db, bool durable);
   void save_index_quietly(LeaderDb& db);
   void save_index_if_due(LeaderDb& db);
+  // The digest of the file after `seq` (the index must describe it now),
+  // spooled for the uploader to publish after segment `seq`.
+  void spool_digest_of(LeaderDb& db, uint64_t seq);
   bool resync_if_needed(LeaderDb& db);
   static constexpr uint64_t kIndexSaveEvery = 16;
 

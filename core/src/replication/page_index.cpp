@@ -217,6 +217,11 @@ PageIndex PageIndex::open(const std::string& path, uint32_t page_size, uint32_t 
     idx.seq_ = h->seq;
     idx.chain_checksum_ = h->chain_checksum;
     idx.count_ = (h->file_length + page_size - 1) / page_size;
+    idx.digest_known_ = h->digest.has_value();
+    if (h->digest) {
+      idx.digest_ = FileDigest::from_bytes(h->digest->lthash);
+      idx.missing_ = h->digest->missing;
+    }
     ok = true;
   } else {
     idx.clear();
@@ -229,6 +234,10 @@ void PageIndex::clear() {
   if (store_) store_->clear();
   pending_.clear();
   file_length_ = seq_ = chain_checksum_ = count_ = 0;
+  digest_ = FileDigest{};
+  missing_ = 0;
+  digest_known_ = true;
+  damaged_seen_ = store_ ? store_->damaged_blocks() : 0;
 }
 
 Sha256Digest PageIndex::expected(uint64_t id) const {
@@ -322,7 +331,59 @@ PageIndex::Diff PageIndex::diff(PageReader& reader, const std::vector<uint64_t>*
 void PageIndex::grow_to(uint64_t count) {
   if (count <= count_) return;
   if (store_) store_->erase_range(count_, count);
+  missing_ += count - count_;
   count_ = count;
+}
+
+void PageIndex::account_entry(uint64_t id, const Sha256Digest& old_entry, const Sha256Digest& new_entry) {
+  if (!digest_known_ || old_entry == new_entry) return;
+  const Sha256Digest none{};
+  if (old_entry == none) {
+    missing_--;
+  } else {
+    digest_.remove_page(id, old_entry);
+  }
+  if (new_entry == none) {
+    missing_++;
+  } else {
+    digest_.add_page(id, new_entry);
+  }
+}
+
+// One pass over the entries, a block at a time.
+void PageIndex::recompute_digest() {
+  digest_ = FileDigest{};
+  missing_ = 0;
+  damaged_seen_ = store_ ? store_->damaged_blocks() : 0;
+  std::array<Sha256Digest, kPerBlock> block{};
+  const Sha256Digest none{};
+  for (uint64_t id = 0; id < count_; ++id) {
+    if (id % kPerBlock == 0 || id == 0) {
+      if (store_) {
+        store_->get_block(id / kPerBlock, block);
+      } else {
+        block.fill(none);
+      }
+    }
+    Sha256Digest e = block[id % kPerBlock];
+    if (auto it = pending_.find(id); it != pending_.end()) e = it->second.first;
+    if (e == none) {
+      missing_++;
+    } else {
+      digest_.add_page(id, e);
+    }
+  }
+  digest_pages_scanned_ += count_;
+  // A block found damaged during the scan holds no entries: counted missing.
+  damaged_seen_ = store_ ? store_->damaged_blocks() : 0;
+  digest_known_ = true;
+}
+
+std::optional<FileDigest> PageIndex::file_digest() {
+  if (store_ && store_->damaged_blocks() != damaged_seen_) digest_known_ = false;
+  if (!digest_known_) recompute_digest();
+  if (missing_ != 0) return std::nullopt;
+  return digest_;
 }
 
 void PageIndex::set(uint64_t page_id, const uint8_t* data, size_t len) { set_hash(page_id, hash_page(data, len)); }
@@ -330,12 +391,14 @@ void PageIndex::set(uint64_t page_id, const uint8_t* data, size_t len) { set_has
 void PageIndex::set_hash(uint64_t page_id, const Sha256Digest& digest) {
   if (!store_) throw Error(ErrorKind::kInvalidArgument, "page index bound to no file");
   grow_to(page_id + 1);
+  account_entry(page_id, expected(page_id), digest);
   pending_.erase(page_id);
   store_->put(page_id, digest);
 }
 
 void PageIndex::set_pending(uint64_t page_id, const Sha256Digest& digest, uint64_t seq) {
   grow_to(page_id + 1);
+  account_entry(page_id, expected(page_id), digest);
   pending_[page_id] = {digest, seq};
 }
 
@@ -355,6 +418,9 @@ void PageIndex::set_length(uint64_t file_length) {
   if (count > count_) {
     grow_to(count);
   } else if (count < count_) {
+    // The pages past the new end leave the digest.
+    for (uint64_t id = count; id < count_ && digest_known_; ++id) account_entry(id, expected(id), Sha256Digest{});
+    if (digest_known_) missing_ -= count_ - count;
     for (auto it = pending_.begin(); it != pending_.end();) it = it->first >= count ? pending_.erase(it) : std::next(it);
     count_ = count;
   }
@@ -385,6 +451,9 @@ void PageIndex::save(bool durable) {
   h.file_length = file_length_;
   h.seq = seq_;
   h.chain_checksum = chain_checksum_;
+  if (digest_known_ && store_->damaged_blocks() == damaged_seen_) {
+    h.digest = PagedHashes::Header::Digest{digest_.bytes(), missing_};
+  }
   store_->write_header(h, durable);
 }
 

@@ -16,6 +16,13 @@ namespace {
 constexpr char kMagic[8] = {'D', 'B', 'P', 'I', 'D', 'X', '0', '3'};
 constexpr size_t kEntries = PagedHashes::kPerBlock * 32;  // 4064
 constexpr size_t kHeaderBytes = 8 + 8 + 4 + 4 + 8 + 8 + 8;  // then its SHA-256
+// The digest record after it in the same slot: magic, the header's
+// generation, missing count, the 2048-byte lthash, then its SHA-256.
+constexpr char kDigestMagic[8] = {'D', 'B', 'P', 'D', 'G', 'S', 'T', '1'};
+constexpr size_t kDigestOffset = kHeaderBytes + 32;
+constexpr size_t kDigestBytes = 8 + 8 + 8 + 2048;
+constexpr size_t kSlotBytes = kDigestOffset + kDigestBytes + 32;
+static_assert(kSlotBytes <= PagedHashes::kBlockSize);
 
 void put64(uint8_t* p, uint64_t v) { std::memcpy(p, &v, 8); }
 uint64_t get64(const uint8_t* p) {
@@ -85,9 +92,11 @@ PagedHashes::~PagedHashes() {
 std::optional<PagedHashes::Header> PagedHashes::read_header() {
   std::lock_guard l(mu_);
   std::optional<Header> best;
-  uint8_t buf[kHeaderBytes + 32];
+  uint8_t buf[kSlotBytes];
   for (uint64_t slot = 0; slot < 2; ++slot) {
-    if (pread_full(fd_, buf, sizeof buf, slot * kBlockSize, path_) != sizeof buf) continue;
+    size_t got = pread_full(fd_, buf, sizeof buf, slot * kBlockSize, path_);
+    if (got < kDigestOffset) continue;
+    if (got < sizeof buf) std::memset(buf + got, 0, sizeof buf - got);
     if (std::memcmp(buf, kMagic, 8) != 0) continue;
     auto d = sha256(std::span<const uint8_t>(buf, kHeaderBytes));
     if (std::memcmp(d.data(), buf + kHeaderBytes, 32) != 0) continue;
@@ -97,16 +106,31 @@ std::optional<PagedHashes::Header> PagedHashes::read_header() {
     h.file_length = get64(buf + 24);
     h.seq = get64(buf + 32);
     h.chain_checksum = get64(buf + 40);
+    const uint8_t* dg = buf + kDigestOffset;
+    auto dd = sha256(std::span<const uint8_t>(dg, kDigestBytes));
+    if (std::memcmp(dg, kDigestMagic, 8) == 0 && get64(dg + 8) == h.generation &&
+        std::memcmp(dd.data(), dg + kDigestBytes, 32) == 0) {
+      Header::Digest d;
+      d.missing = get64(dg + 16);
+      std::memcpy(d.lthash.data(), dg + 24, d.lthash.size());
+      h.digest = d;
+    }
     if (!best || h.generation > best->generation) best = h;
   }
   if (best) generation_ = best->generation;
+  if (best && best->digest) digest_header_ = best;
   return best;
 }
 
 void PagedHashes::write_header(Header h, bool sync) {
   std::lock_guard l(mu_);
+  write_header_locked(h, sync);
+}
+
+void PagedHashes::write_header_locked(const Header& in, bool sync) {
+  Header h = in;
   h.generation = ++generation_;
-  uint8_t buf[kHeaderBytes + 32] = {};
+  uint8_t buf[kSlotBytes] = {};
   std::memcpy(buf, kMagic, 8);
   put64(buf + 8, h.generation);
   std::memcpy(buf + 16, &h.page_size, 4);
@@ -115,13 +139,40 @@ void PagedHashes::write_header(Header h, bool sync) {
   put64(buf + 40, h.chain_checksum);
   auto d = sha256(std::span<const uint8_t>(buf, kHeaderBytes));
   std::memcpy(buf + kHeaderBytes, d.data(), 32);
+  if (h.digest) {
+    uint8_t* dg = buf + kDigestOffset;
+    std::memcpy(dg, kDigestMagic, 8);
+    put64(dg + 8, h.generation);
+    put64(dg + 16, h.digest->missing);
+    std::memcpy(dg + 24, h.digest->lthash.data(), h.digest->lthash.size());
+    auto dd = sha256(std::span<const uint8_t>(dg, kDigestBytes));
+    std::memcpy(dg + kDigestBytes, dd.data(), 32);
+  }
   // Alternate slots: the previous header survives a torn write of this one.
   pwrite_full(fd_, buf, sizeof buf, (h.generation % 2) * kBlockSize, path_);
   if (sync && ::fdatasync(fd_) != 0) throw_errno("cannot sync " + path_);
+  digest_header_.reset();
+  if (h.digest) digest_header_ = h;
+}
+
+// Before the first block write after a header that carries a digest: the
+// same header without it, synced, so a crash can never pair the saved digest
+// with entries of a later seq.
+void PagedHashes::invalidate_header_digest_locked() {
+  if (!digest_header_) return;
+  Header h = *digest_header_;
+  h.digest.reset();
+  write_header_locked(h, true);
+}
+
+uint64_t PagedHashes::damaged_blocks() const {
+  std::lock_guard l(mu_);
+  return damaged_blocks_;
 }
 
 void PagedHashes::clear() {
   std::lock_guard l(mu_);
+  digest_header_.reset();
   slots_.clear();
   lru_.clear();
   if (::ftruncate(fd_, 0) != 0) throw_errno("cannot truncate " + path_);
@@ -139,13 +190,17 @@ PagedHashes::Slot& PagedHashes::slot_locked(uint64_t block) {
   size_t got = pread_full(fd_, s.data.get(), kBlockSize, kBlocksOffset + block * kBlockSize, path_);
   if (got < kBlockSize) std::memset(s.data.get() + got, 0, kBlockSize - got);
   // Never written (a hole, or past the end) or damaged: no entries.
-  if (!all_zero(s.data.get(), kBlockSize) && !sealed(block, s.data.get())) std::memset(s.data.get(), 0, kBlockSize);
+  if (!all_zero(s.data.get(), kBlockSize) && !sealed(block, s.data.get())) {
+    std::memset(s.data.get(), 0, kBlockSize);
+    damaged_blocks_++;
+  }
   lru_.push_front(block);
   s.lru = lru_.begin();
   return slots_.emplace(block, std::move(s)).first->second;
 }
 
 void PagedHashes::write_block_locked(uint64_t block, Slot& s) {
+  invalidate_header_digest_locked();
   seal(block, s.data.get());
   pwrite_full(fd_, s.data.get(), kBlockSize, kBlocksOffset + block * kBlockSize, path_);
   s.dirty = false;

@@ -38,6 +38,17 @@ class PagedHashes {
     uint64_t file_length = 0;
     uint64_t seq = 0;
     uint64_t chain_checksum = 0;
+    // The whole-file digest (file_digest.h) of the entries at this
+    // position, and how many pages below the file length had no entry. Kept
+    // in a second sealed record of the slot that earlier readers ignore.
+    // nullopt when not known: never saved, or invalidated because a block
+    // went back to disk after this header (its entries may be of a later
+    // seq than the header's, so the saved sum no longer describes them).
+    struct Digest {
+      std::array<uint8_t, 2048> lthash{};
+      uint64_t missing = 0;
+    };
+    std::optional<Digest> digest;
   };
 
   // Opens (creating it with `mode` if missing) the file at `path`. The
@@ -62,6 +73,8 @@ class PagedHashes {
   void erase_range(uint64_t from, uint64_t to);
   // Writes every dirty block; with `sync`, then fdatasync.
   void flush(bool sync);
+  // Blocks seen damaged (their entries dropped) since the file was opened.
+  uint64_t damaged_blocks() const;
 
   size_t cached_bytes() const;  // the cache's block bytes now
   size_t cache_limit_bytes() const { return cache_blocks_ * kBlockSize; }
@@ -76,6 +89,8 @@ class PagedHashes {
   Slot& slot_locked(uint64_t block);
   void write_block_locked(uint64_t block, Slot& s);
   void evict_locked();
+  void write_header_locked(const Header& h, bool sync);
+  void invalidate_header_digest_locked();
 
   std::string path_;
   int fd_ = -1;
@@ -84,6 +99,10 @@ class PagedHashes {
   std::unordered_map<uint64_t, Slot> slots_;
   std::list<uint64_t> lru_;  // front: most recently used
   uint64_t generation_ = 0;
+  // The newest header written or read, while it vouches for a digest: a
+  // block write clears its digest first (invalidate_header_digest_locked).
+  std::optional<Header> digest_header_;
+  uint64_t damaged_blocks_ = 0;
 };
 
 }  // namespace duckblock

@@ -239,36 +239,60 @@ PushResult Leader::push_locked(LeaderDb& db, PageReader& reader, const std::vect
     db.assigned_seq = seq;
     db.queued++;
     db.queued_bytes += data_bytes;
+    count_toward_snapshot(db, seq, snapshot_due, result.encoded_bytes);
     std::vector<uint64_t> ids = diff.changed;
-    spooler.enqueue(SpoolJob{db.shared_from_this(), seq, diff.file_length, diff.length_changed, std::move(ids),
-                             std::move(diff.data), now()});
-  } else {
-    SegmentPlan plan;
-    plan.seq = seq;
-    plan.prev_checksum = db.st.checksum;
+    SpoolJob job{db.shared_from_this(), seq, diff.file_length, diff.length_changed, std::move(ids),
+                 std::move(diff.data), now()};
     l.unlock();
-    plan.created_ms = now();
-    plan.page_count = diff.changed.size();
-    plan.source = pages_from_file(reader, ps, diff.file_length, diff.changed);
-    plan.file_length = diff.file_length;
-    plan.with_length = diff.length_changed;
-    WrittenSegment written = db.spool.write(plan, options_.compression);
-    result.encoded_bytes = written.size;
+    // The index and the digest of seq before the spooler can hand the
+    // segment to the uploader, which publishes the digest after it. The job
+    // is queued whatever happens (db.queued counts it).
+    try {
+      record_shipped(db, diff);
+      spool_digest_of(db, seq);
+    } catch (...) {
+      l.lock();
+      spooler.enqueue(std::move(job));
+      throw;
+    }
     l.lock();
-    db.assigned_seq = db.st.seq = seq;
-    db.st.checksum = written.checksum;
-    uploader.wake();
+    spooler.enqueue(std::move(job));
+    return result;
   }
+  SegmentPlan plan;
+  plan.seq = seq;
+  plan.prev_checksum = db.st.checksum;
+  l.unlock();
+  plan.created_ms = now();
+  plan.page_count = diff.changed.size();
+  plan.source = pages_from_file(reader, ps, diff.file_length, diff.changed);
+  plan.file_length = diff.file_length;
+  plan.with_length = diff.length_changed;
+  WrittenSegment written = db.spool.write(plan, options_.compression);
+  result.encoded_bytes = written.size;
+  // Durable now: the index takes its pages, and its digest is spooled,
+  // before the uploader can see the segment.
+  record_shipped(db, diff);
+  spool_digest_of(db, seq);
+  l.lock();
+  db.assigned_seq = db.st.seq = seq;
+  db.st.checksum = written.checksum;
+  count_toward_snapshot(db, seq, snapshot_due, written.size);
+  uploader.wake();
+  l.unlock();
+  save_index_if_due(db);
+  return result;
+}
+
+// The SnapshotPolicy counters after incremental `seq` of `size` bytes, or
+// the snapshot due at it, which starts a new count. Caller holds mu.
+void Leader::count_toward_snapshot(LeaderDb& db, uint64_t seq, bool snapshot_due, uint64_t size) {
   if (snapshot_due) {
     schedule_snapshot(db, seq);
-  } else {
-    db.st.segments_since_snapshot++;
-    db.st.bytes_since_snapshot += result.encoded_bytes;
+    return;
   }
-  l.unlock();
-  record_shipped(db, diff);
-  if (!background) save_index_if_due(db);
-  return result;
+  db.st.segments_since_snapshot++;
+  db.st.bytes_since_snapshot += size;
 }
 
 // Each due snapshot is made, in order (retention counts on them), each from
@@ -351,6 +375,7 @@ void start_new_chain(Leader& leader, LeaderDb& db, PageReader& reader) {
   db.index = leader.fresh_index(db);
   db.index.update_all(reader);
   db.index.set_position(db.st.seq, db.st.checksum);
+  leader.spool_digest_of(db, 0);
   db.spool.save_state(db.st);
   leader.save_index(db, true);
   // Before anything of the chain is uploaded (the uploader starts on it only

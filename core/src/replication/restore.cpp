@@ -1,5 +1,6 @@
 #include "duckblock/restore.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <condition_variable>
@@ -8,6 +9,7 @@
 
 #include "duckblock/chain.h"
 #include "duckblock/error.h"
+#include "duckblock/file_digest.h"
 #include "duckblock/key.h"
 #include "duckblock/temp_files.h"
 
@@ -322,6 +324,9 @@ RestoreResult restore(ObjectStore& store, const std::string& db, const std::stri
     if (options.progress) options.progress(progress);
     result.segments_applied = apply_all(store, replica, incs, dir, &result, &options, &progress);
     result.position = replica.position();
+    // Before anything is published: the bytes are the leader's at that seq.
+    result.digest = check_published_digest(store, options.prefix, db, result.position.seq, work,
+                                           "the restored file at seq " + std::to_string(result.position.seq));
     // Publish: drop the old journal, then move the file, then its journal. A
     // crash between these steps leaves either the old file or the new one
     // without a journal, which a follower treats as "start from a snapshot";
@@ -341,6 +346,36 @@ RestoreResult restore(ObjectStore& store, const std::string& db, const std::stri
   return result;
 }
 
+std::string check_published_digest(ObjectStore& store, const std::string& prefix, const std::string& db, uint64_t seq,
+                                   const std::string& path, const std::string& what) {
+  auto want = read_published_digest(store, prefix, db, seq);
+  if (!want) return "absent";
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) throw_errno("cannot stat " + path);
+  check_digest(*want, static_cast<uint64_t>(st.st_size), digest_of_file(path, want->page_size), what);
+  return "verified";
+}
+
+namespace {
+
+// After an apply: the replica's bytes are the leader's at its position, or
+// it is marked diverged (refused until --force restores it afresh).
+void check_replica_digest(ObjectStore& store, const std::string& prefix, const std::string& db, Replica& replica) {
+  const uint64_t seq = replica.position().seq;
+  try {
+    check_published_digest(store, prefix, db, seq, replica.path(),
+                           "the replica " + replica.path() + " at seq " + std::to_string(seq));
+  } catch (const Error& e) {
+    if (e.kind() != ErrorKind::kCorruption) throw;
+    replica.mark_diverged(e.what());
+    throw Error(ErrorKind::kCorruption, std::string(e.what()) +
+                                            "; `duckblock follow --force` (or restore --force) replaces it with a "
+                                            "fresh copy from the store");
+  }
+}
+
+}  // namespace
+
 uint64_t catch_up(ObjectStore& store, const std::string& prefix, const std::string& db, Replica& replica,
                   std::optional<uint64_t> up_to_seq) {
   ChainListing chain = list_chain(store, prefix, db);
@@ -351,7 +386,7 @@ uint64_t catch_up(ObjectStore& store, const std::string& prefix, const std::stri
   remove_stale_temp_files_once(dir, kDownloadPrefix);  // left by a run that was killed
   bool fresh = ::access(replica.journal_path().c_str(), F_OK) != 0;
   uint64_t pos = replica.position().seq;
-  if (!fresh) check_replica_on_chain(store, chain, id, db, replica);
+  if (!fresh) check_replica_on_chain(store, chain, id, db, replica, prefix);
   // Start over from a snapshot when the replica has no position yet, or the
   // incremental it needs next is gone (pruned) while a newer snapshot exists.
   bool need_next = !fresh && pos < head;
@@ -373,15 +408,29 @@ uint64_t catch_up(ObjectStore& store, const std::string& prefix, const std::stri
     ++applied;
   }
   pos = replica.position().seq;
-  if (pos >= head) return applied;
-  auto incs = incrementals_between(chain, pos, head);
-  return applied + apply_all(store, replica, incs, dir, nullptr, nullptr, nullptr);
+  if (pos < head) applied += apply_all(store, replica, incrementals_between(chain, pos, head), dir, nullptr, nullptr, nullptr);
+  if (applied > 0) check_replica_digest(store, prefix, db, replica);
+  return applied;
 }
 
 void check_replica_on_chain(ObjectStore& store, const ChainListing& chain, const ChainIdentity& id,
-                            const std::string& db, Replica& replica) {
+                            const std::string& db, Replica& replica, const std::string& prefix) {
   replica.check_unchanged();
   const std::string how = "`duckblock follow --force` replaces the replica with a fresh copy of the store's chain";
+  if (replica.stamp_changed()) {
+    // Renamed or chmod-ed, or rewritten with its size, mtime and headers
+    // put back: only its bytes can tell (one read of the whole file).
+    try {
+      check_published_digest(store, prefix, db, replica.position().seq, replica.path(),
+                             "the replica " + replica.path() + " at seq " + std::to_string(replica.position().seq));
+    } catch (const Error& e) {
+      if (e.kind() != ErrorKind::kCorruption) throw;
+      throw Error(ErrorKind::kChainBroken, "the replica " + replica.path() +
+                                               " was changed since duckblock last applied to it (" + e.what() + "); " +
+                                               how);
+    }
+    replica.accept_stamp();
+  }
   if (!replica.lineage().empty() && replica.lineage() != id.lineage) {
     throw_lineage_mismatch(db, id.lineage, replica.lineage(), how);
   }

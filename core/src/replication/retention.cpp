@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 
 #include "duckblock/chain.h"
 #include "duckblock/error.h"
@@ -23,6 +24,24 @@ bool incremental_removable(const ChainListing& chain, const ChainEntry& e, uint6
   if (e.seq > base) return false;
   return std::any_of(chain.incrementals.begin(), chain.incrementals.end(),
                      [&](const ChainEntry& x) { return x.seq == base + 1; });
+}
+
+// The whole-file digests of the points no kept object can restore: those
+// before the oldest restorable seq. A removed entry's key names the prefix
+// and database ({prefix}{db}/{gen}/{seq}.hadbp).
+std::vector<std::string> digests_of(const PrunePlan& plan) {
+  std::vector<std::string> keys;
+  for (const auto& e : plan.remove) {
+    if (e.seq >= plan.oldest_restorable_seq) continue;
+    constexpr size_t kTail = 1 + 4 + 1 + 16 + 6;
+    if (e.key.size() <= kTail) continue;
+    char seq[20];
+    std::snprintf(seq, sizeof seq, "%016llx", static_cast<unsigned long long>(e.seq));
+    keys.push_back(e.key.substr(0, e.key.size() - kTail) + "/digest/" + seq + ".json");
+  }
+  std::sort(keys.begin(), keys.end());
+  keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+  return keys;
 }
 
 // The log of base B is needed by the points between checkpoints B and B+1;
@@ -83,23 +102,31 @@ PrunePlan plan_prune(const ChainListing& chain, const RetentionPolicy& policy, i
   return plan;
 }
 
+namespace {
+
+// In requests of at most 1000 keys (S3's DeleteObjects limit).
+void remove_in_batches(ObjectStore& store, const std::vector<std::string>& keys) {
+  for (size_t i = 0; i < keys.size(); i += 1000) {
+    store.remove({keys.begin() + i, keys.begin() + std::min(keys.size(), i + 1000)});
+  }
+}
+
+}  // namespace
+
 void execute_prune(ObjectStore& store, const PrunePlan& plan) {
   // Log segments, then incrementals, then snapshots, oldest first: a crash
   // part-way leaves only objects nothing needs, never a kept point without
   // its base.
   std::vector<std::string> logs;
   for (const auto& e : plan.remove_log) logs.push_back(e.key);
-  for (size_t i = 0; i < logs.size(); i += 1000) {
-    store.remove({logs.begin() + i, logs.begin() + std::min(logs.size(), i + 1000)});
-  }
+  remove_in_batches(store, logs);
   std::vector<std::string> incrementals, snapshots;
   for (const auto& e : plan.remove) (e.snapshot ? snapshots : incrementals).push_back(e.key);
-  for (size_t i = 0; i < incrementals.size(); i += 1000) {
-    store.remove({incrementals.begin() + i, incrementals.begin() + std::min(incrementals.size(), i + 1000)});
-  }
-  for (size_t i = 0; i < snapshots.size(); i += 1000) {
-    store.remove({snapshots.begin() + i, snapshots.begin() + std::min(snapshots.size(), i + 1000)});
-  }
+  remove_in_batches(store, incrementals);
+  remove_in_batches(store, snapshots);
+  // Last: a crash before leaves digests of points nothing restores, which
+  // nothing reads.
+  remove_in_batches(store, digests_of(plan));
 }
 
 }  // namespace duckblock

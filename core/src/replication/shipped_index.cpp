@@ -7,6 +7,7 @@
 #include "duckblock/key.h"
 #include <unistd.h>
 
+#include "digest_spool.h"
 #include "leader.h"
 
 namespace duckblock {
@@ -117,6 +118,22 @@ void Leader::record_shipped(LeaderDb& db, const PageIndex::Diff& diff) {
   }
   db.index.set_length(diff.file_length);
   db.pushes_since_index_save++;
+}
+
+// Without a digest (the index has pages without entries, or the spool write
+// failed) the point has none: readers report it absent, nothing is wrong.
+void Leader::spool_digest_of(LeaderDb& db, uint64_t seq) {
+  const std::string dir = db.spool.incremental_dir();
+  try {
+    auto digest = db.index.file_digest();
+    if (!digest) {
+      unspool_digest(dir, seq);
+      return;
+    }
+    spool_digest(dir, db.spool.file_mode(), DigestRecord{seq, db.index.file_length(), options_.page_size, *digest});
+  } catch (const Error&) {
+    unspool_digest(dir, seq);
+  }
 }
 
 // Saving the index is an optimisation (a restart replays fewer segments),

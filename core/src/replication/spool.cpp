@@ -9,6 +9,7 @@
 #include "duckblock/format.h"
 #include "duckblock/io.h"
 #include "duckblock/replicator.h"
+#include "digest_spool.h"
 
 namespace duckblock {
 
@@ -172,6 +173,7 @@ void Spool::adopt(SpoolState& st) const {
     st.segments_since_snapshot++;
     st.bytes_since_snapshot += s.encoded_size;
   }
+  drop_stale_digests(incr_dir(), st.uploaded_any ? std::optional<uint64_t>(st.uploaded_seq) : std::nullopt, st.seq);
   // A snapshot is spooled after the incremental of its seq, so it is
   // covered by the head now; only the counters need it.
   for (auto& [seq, path] : snapshots()) {

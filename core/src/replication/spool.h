@@ -11,6 +11,8 @@
 //   origin.json       the store this spool ships to (record_spool_origin)
 //   lock              one writer process at a time (spool_lock.h)
 //   0000/<seq>.hadbp  incrementals waiting for upload
+//   0000/<seq>.digest the whole-file digest after seq, published by the
+//                     uploader after the segment (digest_spool.h)
 //   0001/<seq>.hadbp  snapshots waiting for upload
 // A segment file appears only whole and durable (temp file, fsync, rename,
 // directory fsync) and is removed only after state.json records its upload.
@@ -93,6 +95,10 @@ class Spool {
 
   std::optional<SpoolState> load_state() const;
   void save_state(const SpoolState& st) const;
+
+  // The folder of incrementals, which also holds their digests
+  // (digest_spool.h).
+  std::string incremental_dir() const { return incr_dir(); }
 
   // Segment files by seq, of one generation.
   std::map<uint64_t, std::string> incrementals() const { return files(incr_dir()); }

@@ -6,6 +6,7 @@
 // provably ours is replaced, any other damage stops this database's uploads.
 #include "duckblock/chain.h"
 #include "duckblock/key.h"
+#include "digest_spool.h"
 #include "leader.h"
 #include "leader_checks.h"
 
@@ -171,10 +172,19 @@ void Uploader::record_upload(LeaderDb& db, const Job& job, uint64_t size) {
   try {
     db.spool.save_state(db.st);
     db.spool.remove_segment(job.path);
+    if (!job.snapshot || job.seq == 0) unspool_digest(db.spool.incremental_dir(), job.seq);
   } catch (const Error& e) {
     db.status.last_error = std::string(e.what());
   }
   if (db.log) db.log->kick();
+}
+
+// After segment `seq` is in the store: its digest (seq 0's comes with the
+// snapshot, the others with the incremental). A failure retries the upload,
+// which finds the segment there (kSame) and publishes again.
+void Uploader::publish_digest_of(const LeaderDb& db, const Job& job) {
+  if (job.snapshot && job.seq != 0) return;
+  publish_spooled_digest(leader_.store(), leader_.options().prefix, db.name, db.spool.incremental_dir(), job.seq);
 }
 
 void Uploader::loop() {
@@ -197,6 +207,7 @@ void Uploader::loop() {
     uint64_t size = 0;
     try {
       outcome = upload_one(key, *job, size, error);
+      if (outcome == Outcome::kUploaded) publish_digest_of(db, *job);
     } catch (const Error& e) {
       error = e.what();
       outcome = e.kind() == ErrorKind::kCorruption ? Outcome::kDamaged : Outcome::kFailed;

@@ -47,6 +47,15 @@ std::vector<uint8_t> get_bytes(ObjectStore& store, const std::string& key,
   return std::move(sink.data());
 }
 
+std::optional<std::vector<uint8_t>> get_bytes_if_exists(ObjectStore& store, const std::string& key) {
+  try {
+    return get_bytes(store, key);
+  } catch (const Error& e) {
+    if (e.kind() == ErrorKind::kNotFound) return std::nullopt;
+    throw;
+  }
+}
+
 void put_bytes(ObjectStore& store, const std::string& key, std::span<const uint8_t> data) {
   MemorySource src(data);
   store.put(key, src);

@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "duckblock/file_digest.h"
 #include "duckblock/page_reader.h"
 #include "duckblock/sha256.h"
 
@@ -106,6 +107,17 @@ class PageIndex {
   // syncs that too. Requires a bound index.
   void save(bool durable);
 
+  // The whole-file digest (file_digest.h) of the file the index describes:
+  // kept up to date by every change of an entry (the old entry's element
+  // out, the new one's in), saved in the header, and recomputed from the
+  // entries (a scan of pages.idx, 32 bytes a page) only when the saved one
+  // cannot be trusted (a crash between saves, a damaged block). nullopt if
+  // some page below the file length has no entry (a damaged block whose
+  // pages did not ship again): the file's digest is then not known.
+  std::optional<FileDigest> file_digest();
+  // Entries scanned by recomputations so far (tests and figures).
+  uint64_t digest_pages_scanned() const { return digest_pages_scanned_; }
+
   // The cache's bytes now, and its bound.
   size_t cached_bytes() const;
   size_t cache_limit_bytes() const;
@@ -113,6 +125,9 @@ class PageIndex {
  private:
   Sha256Digest expected(uint64_t id) const;  // all zero: no entry
   void grow_to(uint64_t count);
+  // The digest's bookkeeping when page `id` (< count_) changes entry.
+  void account_entry(uint64_t id, const Sha256Digest& old_entry, const Sha256Digest& new_entry);
+  void recompute_digest();
 
   uint32_t page_size_;
   uint64_t file_length_ = 0;
@@ -122,6 +137,14 @@ class PageIndex {
   std::unique_ptr<PagedHashes> store_;  // null: bound to no file
   // Pages of pushes not yet durable: id -> (digest, seq).
   std::unordered_map<uint64_t, std::pair<Sha256Digest, uint64_t>> pending_;
+  // Sum of the elements of every entry below count_, and how many ids below
+  // count_ have none. Exact while digest_known_; damaged_seen_ is the
+  // store's damaged-block count it was exact for.
+  FileDigest digest_;
+  uint64_t missing_ = 0;
+  bool digest_known_ = true;
+  uint64_t damaged_seen_ = 0;
+  uint64_t digest_pages_scanned_ = 0;
 };
 
 }  // namespace duckblock
