@@ -47,6 +47,25 @@ std::vector<uint64_t> all_ids(size_t size) {
   return ids;
 }
 
+// The whole-file check after applying is amortised for large files: due at
+// the first apply of a Replica object, then once the segment bytes applied
+// since the last check reach the file's size; small files are always checked.
+TEST(Apply, TheWholeFileCheckOfALargeReplicaIsDueOncePerFileSizeOfAppliedBytes) {
+  test::TempDir dir;
+  std::string path = dir / "replica.db";
+  write_file_atomic(path, std::vector<uint8_t>(4096, 1));
+  Replica r(path);
+  const uint64_t gib = 1ull << 30;
+  EXPECT_TRUE(r.whole_file_check_due(1000, gib)) << "the first apply of a Replica object is always checked";
+  r.whole_file_checked();
+  EXPECT_FALSE(r.whole_file_check_due(gib / 2, gib));
+  EXPECT_FALSE(r.whole_file_check_due(gib / 2 - 1, gib));
+  EXPECT_TRUE(r.whole_file_check_due(1, gib)) << "a file-size of applied bytes makes it due";
+  r.whole_file_checked();
+  EXPECT_FALSE(r.whole_file_check_due(1, gib));
+  EXPECT_TRUE(r.whole_file_check_due(1, Replica::kAlwaysCheckBytes)) << "a small file is checked after every apply";
+}
+
 TEST(Apply, AppliesAChainAndCarriesTheFileLength) {
   test::TempDir dir;
   auto v1 = pattern(10 * kPage, 1);

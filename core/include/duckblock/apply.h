@@ -139,6 +139,17 @@ class Replica {
   // from then on, until a restore replaces it.
   void mark_diverged(const std::string& why);
 
+  // The whole-file check after applying (the chain's digest, catch_up)
+  // reads the whole file. Checking after every batch would make a follower
+  // of a large file read all of it at each poll, so the check is amortised:
+  // due when the segment bytes applied since the last one reach the file's
+  // size, for files up to kAlwaysCheckBytes always, and at the first apply
+  // of this object (a restarted follower). The cost is then at most one
+  // read of the file per file-size of applied bytes.
+  static constexpr uint64_t kAlwaysCheckBytes = 64ull << 20;
+  bool whole_file_check_due(uint64_t applied_segment_bytes, uint64_t file_size);
+  void whole_file_checked() { applied_since_check_ = 0; checked_once_ = true; }
+
   // Sets the position without touching the file (for a file known to match).
   void set_position(const ChainPosition& position, std::optional<uint32_t> page_size);
 
@@ -160,6 +171,8 @@ class Replica {
   std::string file_proof_;  // "size mtime_ns sha256(first 12 KiB)" after the last apply; "" unknown
   std::string file_stamp_;  // "ino ctime_ns" after the last apply; "" unknown
   std::string diverged_;    // why the file is known not to be the chain's; "" not known
+  uint64_t applied_since_check_ = 0;  // segment bytes applied since the last whole-file check
+  bool checked_once_ = false;
 };
 
 }  // namespace duckblock

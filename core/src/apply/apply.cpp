@@ -247,6 +247,11 @@ Replica::Replica(std::string path, ApplyOptions options)
   recover();
 }
 
+bool Replica::whole_file_check_due(uint64_t applied_segment_bytes, uint64_t file_size) {
+  applied_since_check_ += applied_segment_bytes;
+  return !checked_once_ || file_size <= kAlwaysCheckBytes || applied_since_check_ >= file_size;
+}
+
 void Replica::set_position(const ChainPosition& position, std::optional<uint32_t> page_size) {
   position_ = position;
   page_size_ = page_size;

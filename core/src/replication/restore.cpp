@@ -407,9 +407,22 @@ uint64_t catch_up(ObjectStore& store, const std::string& prefix, const std::stri
     reset_from_bound_snapshot(store, chain, id, candidates, head, replica, skipped);
     ++applied;
   }
+  const bool reset = applied > 0;  // a snapshot was applied: always checked
   pos = replica.position().seq;
-  if (pos < head) applied += apply_all(store, replica, incrementals_between(chain, pos, head), dir, nullptr, nullptr, nullptr);
-  if (applied > 0) check_replica_digest(store, prefix, db, replica);
+  uint64_t applied_bytes = 0;
+  if (pos < head) {
+    auto batch = incrementals_between(chain, pos, head);
+    for (const auto& e : batch) applied_bytes += e.size;
+    applied += apply_all(store, replica, batch, dir, nullptr, nullptr, nullptr);
+  }
+  if (applied > 0) {
+    struct stat st {};
+    uint64_t file_size = ::stat(replica.path().c_str(), &st) == 0 ? uint64_t(st.st_size) : 0;
+    if (replica.whole_file_check_due(applied_bytes, file_size) || reset) {
+      check_replica_digest(store, prefix, db, replica);
+      replica.whole_file_checked();
+    }
+  }
   return applied;
 }
 
