@@ -103,18 +103,12 @@ uint64_t compact_chain_at_base(const SegmentSummary& base, const ChainIdentity& 
   return base.checksum;
 }
 
-CompactResult compact_segments(const CompactInput& base, const std::vector<CompactInput>& incrementals,
-                               uint64_t chain_at_base, const std::string& out_path, const std::string& temp_prefix,
-                               const CompactOptions& options) {
+namespace {
+
+// Each incremental continues the one before, the first one the base
+// snapshot (its binding). Returns the chain checksum after the last.
+uint64_t check_chain(const CompactInput& base, const std::vector<CompactInput>& incrementals, uint64_t chain_at_base) {
   const SegmentHeader& bh = base.summary.header;
-  if (incrementals.empty()) {
-    throw Error(ErrorKind::kInvalidArgument,
-                "nothing to compact: no incremental after the snapshot at seq " + std::to_string(bh.seq));
-  }
-  const uint32_t ps = bh.page_size;
-  const uint64_t seq = bh.seq + incrementals.size();
-  // The chain, before anything is written: each incremental continues the
-  // one before, the first one the base snapshot (its binding).
   uint64_t chain = chain_at_base;
   for (size_t i = 0; i < incrementals.size(); ++i) {
     const SegmentHeader& h = incrementals[i].summary.header;
@@ -131,46 +125,146 @@ CompactResult compact_segments(const CompactInput& base, const std::vector<Compa
                                                              " does not belong to this chain)"
                                                        : ""));
     }
-    if (h.page_size != ps) {
+    if (h.page_size != bh.page_size) {
       throw Error(ErrorKind::kCorruption, "incremental seq " + std::to_string(h.seq) + " has page size " +
-                                              std::to_string(h.page_size) + ", the snapshot " + std::to_string(ps));
+                                              std::to_string(h.page_size) + ", the snapshot " +
+                                              std::to_string(bh.page_size));
     }
     chain = incrementals[i].summary.checksum;
   }
+  return chain;
+}
 
-  // The file's length after each step, as an applier sets it: pages extend
-  // the file, a length record sets it. Records are kept (step, length): a
-  // page keeps only the bytes below every record after its last write.
+// The file's length after each step, as an applier sets it: pages extend the
+// file, a length record sets it. Records are kept as (step, length): a page
+// keeps only the bytes below every record after its last write.
+struct Lengths {
   std::vector<std::pair<size_t, uint64_t>> records;
+  uint64_t final_length = 0;
+};
+Lengths lengths_of(const CompactInput& base, const std::vector<CompactInput>& incrementals) {
+  Lengths out;
   uint64_t length = base.summary.file_length.value_or(base.summary.data_end);
-  if (base.summary.file_length) records.emplace_back(0, *base.summary.file_length);
+  if (base.summary.file_length) out.records.emplace_back(0, *base.summary.file_length);
   for (size_t i = 0; i < incrementals.size(); ++i) {
     const SegmentSummary& s = incrementals[i].summary;
     if (s.file_length) {
       length = *s.file_length;
-      records.emplace_back(i + 1, *s.file_length);
+      out.records.emplace_back(i + 1, *s.file_length);
     } else {
       length = std::max(length, s.data_end);
     }
   }
-  const uint64_t page_count = (length + ps - 1) / ps;
+  out.final_length = length;
+  return out;
+}
+
+void open_stream(Stream& s, const CompactInput& in, const std::string& what) {
+  s.label = what + " (" + in.path + ")";
+  s.src = std::make_unique<FileSource>(in.path);
+  try {
+    s.reader = std::make_unique<SegmentReader>(*s.src);
+  } catch (const Error& e) {
+    throw Error(e.kind(), s.label + ": " + e.what());
+  }
+  s.advance();
+}
+
+// Page `p` as an applier leaves it, into buf; returns its length. `writers`
+// are the inputs that write it, in chain order. Writes overlay the bytes
+// before them; a record after a write cuts the page (shrink) or extends it
+// with zeros (growth); the file's final length bounds it. Records before the
+// first write change nothing but the page's length, which the final length
+// decides (the bytes are zeros either way).
+size_t overlay_page(uint64_t p, uint32_t ps, const std::vector<size_t>& writers, const std::vector<Stream>& streams,
+                    const Lengths& lengths, std::vector<uint8_t>& buf) {
+  const uint64_t start = p * ps;
+  size_t len = 0;
+  auto set_length = [&](uint64_t file_len) {
+    size_t n = file_len <= start ? 0 : static_cast<size_t>(std::min<uint64_t>(ps, file_len - start));
+    if (n > len) std::memset(buf.data() + len, 0, n - len);
+    len = n;
+  };
+  const auto& records = lengths.records;
+  size_t r = 0;
+  bool written = false;
+  for (size_t i : writers) {
+    for (; r < records.size() && records[r].first < i; ++r) {
+      if (written) set_length(records[r].second);
+    }
+    const auto& d = streams[i].page.data;
+    std::memcpy(buf.data(), d.data(), d.size());
+    len = std::max(len, d.size());
+    written = true;
+  }
+  for (; written && r < records.size(); ++r) set_length(records[r].second);
+  set_length(lengths.final_length);
+  return len;
+}
+
+// The k-way merge by page id of the opened streams into `w`: every page of
+// the result, in order. Inputs are in chain order, so among equal ids the
+// larger input index is newer.
+void merge_into(std::vector<Stream>& streams, const Lengths& lengths, uint32_t ps, uint64_t page_count,
+                uint64_t seq, SegmentWriter& w, const CompactOptions& options) {
+  using Head = std::pair<uint64_t, size_t>;
+  std::priority_queue<Head, std::vector<Head>, std::greater<Head>> heap;
+  for (size_t i = 0; i < streams.size(); ++i) {
+    if (streams[i].has) heap.emplace(streams[i].page.id, i);
+  }
+  std::vector<uint8_t> buf(ps);
+  std::vector<size_t> writers;
+  CompactProgress progress{0, page_count, ps};
+  for (uint64_t p = 0; p < page_count; ++p) {
+    if ((p & 4095) == 0) {
+      if (options.cancelled && options.cancelled()) {
+        throw Error(ErrorKind::kRetryable, "compaction of seq " + std::to_string(seq) + " was cancelled");
+      }
+      if (options.progress && p > 0) {
+        progress.pages_done = p;
+        options.progress(progress);
+      }
+    }
+    writers.clear();
+    while (!heap.empty() && heap.top().first == p) {
+      writers.push_back(heap.top().second);
+      heap.pop();
+    }
+    std::sort(writers.begin(), writers.end());
+    size_t len = overlay_page(p, ps, writers, streams, lengths, buf);
+    w.add_page(p, std::span<const uint8_t>(buf.data(), len));
+    for (size_t i : writers) {
+      streams[i].advance();
+      if (!streams[i].has) continue;
+      if (streams[i].page.id <= p) throw Error(ErrorKind::kCorruption, streams[i].label + ": page ids not ascending");
+      heap.emplace(streams[i].page.id, i);
+    }
+  }
+}
+
+}  // namespace
+
+CompactResult compact_segments(const CompactInput& base, const std::vector<CompactInput>& incrementals,
+                               uint64_t chain_at_base, const std::string& out_path, const std::string& temp_prefix,
+                               const CompactOptions& options) {
+  const SegmentHeader& bh = base.summary.header;
+  if (incrementals.empty()) {
+    throw Error(ErrorKind::kInvalidArgument,
+                "nothing to compact: no incremental after the snapshot at seq " + std::to_string(bh.seq));
+  }
+  const uint32_t ps = bh.page_size;
+  const uint64_t seq = bh.seq + incrementals.size();
+  // The chain, before anything is written.
+  const uint64_t chain = check_chain(base, incrementals, chain_at_base);
+  const Lengths lengths = lengths_of(base, incrementals);
+  const uint64_t page_count = (lengths.final_length + ps - 1) / ps;
   if (page_count > UINT32_MAX) {
-    throw Error(ErrorKind::kUnsupported, "a snapshot of " + std::to_string(length) + " bytes in pages of " +
-                                             std::to_string(ps) + " has more pages than a segment holds");
+    throw Error(ErrorKind::kUnsupported, "a snapshot of " + std::to_string(lengths.final_length) +
+                                             " bytes in pages of " + std::to_string(ps) +
+                                             " has more pages than a segment holds");
   }
 
   std::vector<Stream> streams(1 + incrementals.size());
-  auto open = [&](Stream& s, const CompactInput& in, const std::string& what) {
-    s.label = what + " (" + in.path + ")";
-    s.src = std::make_unique<FileSource>(in.path);
-    try {
-      s.reader = std::make_unique<SegmentReader>(*s.src);
-    } catch (const Error& e) {
-      throw Error(e.kind(), s.label + ": " + e.what());
-    }
-    s.advance();
-  };
-
   const std::string dir = dirname_of(out_path);
   const std::string tmp = dir + "/" + temp_file_name(temp_prefix, "out-" + std::to_string(seq));
   TempFiles plain_copies;
@@ -180,9 +274,9 @@ CompactResult compact_segments(const CompactInput& base, const std::vector<Compa
   result.incrementals = incrementals.size();
   result.prev_checksum = chain;
   result.pages = page_count;
-  result.file_length = length;
+  result.file_length = lengths.final_length;
   try {
-    open(streams[0], base, "snapshot seq " + std::to_string(bh.seq));
+    open_stream(streams[0], base, "snapshot seq " + std::to_string(bh.seq));
     // Only the base streams compressed: each compressed incremental is
     // decoded first, one at a time, so the merge holds one zstd window
     // however many incrementals it reads.
@@ -194,16 +288,8 @@ CompactResult compact_segments(const CompactInput& base, const std::vector<Compa
         plain_copies.paths.push_back(in.path);
         decode_to_plain(incrementals[i], in.path, label + " (" + incrementals[i].path + ")");
       }
-      open(streams[i + 1], in, label);
+      open_stream(streams[i + 1], in, label);
     }
-    // Min-heap of (page id, input): inputs are in chain order, so among equal
-    // ids the larger input index is newer.
-    using Head = std::pair<uint64_t, size_t>;
-    std::priority_queue<Head, std::vector<Head>, std::greater<Head>> heap;
-    for (size_t i = 0; i < streams.size(); ++i) {
-      if (streams[i].has) heap.emplace(streams[i].page.id, i);
-    }
-
     FileSink sink(tmp, options.file_mode);
     SegmentHeader h;
     h.page_size = ps;
@@ -213,62 +299,7 @@ CompactResult compact_segments(const CompactInput& base, const std::vector<Compa
     h.created_ms = options.now_ms ? options.now_ms() : system_now_ms();
     if (options.compression > 0) h.flags = kFlagCompressed;
     SegmentWriter w(sink, h, options.compression);
-
-    std::vector<uint8_t> buf(ps);
-    std::vector<size_t> writers;
-    CompactProgress progress{0, page_count, ps};
-    for (uint64_t p = 0; p < page_count; ++p) {
-      if ((p & 4095) == 0) {
-        if (options.cancelled && options.cancelled()) {
-          throw Error(ErrorKind::kRetryable, "compaction of seq " + std::to_string(seq) + " was cancelled");
-        }
-        if (options.progress && p > 0) {
-          progress.pages_done = p;
-          options.progress(progress);
-        }
-      }
-      writers.clear();
-      while (!heap.empty() && heap.top().first == p) {
-        writers.push_back(heap.top().second);
-        heap.pop();
-      }
-      std::sort(writers.begin(), writers.end());
-      // The page as an applier leaves it: writes overlay the bytes before
-      // them; a record after a write cuts the page (shrink) or extends it
-      // with zeros (growth); the file's final length bounds it. Records
-      // before the first write change nothing but the page's length, which
-      // the final length decides (the bytes are zeros either way).
-      const uint64_t start = p * ps;
-      size_t len = 0;
-      auto set_length = [&](uint64_t file_len) {
-        size_t n = file_len <= start ? 0 : static_cast<size_t>(std::min<uint64_t>(ps, file_len - start));
-        if (n > len) std::memset(buf.data() + len, 0, n - len);
-        len = n;
-      };
-      size_t r = 0;
-      bool written = false;
-      for (size_t i : writers) {
-        for (; r < records.size() && records[r].first < i; ++r) {
-          if (written) set_length(records[r].second);
-        }
-        const auto& d = streams[i].page.data;
-        std::memcpy(buf.data(), d.data(), d.size());
-        len = std::max(len, d.size());
-        written = true;
-      }
-      for (; written && r < records.size(); ++r) set_length(records[r].second);
-      set_length(length);
-      w.add_page(p, std::span<const uint8_t>(buf.data(), len));
-      for (size_t i : writers) {
-        streams[i].advance();
-        if (streams[i].has) {
-          if (streams[i].page.id <= p) {
-            throw Error(ErrorKind::kCorruption, streams[i].label + ": page ids not ascending");
-          }
-          heap.emplace(streams[i].page.id, i);
-        }
-      }
-    }
+    merge_into(streams, lengths, ps, page_count, seq, w, options);
     // Pages past the final length (dropped by a shrink) and the trailers:
     // every input is read to its end and verified before the output counts.
     for (size_t i = 0; i < streams.size(); ++i) {
@@ -286,10 +317,7 @@ CompactResult compact_segments(const CompactInput& base, const std::vector<Compa
     sink.close();
     if (::rename(tmp.c_str(), out_path.c_str()) != 0) throw_errno("cannot rename " + tmp + " to " + out_path);
     fsync_dir(dir);
-    if (options.progress) {
-      progress.pages_done = page_count;
-      options.progress(progress);
-    }
+    if (options.progress) options.progress(CompactProgress{page_count, page_count, ps});
   } catch (const Error& e) {
     ::unlink(tmp.c_str());
     throw Error(e.kind(), "compacting the snapshot at seq " + std::to_string(seq) + ": " + e.what());
@@ -300,62 +328,73 @@ CompactResult compact_segments(const CompactInput& base, const std::vector<Compa
   return result;
 }
 
-CompactResult compact_snapshot(const CompactSources& src, uint64_t seq, const std::string& out_path,
-                               const CompactOptions& options) {
-  DUCKBLOCK_ASSERT(src.store);
-  ObjectStore& store = *src.store;
-  ChainListing chain = list_chain(store, src.prefix, src.db);
-  TempFiles temps;
-  int n = 0;
-  auto temp_path = [&](const std::string& what) {
-    std::string p = src.work_dir + "/" + temp_file_name(src.temp_prefix, what + "-" + std::to_string(n++));
-    temps.paths.push_back(p);
-    return p;
-  };
-  auto find = [](const std::vector<ChainEntry>& v, uint64_t s) -> const ChainEntry* {
-    for (const auto& e : v) {
-      if (e.seq == s) return &e;
-    }
-    return nullptr;
-  };
-  // A verified local copy of one input: the spool's (linked, so the
-  // uploader may delete the original meanwhile), else the store's.
-  auto fetch = [&](uint64_t s, bool snapshot) -> CompactInput {
-    const auto& spool = snapshot ? src.spool_snapshots : src.spool_incrementals;
+namespace {
+
+const ChainEntry* find_entry(const std::vector<ChainEntry>& v, uint64_t s) {
+  for (const auto& e : v) {
+    if (e.seq == s) return &e;
+  }
+  return nullptr;
+}
+
+// Verified local copies of a compaction's inputs: the spool's (linked, so
+// the uploader may delete the original meanwhile), else the store's. The
+// copies go when it does.
+class InputFetcher {
+ public:
+  explicit InputFetcher(const CompactSources& src)
+      : src_(src), store_(*src.store), chain_(list_chain(store_, src.prefix, src.db)) {}
+  const ChainListing& chain() const { return chain_; }
+  bool has_incremental(uint64_t s) const {
+    return src_.spool_incrementals.count(s) || find_entry(chain_.incrementals, s);
+  }
+
+  CompactInput fetch(uint64_t s, bool snapshot) {
+    const auto& spool = snapshot ? src_.spool_snapshots : src_.spool_incrementals;
     CompactInput in;
-    in.path = temp_path(snapshot ? "snap" : "inc");
+    in.path = src_.work_dir + "/" +
+              temp_file_name(src_.temp_prefix, std::string(snapshot ? "snap" : "inc") + "-" + std::to_string(n_++));
+    temps_.paths.push_back(in.path);
     if (auto it = spool.find(s); it != spool.end()) {
-      if (::link(it->second.c_str(), in.path.c_str()) == 0) {
-        FileSource f(in.path);
-        try {
-          in.summary = verify_segment(f);
-        } catch (const Error& e) {
-          throw Error(e.kind(), "spooled segment " + it->second + ": " + e.what());
-        }
-        if (in.summary.header.seq != s) {
-          throw Error(ErrorKind::kCorruption, "spooled segment " + it->second + " holds seq " +
-                                                  std::to_string(in.summary.header.seq));
-        }
-        return in;
-      }
+      if (::link(it->second.c_str(), in.path.c_str()) == 0) return verified_spool_copy(std::move(in), it->second, s);
       if (errno != ENOENT) throw_errno("cannot link " + it->second + " to " + in.path);
       // Uploaded and removed since it was listed: the store has it now.
-      chain = list_chain(store, src.prefix, src.db);
+      chain_ = list_chain(store_, src_.prefix, src_.db);
     }
-    const ChainEntry* e = find(snapshot ? chain.snapshots : chain.incrementals, s);
+    const ChainEntry* e = find_entry(snapshot ? chain_.snapshots : chain_.incrementals, s);
     if (!e) {
       throw Error(ErrorKind::kNotFound, std::string(snapshot ? "snapshot" : "incremental") + " seq " +
-                                            std::to_string(s) + " of '" + src.db + "' is neither spooled nor in the store");
+                                            std::to_string(s) + " of '" + src_.db +
+                                            "' is neither spooled nor in the store");
     }
-    in.summary = download_segment(store, *e, in.path);
+    in.summary = download_segment(store_, *e, in.path);
     return in;
-  };
-
-  if (!src.spool_incrementals.count(seq) && !find(chain.incrementals, seq)) {
-    throw Error(ErrorKind::kNotFound, "incremental seq " + std::to_string(seq) + " of '" + src.db +
-                                          "' is not there: a snapshot is compacted at the seq of an incremental "
-                                          "(it names that incremental's checksum)");
   }
+
+ private:
+  static CompactInput verified_spool_copy(CompactInput in, const std::string& spooled, uint64_t s) {
+    FileSource f(in.path);
+    try {
+      in.summary = verify_segment(f);
+    } catch (const Error& e) {
+      throw Error(e.kind(), "spooled segment " + spooled + ": " + e.what());
+    }
+    if (in.summary.header.seq != s) {
+      throw Error(ErrorKind::kCorruption, "spooled segment " + spooled + " holds seq " +
+                                              std::to_string(in.summary.header.seq));
+    }
+    return in;
+  }
+
+  const CompactSources& src_;
+  ObjectStore& store_;
+  ChainListing chain_;
+  TempFiles temps_;
+  int n_ = 0;
+};
+
+// Snapshots before `seq`, spooled or stored, newest first.
+std::vector<uint64_t> bases_before(const CompactSources& src, const ChainListing& chain, uint64_t seq) {
   std::vector<uint64_t> bases;
   for (const auto& [s, path] : src.spool_snapshots) {
     if (s < seq) bases.push_back(s);
@@ -365,11 +404,25 @@ CompactResult compact_snapshot(const CompactSources& src, uint64_t seq, const st
   }
   std::sort(bases.begin(), bases.end(), std::greater<>());
   bases.erase(std::unique(bases.begin(), bases.end()), bases.end());
+  return bases;
+}
+
+}  // namespace
+
+CompactResult compact_snapshot(const CompactSources& src, uint64_t seq, const std::string& out_path,
+                               const CompactOptions& options) {
+  DUCKBLOCK_ASSERT(src.store);
+  InputFetcher inputs(src);
+  if (!inputs.has_incremental(seq)) {
+    throw Error(ErrorKind::kNotFound, "incremental seq " + std::to_string(seq) + " of '" + src.db +
+                                          "' is not there: a snapshot is compacted at the seq of an incremental "
+                                          "(it names that incremental's checksum)");
+  }
+  std::vector<uint64_t> bases = bases_before(src, inputs.chain(), seq);
   if (bases.empty()) {
     throw Error(ErrorKind::kNotFound, "no snapshot of '" + src.db + "' before seq " + std::to_string(seq) +
                                           " to compact from");
   }
-
   std::map<uint64_t, CompactInput> incs;  // fetched once, for every base tried
   std::vector<std::string> skipped;
   std::exception_ptr first;
@@ -377,7 +430,7 @@ CompactResult compact_snapshot(const CompactSources& src, uint64_t seq, const st
     CompactInput base;
     uint64_t chain_at = 0;
     try {
-      base = fetch(b, true);
+      base = inputs.fetch(b, true);
       chain_at = compact_chain_at_base(base.summary, src.id);
     } catch (const Error& e) {
       if (!base_skippable(e.kind())) throw;
@@ -389,12 +442,12 @@ CompactResult compact_snapshot(const CompactSources& src, uint64_t seq, const st
     for (uint64_t s = b + 1; s <= seq; ++s) {
       auto it = incs.find(s);
       if (it == incs.end()) {
-        if (!src.spool_incrementals.count(s) && !find(chain.incrementals, s)) {
+        if (!inputs.has_incremental(s)) {
           throw Error(ErrorKind::kChainBroken, "incremental seq " + std::to_string(s) + " of '" + src.db +
                                                    "' is missing: the snapshot at seq " + std::to_string(seq) +
                                                    " cannot be compacted from the snapshot at seq " + std::to_string(b));
         }
-        it = incs.emplace(s, fetch(s, false)).first;
+        it = incs.emplace(s, inputs.fetch(s, false)).first;
       }
       list.push_back(it->second);
     }

@@ -197,6 +197,9 @@ SnapshotResult Leader::snapshot_now(LeaderDb& db, PageReader& reader) {
 // The push writes the segment itself when the pages would exceed
 // options.background_spool_bytes. A snapshot that is due is not read from
 // the file here: the compactor builds it from the chain (schedule_snapshot).
+// (Over 80 lines: the background and foreground paths share the seq
+// assignment and the back-pressure wait under one hold of mu; split into
+// functions, the lock would have to be handed between them.)
 PushResult Leader::push_locked(LeaderDb& db, PageReader& reader, const std::vector<uint64_t>* candidates) {
   const uint32_t ps = options_.page_size;
   {

@@ -253,6 +253,8 @@ Chosen reset_from_bound_snapshot(ObjectStore& store, const ChainListing& chain, 
 
 }  // namespace
 
+// (Over 80 lines: one sequence of steps, each of which must happen before
+// the temp file is published, with one cleanup path for all of them.)
 RestoreResult restore(ObjectStore& store, const std::string& db, const std::string& target_path,
                       const RestoreTarget& target, const RestoreOptions& options) {
   validate_db_name(db);
