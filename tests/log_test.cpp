@@ -166,6 +166,30 @@ TEST(LogReplica, AppliesInOrderAndRefusesWhatDoesNotChain) {
   EXPECT_EQ(again.position()->length, 6u);
 }
 
+// One rule for a log beside a file about to be written, for the command
+// line and the extension alike: before a restore any log is stale; before a
+// follow, the replica's own log (its record vouches for it) stays and any
+// other is stale. (The extension refused a follow over a replica with its
+// own log while the command line accepted it.)
+TEST(LogBeside, ARestoreFindsAnyLogStaleAFollowOnlyOneItsRecordDoesNotVouchFor) {
+  test::TempDir dir;
+  const std::string path = dir / "db";
+  EXPECT_FALSE(stale_log_beside(path, LogBesideUse::kRestore));
+  EXPECT_FALSE(stale_log_beside(path, LogBesideUse::kFollow));
+  {
+    LogReplica own(path + ".wal", path + ".duckblock-log");
+    own.apply(make_segment(5, 0x55, 1, 0x55, 0, "abc"), ChainPosition{5, 0x55});
+  }
+  EXPECT_FALSE(stale_log_beside(path, LogBesideUse::kFollow)) << "the replica's own log";
+  EXPECT_TRUE(stale_log_beside(path, LogBesideUse::kRestore));
+  EXPECT_NE(stale_log_refusal(path, LogBesideUse::kFollow, "--force").find("--force"), std::string::npos);
+  remove_log_beside(path);
+  EXPECT_FALSE(std::filesystem::exists(path + ".wal"));
+  EXPECT_FALSE(std::filesystem::exists(path + ".duckblock-log"));
+  write_file_atomic(path + ".wal", bytes_of("foreign"));  // no record at all
+  EXPECT_TRUE(stale_log_beside(path, LogBesideUse::kFollow));
+}
+
 // A crash after the log was written but before its record: the log is
 // longer than the record says, and opening it cuts it back.
 TEST(LogReplica, ALogLongerThanItsRecordIsCutBackOnOpen) {

@@ -70,13 +70,9 @@ Runner add_follow(CLI::App& app) {
                       ".duckblock journal): following would replace it with a snapshot. Pass --force to allow "
                       "that, or choose another --to");
     }
-    // A .wal beside the replica is ours when its record says so and it has
-    // exactly the recorded length; anything else is stale or was changed.
-    bool wal = path_exists(path + ".wal") && !LogReplica(path + ".wal", path + ".duckblock-log").intact();
+    const bool wal = stale_log_beside(path, LogBesideUse::kFollow);
     if (wal && !f->force) {
-      throw Error(ErrorKind::kAlreadyExists,
-                  path + ".wal exists: DuckDB would replay that log onto the replica. Remove it, or pass --force "
-                         "to have follow remove it");
+      throw Error(ErrorKind::kAlreadyExists, stale_log_refusal(path, LogBesideUse::kFollow, "--force"));
     }
     auto store = open_store_for(f->store, StoreUse::kRead);
     ChainListing chain = list_chain(*store, "", f->store.db);
@@ -84,8 +80,7 @@ Runner add_follow(CLI::App& app) {
       throw Error(ErrorKind::kNotFound, "the store " + store->url() + " has no database '" + f->store.db + "'");
     }
     if (wal) {
-      if (::unlink((path + ".wal").c_str()) != 0 && errno != ENOENT) throw_errno("cannot remove " + path + ".wal");
-      ::unlink((path + ".duckblock-log").c_str());
+      remove_log_beside(path);
       note(f->store, "follow: removed stale " + path + ".wal (--force)");
     }
     if (f->force && has_journal) {

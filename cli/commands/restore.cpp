@@ -57,15 +57,13 @@ Runner add_restore(CLI::App& app) {
       throw Error(ErrorKind::kNotFound, "the directory " + dir + " does not exist (create it first)");
     }
     bool exists = path_exists(path);
-    bool wal = path_exists(path + ".wal");
+    const bool wal = stale_log_beside(path, LogBesideUse::kRestore);
     if (exists && !f->force) {
       throw Error(ErrorKind::kAlreadyExists,
                   path + " already exists: pass --force to replace it, or choose another --to");
     }
     if (wal && !f->force) {
-      throw Error(ErrorKind::kAlreadyExists,
-                  path + ".wal exists: DuckDB would replay that log onto the restored file. Remove it, or pass "
-                         "--force to have restore remove it");
+      throw Error(ErrorKind::kAlreadyExists, stale_log_refusal(path, LogBesideUse::kRestore, "--force"));
     }
     auto counting = std::make_shared<CountingStore>(open_store_for(f->store, StoreUse::kRead));
     auto store = counting;

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <functional>
 
+#include "duckblock/wal.h"
 #include "duckblock/error.h"
 #include "duckdb.hpp"
 #include "duckdb/common/types/timestamp.hpp"
@@ -379,10 +380,9 @@ struct RestoreFn {
       check_target(*context.db, *State::find(*context.db), path, TargetUse::kRestore, force);
       auto store = open_store_for(url, settings);
       // A .wal beside the restored file belongs to some other state of it:
-      // DuckDB would replay it over the restored checkpoint.
-      std::error_code ec;
-      std::filesystem::remove(path + ".wal", ec);
-      std::filesystem::remove(path + ".duckblock-log", ec);
+      // DuckDB would replay it over the restored checkpoint (check_target
+      // refused it unless force := true).
+      if (stale_log_beside(path, LogBesideUse::kRestore)) remove_log_beside(path);
       auto r = restore(*store, db, path, target, ro);
       // Then the commits after that checkpoint (not for seq := N, which
       // names the checkpoint itself): DuckDB replays them from PATH.wal.

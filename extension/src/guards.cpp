@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "duckblock/error.h"
+#include "duckblock/wal.h"
 #include "duckdb/catalog/catalog.hpp"
 #include "duckdb/main/attached_database.hpp"
 #include "duckdb/main/database_manager.hpp"
@@ -50,11 +51,8 @@ void check_target(duckdb::DatabaseInstance& db, State& state, const std::string&
            ".duckblock journal): following would replace it. Pass force := true to allow that, or choose another "
            "path");
   }
-  if (std::filesystem::exists(canon + ".wal", ec) && !force) {
-    refuse(canon + ".wal exists: DuckDB would replay that log onto the " +
-           std::string(use == TargetUse::kRestore ? "restored file" : "replica") +
-           ". Remove it, or pass force := true to have it removed");
-  }
+  const LogBesideUse log_use = use == TargetUse::kRestore ? LogBesideUse::kRestore : LogBesideUse::kFollow;
+  if (!force && stale_log_beside(canon, log_use)) refuse(stale_log_refusal(canon, log_use, "force := true"));
 }
 
 }  // namespace duckblock::extension

@@ -137,6 +137,19 @@ class LogReplica {
   std::optional<LogPosition> position_;
 };
 
+// The one rule for a log found beside a file that duckblock is about to
+// write (PATH.wal: DuckDB replays it onto PATH when it opens it), used by
+// the command line and the extension alike. For a restore, which replaces
+// the file, any log there is stale. For a follow, a log whose record
+// (PATH.duckblock-log) vouches for it (LogReplica::intact) is the replica's
+// own and stays; any other is stale. A stale log is refused unless the
+// caller was told to remove it (--force, force := true); remove_log_beside
+// then removes it and its record, the log first (as LogReplica::clear).
+enum class LogBesideUse { kRestore, kFollow };
+bool stale_log_beside(const std::string& path, LogBesideUse use);
+std::string stale_log_refusal(const std::string& path, LogBesideUse use, const std::string& force_flag);
+void remove_log_beside(const std::string& path);
+
 struct LogCatchUp {
   uint64_t applied = 0;               // log segments applied
   std::optional<LogPosition> position;  // the log's position afterwards

@@ -162,6 +162,26 @@ bool LogReplica::intact() const {
   return exists(log_path_) && file_size_or_zero(log_path_) == position_->length;
 }
 
+bool stale_log_beside(const std::string& path, LogBesideUse use) {
+  const std::string log = path + ".wal";
+  if (!exists(log)) return false;
+  if (use == LogBesideUse::kRestore) return true;
+  return !LogReplica(log, path + ".duckblock-log").intact();
+}
+
+std::string stale_log_refusal(const std::string& path, LogBesideUse use, const std::string& force_flag) {
+  return path + ".wal exists: DuckDB would replay that log onto the " +
+         (use == LogBesideUse::kRestore ? "restored file" : "replica") + ". Remove it, or pass " + force_flag +
+         " to have it removed";
+}
+
+void remove_log_beside(const std::string& path) {
+  const std::string log = path + ".wal", record = path + ".duckblock-log";
+  if (::unlink(log.c_str()) != 0 && errno != ENOENT) throw_errno("cannot remove " + log);
+  if (::unlink(record.c_str()) != 0 && errno != ENOENT) throw_errno("cannot remove " + record);
+  fsync_dir(dirname_of(log));
+}
+
 LogCatchUp catch_up_log(ObjectStore& store, const std::string& prefix, const std::string& db, const ChainPosition& at,
                         LogReplica& log, std::optional<int64_t> up_to_ms) {
   LogCatchUp out;
