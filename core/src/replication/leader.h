@@ -187,6 +187,10 @@ class Compactor : public LeaderThread {
 };
 
 class Leader {
+  // First, so they are set before the threads' parts below are made.
+  std::shared_ptr<ObjectStore> store_;
+  const ReplicatorOptions& options_;
+
  public:
   Leader(std::shared_ptr<ObjectStore> store, const ReplicatorOptions& options)
       : store_(std::move(store)), options_(options), spooler(*this), uploader(*this), compactor(*this) {}
@@ -247,8 +251,6 @@ class Leader {
 
  private:
   PushResult push_locked(LeaderDb& db, PageReader& reader, const std::vector<uint64_t>* candidates);
-  std::shared_ptr<ObjectStore> store_;
-  const ReplicatorOptions& options_;
 };
 
 }  // namespace duckblock
