@@ -148,5 +148,8 @@ void fsync_dir(const std::string& dir);
 // parent's fsync). Throws Error(kIO) if a path component is not a directory.
 void make_directories(const std::string& dir);
 std::string dirname_of(const std::string& path);
+// Milliseconds since the Unix epoch (the system clock): segment and status
+// timestamps, object modification times.
+int64_t wall_clock_ms();
 
 }  // namespace duckblock

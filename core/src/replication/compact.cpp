@@ -7,16 +7,12 @@
 #include <queue>
 
 #include "duckblock/error.h"
+#include "duckblock/io.h"
 #include "duckblock/temp_files.h"
 
 namespace duckblock {
 
 namespace {
-
-int64_t system_now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 // One input being merged: its reader and current page. Errors name the input.
 struct Stream {
@@ -296,7 +292,7 @@ CompactResult compact_segments(const CompactInput& base, const std::vector<Compa
     h.seq = seq;
     h.prev_checksum = chain;
     h.page_count = static_cast<uint32_t>(page_count);
-    h.created_ms = options.now_ms ? options.now_ms() : system_now_ms();
+    h.created_ms = options.now_ms ? options.now_ms() : wall_clock_ms();
     if (options.compression > 0) h.flags = kFlagCompressed;
     SegmentWriter w(sink, h, options.compression);
     merge_into(streams, lengths, ps, page_count, seq, w, options);

@@ -14,6 +14,7 @@
 #include "duckblock/chain.h"
 #include "duckblock/clean_close.h"
 #include "duckblock/error.h"
+#include "duckblock/io.h"
 #include "duckblock/key.h"
 #include "duckblock/restore.h"
 #include "leader.h"
@@ -21,11 +22,6 @@
 namespace duckblock {
 
 namespace {
-
-int64_t system_now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 PageSource pages_from_file(PageReader& reader, uint32_t ps, uint64_t length, const std::vector<uint64_t>& ids) {
   return [&reader, ps, length, &ids](const PageVisitor& visit) { read_pages(reader, ps, length, ids, visit); };
@@ -72,7 +68,7 @@ void LeaderThread::stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-int64_t Leader::now() const { return options_.now_ms ? options_.now_ms() : system_now_ms(); }
+int64_t Leader::now() const { return options_.now_ms ? options_.now_ms() : wall_clock_ms(); }
 
 uint64_t Leader::pending(const LeaderDb& db) const {
   return db.queued + db.spool.pending().segments + db.compact_queue.size();

@@ -12,15 +12,6 @@
 
 namespace duckblock {
 
-namespace {
-
-int64_t system_now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-}  // namespace
-
 // Caller holds mu.
 std::optional<Uploader::Job> Uploader::next_job() {
   for (auto& [name, db] : leader_.dbs) {
@@ -162,7 +153,7 @@ void Uploader::record_upload(LeaderDb& db, const Job& job, uint64_t size) {
   db.status.last_error.reset();
   db.status.bytes_shipped += size;
   db.status.segments_shipped++;
-  db.status.last_upload_ms = system_now_ms();
+  db.status.last_upload_ms = wall_clock_ms();
   if (job.snapshot) {
     db.status.last_snapshot_seq = std::max(db.status.last_snapshot_seq, job.seq);
   } else {

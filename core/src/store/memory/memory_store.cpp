@@ -5,6 +5,7 @@
 #include <mutex>
 
 #include "duckblock/error.h"
+#include "duckblock/io.h"
 #include "duckblock/store.h"
 
 namespace duckblock {
@@ -15,12 +16,6 @@ struct Bucket {
   std::mutex mu;
   std::map<std::string, std::pair<std::vector<uint8_t>, int64_t>> objects;
 };
-
-int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 std::vector<uint8_t> drain(ByteSource& data) {
   VectorSink sink;
@@ -35,7 +30,7 @@ class MemoryStore final : public ObjectStore {
   void put(const std::string& key, ByteSource& data) override {
     auto bytes = drain(data);  // read before locking: the source may be slow
     std::lock_guard lock(b_->mu);
-    b_->objects[key] = {std::move(bytes), now_ms()};
+    b_->objects[key] = {std::move(bytes), wall_clock_ms()};
   }
 
   void put_if_absent(const std::string& key, ByteSource& data) override {
@@ -44,7 +39,7 @@ class MemoryStore final : public ObjectStore {
     if (b_->objects.count(key)) {
       throw Error(ErrorKind::kAlreadyExists, "object already exists: " + key);
     }
-    b_->objects[key] = {std::move(bytes), now_ms()};
+    b_->objects[key] = {std::move(bytes), wall_clock_ms()};
   }
 
   void get(const std::string& key, ByteSink& out, std::optional<ByteRange> range) override {

@@ -31,6 +31,7 @@
 #include <thread>
 
 #include "duckblock/error.h"
+#include "duckblock/io.h"
 #include "duckblock/log.h"
 #include "http.h"
 #include "xml.h"
@@ -90,11 +91,6 @@ int64_t parse_iso8601_ms(const std::string& s) {  // 2026-11-25T11:47:30.000Z
 int64_t parse_http_date_ms(const std::string& s) {
   time_t t = curl_getdate(s.c_str(), nullptr);
   return t < 0 ? 0 : int64_t(t) * 1000;
-}
-
-int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
 }
 
 // ---- helpers --------------------------------------------------------------
@@ -531,7 +527,7 @@ class S3Store final : public ObjectStore {
       if (code == "RequestTimeTooSkewed") {
         // Our clock is off: adopt the server's, as AWS SDKs do, and sign again.
         int64_t server = parse_http_date_ms(r.header("date"));
-        if (server > 0) clock_offset_ms_ = server - now_ms();
+        if (server > 0) clock_offset_ms_ = server - wall_clock_ms();
       }
       bool retry = retryable_status(r.status) || retryable_code(code);
       if (!retry) return r;
@@ -600,7 +596,7 @@ class S3Store final : public ObjectStore {
     std::lock_guard lock(cond_mu_);
     if (cond_state_ >= 0) return cond_state_ == 1;
     static std::atomic<uint64_t> counter{0};
-    std::string key = ".duckblock-conditional-put-probe-" + std::to_string(now_ms()) + "-" +
+    std::string key = ".duckblock-conditional-put-probe-" + std::to_string(wall_clock_ms()) + "-" +
                       std::to_string(counter++) + "-" + std::to_string(std::random_device{}());
     auto put_probe = [&](bool conditional) {
       Call call;
