@@ -84,6 +84,29 @@ class TearingStore final : public WrappedStore {
   std::atomic<bool> torn_{false};
 };
 
+// Another process (or a disk) changes a spooled file in place just as the
+// uploader sends it: at the first put of `victim`, after the uploader has
+// verified the file and opened it, one byte of `spooled` flips.
+class SpoolChangingStore final : public WrappedStore {
+ public:
+  SpoolChangingStore(std::shared_ptr<ObjectStore> inner, std::string victim, std::string spooled)
+      : WrappedStore(std::move(inner)), victim_(std::move(victim)), spooled_(std::move(spooled)) {}
+  void put_if_absent(const std::string& k, ByteSource& d) override {
+    if (k == victim_ && !changed_.exchange(true)) {
+      auto bytes = read_file(spooled_);
+      int fd = ::open(spooled_.c_str(), O_WRONLY);
+      uint8_t b = bytes[bytes.size() / 2] ^ 0x01;
+      if (fd < 0 || ::pwrite(fd, &b, 1, off_t(bytes.size() / 2)) != 1) throw Error(ErrorKind::kIO, "test: cannot flip");
+      ::close(fd);
+    }
+    inner_->put_if_absent(k, d);
+  }
+
+ private:
+  std::string victim_, spooled_;
+  std::atomic<bool> changed_{false};
+};
+
 class ChainIntegrity : public ::testing::TestWithParam<test::StoreBackend> {
  protected:
   void SetUp() override { store = std::shared_ptr<ObjectStore>(GetParam().make()); }
@@ -192,6 +215,23 @@ TEST_P(ChainIntegrity, ADamagedSpooledSegmentIsNotUploaded) {
     EXPECT_EQ(e.kind(), ErrorKind::kCorruption) << e.what();
   }
   EXPECT_FALSE(store->head(format_key("", {"app", kIncrementalGeneration, 1})));
+}
+
+// What the uploader sends is what it verified: a spooled file changed in
+// place between its verification and its upload is caught before its last
+// byte is handed to the store, which then stores nothing under the key.
+TEST_P(ChainIntegrity, ASpooledSegmentChangedDuringItsUploadIsNotStored) {
+  const std::string key = format_key("", {"app", kIncrementalGeneration, 1});
+  auto changing = std::make_shared<SpoolChangingStore>(store, key, dir / "spool/app/0000/0000000000000001.hadbp");
+  auto l = start(changing, "app", options());
+  ASSERT_EQ(l->change(9, 5), 1u);
+  try {
+    l->rep->sync("app", std::chrono::seconds(60));
+    FAIL() << "sync succeeded although the spooled segment changed while it was sent";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kCorruption) << e.what();
+  }
+  EXPECT_FALSE(store->head(key)) << "the changed bytes reached the store";
 }
 
 // An object at our seq that is another leader's sound segment fences us; a
@@ -352,7 +392,9 @@ TEST(ChainConventionOne, AStoreWrittenBeforeChainJsonStillReadsAndExtends) {
     RestoreResult r = restore(*store, "old", out, t);
     EXPECT_EQ(r.position.seq, seq);
     EXPECT_TRUE(r.skipped_snapshots.empty());
-    if (seq == 2) EXPECT_EQ(read_file(out), at2);
+    if (seq == 2) {
+      EXPECT_EQ(read_file(out), at2);
+    }
   }
   // A follower from seq 0 applies incremental 1 (prev 0) and 2.
   std::string replica_path = dir / "replica";

@@ -4,10 +4,10 @@
 //  1. The whole segment is read and its checksum verified, and its header is
 //     checked against the chain position (prev_checksum, seq, page size),
 //     before the first byte of the target is written.
-//  2. Pages are written at page_id * page_size. Pages that overlap the first
-//     `write_last_below` bytes (DuckDB's file headers live in the first
-//     12 KiB) are written after every other page is durable, so the file's
-//     commit point moves last.
+//  2. Pages are written at page_id * page_size. Pages in the file's commit
+//     region (its first `commit_region` bytes, kCommitRegionBytes) are
+//     written after every other page is durable, so the file's commit point
+//     moves last.
 //  3. Then the file-length record, if any, truncates or extends the file, and
 //     everything is fsynced.
 // A Replica adds a journal so that a crash at any point is repaired on the
@@ -32,13 +32,21 @@ struct ChainPosition {
   bool operator==(const ChainPosition&) const = default;
 };
 
+// The leading bytes of a file that say which state it is in: a database
+// keeps its headers there, and a new state becomes the file's when they are
+// written. An apply writes them last, after every other page is durable,
+// and a Replica's proof that its file is unchanged hashes them. 12 KiB
+// holds DuckDB's three 4 KiB headers; the DuckDB layer checks that they
+// fit (duckdb_capture.h), so the core needs no DuckDB layout.
+constexpr uint64_t kCommitRegionBytes = 12288;
+
 struct ApplyOptions {
   // Page size the target expects; nullopt accepts the segment's.
   std::optional<uint32_t> page_size;
   // Check header.seq == at.seq + 1 (off for loose `duckblock apply`).
   bool check_seq = true;
-  // See rule 2 above. DuckDB keeps its three 4 KiB headers below 12288.
-  uint64_t write_last_below = 12288;
+  // See rule 2 above.
+  uint64_t commit_region = kCommitRegionBytes;
   // The file system the target and the pending copy are written through
   // (null: Env::posix(); tests pass a FaultyEnv, see env.h).
   Env* env = nullptr;
@@ -119,11 +127,11 @@ class Replica {
   void set_lineage(const std::string& lineage);
 
   // Throws Error(kChainBroken) if the file is not as the last apply left it
-  // (size, modification time, or a hash of its first 12 KiB, where DuckDB
-  // keeps its headers, differ, or a PATH.wal exists): something else, such
-  // as a DuckDB that opened it read-write, changed it, and applying the next
-  // segment would corrupt it. A journal written before this check existed
-  // records nothing to compare, and passes.
+  // (size, modification time, or a hash of its commit region differ):
+  // something else, such as a DuckDB that opened it read-write, changed it,
+  // and applying the next segment would corrupt it. A journal written before
+  // this check existed records nothing to compare, and passes. (A log beside
+  // the file is judged by the log's rule, stale_log_beside in wal.h.)
   void check_unchanged() const;
 
   // Whether the file's inode or change time (st_ctime, which no user call
@@ -159,7 +167,7 @@ class Replica {
  private:
   void save_journal(bool pending, uint64_t pending_seq, bool replacing = false);
   void recover();
-  ApplyResult write_pending(ApplyResult& result);
+  ApplyResult write_pending(ApplyResult& result, const std::string& identity);
   void finish_replace();
   std::string restore_path() const { return path_ + ".duckblock-restore"; }
 
@@ -168,7 +176,7 @@ class Replica {
   ChainPosition position_;
   std::optional<uint32_t> page_size_;
   std::string lineage_;
-  std::string file_proof_;  // "size mtime_ns sha256(first 12 KiB)" after the last apply; "" unknown
+  std::string file_proof_;  // "size mtime_ns sha256(commit region)" after the last apply; "" unknown
   std::string file_stamp_;  // "ino ctime_ns" after the last apply; "" unknown
   std::string diverged_;    // why the file is known not to be the chain's; "" not known
   uint64_t applied_since_check_ = 0;  // segment bytes applied since the last whole-file check

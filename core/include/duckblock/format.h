@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -128,6 +129,11 @@ struct SegmentReaderOptions {
   // must reject every compressed segment (docs/FORMAT.md explains why it
   // does); tests use this to prove it. Never set it to read real data.
   bool ignore_flags = false;
+  // The checksum of these very bytes, verified by an earlier pass (apply.h:
+  // an unchanged file verified on a download thread). The reader then does
+  // not hash the pages again; it still checks the structure, and a trailer
+  // that differs from this value is corruption (the bytes changed).
+  std::optional<uint64_t> verified_checksum;
 };
 class SegmentReader {
  public:
@@ -152,6 +158,7 @@ class SegmentReader {
   uint32_t pages_read_ = 0;
   std::optional<uint64_t> last_id_;
   uint64_t checksum_ = 0;
+  std::optional<uint64_t> verified_checksum_;
   uint64_t bytes_ = 0;
   bool done_ = false;
 };
@@ -169,6 +176,16 @@ struct SegmentSummary {
   uint64_t data_end = 0;
 };
 SegmentSummary verify_segment(ByteSource& in);
+
+// The one page walk that every reader of a whole segment goes through
+// (verify_segment, apply's verification and write pass, a snapshot streamed
+// into a file): the file-length record is decoded (exactly 8 bytes, else
+// kCorruption) and kept out of the pages; every data page must lie at a
+// possible file offset (id * page_size + length fits an off_t, else
+// kCorruption); `on_page` (may be empty) sees each data page with its byte
+// offset. Returns the summary once the trailer has verified.
+using SegmentPageVisitor = std::function<void(uint64_t offset, std::span<const uint8_t> data)>;
+SegmentSummary walk_segment(SegmentReader& reader, const SegmentPageVisitor& on_page = {});
 
 // In-memory helpers for small segments.
 struct Page {

@@ -1,5 +1,4 @@
 #include "duckblock/apply.h"
-#include "duckblock/wal.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -43,78 +42,65 @@ class Fd {
   int fd_ = -1;
 };
 
-// The largest page id whose byte offset fits in an off_t.
-bool offset_ok(uint64_t id, uint32_t page_size, uint64_t len) {
-  if (id > (uint64_t{INT64_MAX} - len) / page_size) return false;
-  return true;
+// Which file a path names and whether it was written since: device, inode,
+// size and modification time. A rename keeps all four.
+std::string file_identity(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) throw_errno("cannot stat " + path);
+  int64_t mtime_ns = int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+  return std::to_string(st.st_dev) + " " + std::to_string(st.st_ino) + " " + std::to_string(st.st_size) + " " +
+         std::to_string(mtime_ns);
 }
 
-// verify_segment, plus what only applying needs, in the same pass and so
-// before a byte of the target is written: every page lies at a possible
-// file offset, and a file-length record is 8 bytes (a short one used to be
-// skipped by verification and then stop write_pages half way).
+// The verification pass: walk_segment checks every page (offset, length
+// record) and the checksum before a byte of the target is written.
 SegmentSummary verify_for_apply(const std::string& path) {
   FileSource src(path);
-  SegmentReader r(src);
-  SegmentSummary s;
-  s.header = r.header();
-  PageView p;
-  while (r.next(p)) {
-    if (p.id == kFileLengthPageId) {
-      s.file_length = decode_file_length(p.data);  // throws kCorruption unless 8 bytes
-      continue;
-    }
-    if (!offset_ok(p.id, s.header.page_size, p.data.size())) {
-      throw Error(ErrorKind::kCorruption, "segment " + path + ": page " + std::to_string(p.id) +
-                                              " lies beyond any possible file offset");
-    }
-    s.data_end = p.id * s.header.page_size + p.data.size();  // ids ascend: the last is the highest
-  }
-  s.checksum = r.checksum();
-  s.encoded_size = r.bytes_read();
-  return s;
+  return verify_segment(src);
 }
 
-// Second pass over an already verified segment: write its pages.
-void write_pages(const std::string& target, const std::string& segment_path,
+// The write pass over a segment file verified before (`verified`, taken
+// from the file with `identity`). It does not hash the pages again: the
+// file must be the one verified, unwritten since, checked before the pass
+// and again before the header pages (the commit region) are written, so a
+// segment changed meanwhile never moves the file's commit point.
+void write_pages(const std::string& target, const std::string& segment_path, const std::string& identity,
                  const SegmentSummary& verified, const ApplyOptions& opt, ApplyResult& result) {
+  auto check_identity = [&] {
+    if (file_identity(segment_path) != identity) {
+      throw Error(ErrorKind::kCorruption, "segment " + segment_path + " changed after it was verified");
+    }
+  };
+  check_identity();
   FileSource src(segment_path);
-  SegmentReader reader(src);
+  SegmentReader reader(src, SegmentReaderOptions{.verified_checksum = verified.checksum});
   if (!(reader.header() == verified.header)) {
     throw Error(ErrorKind::kCorruption, "segment " + segment_path + " changed while being applied");
   }
   Fd fd(target, O_WRONLY | O_CREAT, opt.env);
-  uint32_t ps = verified.header.page_size;
-  std::vector<Page> deferred;  // header pages: at most write_last_below bytes
-  // Decoding and hashing stay on this thread; runs of adjacent pages are
-  // written in large pwrites on the writer's thread meanwhile.
-  detail::PageWriter writer(fd.env(), fd.get(), target);
-  PageView page;
-  while (reader.next(page)) {
-    if (page.id == kFileLengthPageId) continue;  // 8 bytes: verify_for_apply checked
-    if (!offset_ok(page.id, ps, page.data.size())) {
-      throw Error(ErrorKind::kCorruption,
-                  "page " + std::to_string(page.id) + " lies beyond any possible file offset");
-    }
-    uint64_t off = page.id * ps;
-    if (off < opt.write_last_below) {
-      deferred.push_back(Page{page.id, {page.data.begin(), page.data.end()}});
-      continue;
-    }
-    writer.write(off, page.data.data(), page.data.size());
-    result.pages_written++;
-    result.bytes_written += page.data.size();
+  std::vector<std::pair<uint64_t, std::vector<uint8_t>>> deferred;  // the commit region's pages
+  {
+    // Decoding stays on this thread; runs of adjacent pages are written in
+    // large pwrites on the writer's thread meanwhile.
+    detail::PageWriter writer(fd.env(), fd.get(), target);
+    walk_segment(reader, [&](uint64_t off, std::span<const uint8_t> data) {
+      if (off < opt.commit_region) {
+        deferred.emplace_back(off, std::vector<uint8_t>(data.begin(), data.end()));
+        return;
+      }
+      writer.write(off, data.data(), data.size());
+      result.pages_written++;
+      result.bytes_written += data.size();
+    });
+    writer.flush();
   }
-  if (reader.checksum() != verified.checksum) {
-    throw Error(ErrorKind::kCorruption, "segment " + segment_path + " changed while being applied");
-  }
-  writer.flush();
+  check_identity();
   if (!deferred.empty()) {
     fd.sync();
-    for (const auto& p : deferred) {
-      fd.pwrite_all(p.data.data(), p.data.size(), p.id * ps);
+    for (const auto& [off, data] : deferred) {
+      fd.pwrite_all(data.data(), data.size(), off);
       result.pages_written++;
-      result.bytes_written += p.data.size();
+      result.bytes_written += data.size();
     }
   }
   if (verified.file_length) fd.truncate(*verified.file_length);
@@ -144,9 +130,10 @@ void check_continues(const SegmentSummary& s, const ChainPosition& at, const App
 ApplyResult apply_segment(const std::string& target, const std::string& segment_path,
                           const ChainPosition& at, const ApplyOptions& opt) {
   ApplyResult result;
-  result.summary = verify_for_apply(segment_path);
+  VerifiedSegment v = verify_segment_file(segment_path);
+  result.summary = v.summary;
   check_continues(result.summary, at, opt);
-  write_pages(target, segment_path, result.summary, opt, result);
+  write_pages(target, segment_path, v.identity, result.summary, opt, result);
   result.position = {result.summary.header.seq, result.summary.checksum};
   return result;
 }
@@ -156,14 +143,14 @@ ChainPosition snapshot_position(const SegmentHeader& h) { return {h.seq, h.prev_
 namespace {
 
 // What says a replica is as we left it: its size, modification time and a
-// hash of its first 12 KiB (DuckDB rewrites a header at every checkpoint).
-// "" if the file does not exist.
-std::string file_proof(const std::string& path) {
+// hash of its commit region (a database rewrites a header there at every
+// checkpoint). "" if the file does not exist.
+std::string file_proof(const std::string& path, uint64_t commit_region) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return "";
   Sha256 h;
   {
-    std::vector<uint8_t> head(12288);
+    std::vector<uint8_t> head(commit_region);
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) throw_errno("cannot open " + path);
     size_t got = 0;
@@ -214,18 +201,9 @@ void Replica::check_unchanged() const {
                     " and applying more would corrupt it. `duckblock follow --force` (or restore --force) "
                     "replaces it with a fresh copy from the store");
   };
-  // A log beside the replica is ours only while its record (written by
-  // LogReplica when it applied log segments) vouches for its exact length.
-  if (::access((path_ + ".wal").c_str(), F_OK) == 0) {
-    auto log = LogReplica::peek(path_ + ".duckblock-log");
-    struct stat ls {};
-    if (!log || ::stat((path_ + ".wal").c_str(), &ls) != 0 || uint64_t(ls.st_size) != log->length) {
-      changed(path_ + ".wal exists and is not the log duckblock applied");
-    }
-  }
   if (!diverged_.empty()) changed(diverged_);
   if (file_proof_.empty()) return;
-  std::string now = file_proof(path_);
+  std::string now = file_proof(path_, options_.commit_region);
   if (now == file_proof_) return;
   if (now.empty()) changed("it is gone");
   auto field = [](const std::string& p, int i) {
@@ -236,7 +214,7 @@ void Replica::check_unchanged() const {
   if (field(now, 0) != field(file_proof_, 0)) {
     changed("its size is " + field(now, 0) + " bytes, not " + field(file_proof_, 0));
   }
-  if (field(now, 2) != field(file_proof_, 2)) changed("its DuckDB header pages differ");
+  if (field(now, 2) != field(file_proof_, 2)) changed("its header pages differ");
   changed("its modification time differs");
 }
 
@@ -267,7 +245,7 @@ void Replica::save_journal(bool pending, uint64_t pending_seq, bool replacing) {
   if (replacing) j["replacing"] = true;
   if (!lineage_.empty()) j["lineage"] = lineage_;
   // The proof is taken when the file is at rest at the journal's position.
-  if (!pending && !replacing) file_proof_ = file_proof(path_);
+  if (!pending && !replacing) file_proof_ = file_proof(path_, options_.commit_region);
   if (!pending && !replacing && !file_proof_.empty()) j["file"] = file_proof_;
   if (!pending && !replacing) file_stamp_ = file_stamp(path_);
   if (!pending && !replacing && !file_stamp_.empty()) j["stamp"] = file_stamp_;
@@ -313,20 +291,6 @@ void Replica::recover() {
   ::unlink(pending_path().c_str());
 }
 
-namespace {
-
-// Which file a path names and whether it was written since: device, inode,
-// size and modification time. A rename keeps all four.
-std::string file_identity(const std::string& path) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) throw_errno("cannot stat " + path);
-  int64_t mtime_ns = int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
-  return std::to_string(st.st_dev) + " " + std::to_string(st.st_ino) + " " + std::to_string(st.st_size) + " " +
-         std::to_string(mtime_ns);
-}
-
-}  // namespace
-
 VerifiedSegment verify_segment_file(const std::string& path) {
   VerifiedSegment v;
   v.path = path;
@@ -339,12 +303,9 @@ VerifiedSegment verify_segment_file(const std::string& path) {
 ApplyResult Replica::apply(const std::string& segment_path, bool consume) {
   check_unchanged();
   if (consume) return apply(verify_segment_file(segment_path));
-  ApplyOptions opt = options_;
-  opt.page_size = page_size_;
-  ApplyResult result;
-  result.summary = verify_for_apply(segment_path);
-  check_continues(result.summary, position_, opt);
-  // Journal first: the pending copy is durable before the target changes.
+  // The copy becomes the pending file that is written from, so it is the
+  // copy that is verified (once); no journal names it until it has.
+  ::unlink(pending_path().c_str());
   {
     FileSource src(segment_path);
     FileSink sink(pending_path(), 0600, options_.env);
@@ -353,16 +314,17 @@ ApplyResult Replica::apply(const std::string& segment_path, bool consume) {
     sink.close();
   }
   fsync_dir(dirname_of(pending_path()));
-  save_journal(true, result.summary.header.seq);
-  // Re-verify the copy: that is what we write from, and it is another file
-  // than the one verified above.
-  {
-    SegmentSummary again = verify_for_apply(pending_path());
-    if (again.checksum != result.summary.checksum) {
-      throw Error(ErrorKind::kCorruption, "pending segment changed on disk: " + pending_path());
-    }
+  VerifiedSegment copy;
+  try {
+    copy = verify_segment_file(pending_path());
+    ApplyOptions opt = options_;
+    opt.page_size = page_size_;
+    check_continues(copy.summary, position_, opt);
+  } catch (...) {
+    ::unlink(pending_path().c_str());  // refused: nothing names it, nothing was written
+    throw;
   }
-  return write_pending(result);
+  return apply(copy);
 }
 
 ApplyResult Replica::apply(const VerifiedSegment& segment) {
@@ -379,18 +341,18 @@ ApplyResult Replica::apply(const VerifiedSegment& segment) {
   if (file_identity(segment.path) != segment.identity) {
     throw Error(ErrorKind::kCorruption, "segment " + segment.path + " changed after it was verified");
   }
-  if (::rename(segment.path.c_str(), pending_path().c_str()) != 0) {
+  if (segment.path != pending_path() && ::rename(segment.path.c_str(), pending_path().c_str()) != 0) {
     throw_errno("cannot move " + segment.path + " to " + pending_path());
   }
   fsync_dir(dirname_of(pending_path()));
   save_journal(true, result.summary.header.seq);
-  return write_pending(result);
+  return write_pending(result, segment.identity);
 }
 
-ApplyResult Replica::write_pending(ApplyResult& result) {
+ApplyResult Replica::write_pending(ApplyResult& result, const std::string& identity) {
   ApplyOptions opt = options_;
   opt.page_size = page_size_;
-  write_pages(path_, pending_path(), result.summary, opt, result);
+  write_pages(path_, pending_path(), identity, result.summary, opt, result);
   position_ = {result.summary.header.seq, result.summary.checksum};
   page_size_ = result.summary.header.page_size;
   save_journal(false, 0);
@@ -431,28 +393,14 @@ ApplyResult Replica::reset_from_snapshot(ByteSource& in, unsigned mode,
   try {
     Fd fd(tmp, O_WRONLY | O_CREAT | O_EXCL, options_.env, mode);
     SegmentReader reader(in);
-    const uint32_t ps = reader.header().page_size;
     SegmentSummary& s = result.summary;
     {
       detail::PageWriter writer(fd.env(), fd.get(), tmp);
-      PageView page;
-      while (reader.next(page)) {
-        if (page.id == kFileLengthPageId) {
-          s.file_length = decode_file_length(page.data);  // throws kCorruption unless 8 bytes
-          continue;
-        }
-        if (!offset_ok(page.id, ps, page.data.size())) {
-          throw Error(ErrorKind::kCorruption,
-                      "page " + std::to_string(page.id) + " lies beyond any possible file offset");
-        }
-        writer.write(page.id * ps, page.data.data(), page.data.size());
-        s.data_end = page.id * ps + page.data.size();
+      s = walk_segment(reader, [&](uint64_t off, std::span<const uint8_t> data) {
+        writer.write(off, data.data(), data.size());
         result.pages_written++;
-        result.bytes_written += page.data.size();
-      }
-      s.header = reader.header();
-      s.checksum = reader.checksum();
-      s.encoded_size = reader.bytes_read();
+        result.bytes_written += data.size();
+      });
       pos = bind ? bind(s) : snapshot_position(s.header);
       writer.flush();
     }

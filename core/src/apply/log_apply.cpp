@@ -146,8 +146,8 @@ void LogReplica::apply(const LogSegment& s, const ChainPosition& at) {
 
 void LogReplica::clear() {
   // The log goes first: a log left without its record (a crash between the
-  // two) could not be told from a foreign .wal, which a Replica refuses
-  // (Replica::check_unchanged); a record left without its log is finished
+  // two) could not be told from a foreign .wal, which a follow refuses
+  // (stale_log_beside, check_replica_on_chain); a record left without its log is finished
   // by the constructor. A reader of the record checks the log's length
   // (intact()) before trusting it.
   if (exists(log_path_) && ::unlink(log_path_.c_str()) != 0) throw_errno("cannot remove " + log_path_);
@@ -166,7 +166,10 @@ bool stale_log_beside(const std::string& path, LogBesideUse use) {
   const std::string log = path + ".wal";
   if (!exists(log)) return false;
   if (use == LogBesideUse::kRestore) return true;
-  return !LogReplica(log, path + ".duckblock-log").intact();
+  // Read-only: the record must vouch for the log's exact length (intact()),
+  // judged without opening the log replica, which would repair things.
+  auto record = LogReplica::peek(path + ".duckblock-log");
+  return !record || file_size_or_zero(log) != record->length;
 }
 
 std::string stale_log_refusal(const std::string& path, LogBesideUse use, const std::string& force_flag) {

@@ -250,6 +250,8 @@ SegmentReader::SegmentReader(ByteSource& in, SegmentReaderOptions options) : in_
               " bytes, but the segment has " + std::to_string(*left + kHeaderSize));
     }
   }
+  verified_checksum_ = options.verified_checksum;
+  if (verified_checksum_) return;  // verified by an earlier pass: no hashing
   uint8_t prev[8];
   put_be(prev, header_.prev_checksum, 8);
   hash_.update(prev, 8);
@@ -285,9 +287,13 @@ void SegmentReader::read_trailer() {
     trailing = in_.read(&extra, 1) != 0;
   }
   uint64_t stored = get_be(t, 8);
-  checksum_ = checksum_of(hash_);
+  checksum_ = verified_checksum_ ? *verified_checksum_ : checksum_of(hash_);
   if (trailing) {
     corrupt("size mismatch: trailing bytes after the segment trailer at offset " + std::to_string(bytes_));
+  }
+  if (stored != checksum_ && verified_checksum_) {
+    corrupt("the segment changed after it was verified: its trailer says " + checksum_hex(stored) +
+            ", the verified checksum was " + checksum_hex(checksum_));
   }
   if (stored != checksum_) {
     corrupt("checksum mismatch: trailer says " + checksum_hex(stored) + ", contents hash to " +
@@ -320,7 +326,7 @@ bool SegmentReader::next(PageView& page) {
     corrupt("size mismatch: page " + std::to_string(id) + " claims " + std::to_string(len) +
             " bytes but only " + std::to_string(*left) + " remain");
   }
-  hash_.update(prefix, w + 4);
+  if (!verified_checksum_) hash_.update(prefix, w + 4);
   if (src.remaining()) {
     if (buf_.size() < len) buf_.resize(len);  // the check above proved the bytes exist
     src.read_exact(buf_.data(), len, "page data (truncated segment)");
@@ -335,7 +341,7 @@ bool SegmentReader::next(PageView& page) {
       have += step;
     }
   }
-  hash_.update(buf_.data(), len);
+  if (!verified_checksum_) hash_.update(buf_.data(), len);
   if (!zstd_) bytes_ += w + 4 + len;
   last_id_ = id;
   ++pages_read_;
@@ -344,21 +350,38 @@ bool SegmentReader::next(PageView& page) {
   return true;
 }
 
-SegmentSummary verify_segment(ByteSource& in) {
-  SegmentReader r(in);
+namespace {
+// The largest page id whose byte offset (plus its length) fits in an off_t.
+bool offset_ok(uint64_t id, uint32_t page_size, uint64_t len) {
+  return id <= (uint64_t{INT64_MAX} - len) / page_size;
+}
+}  // namespace
+
+SegmentSummary walk_segment(SegmentReader& r, const SegmentPageVisitor& on_page) {
   SegmentSummary s;
   s.header = r.header();
+  const uint32_t ps = s.header.page_size;
   PageView p;
   while (r.next(p)) {
-    if (p.id == kFileLengthPageId && p.data.size() == 8) {
-      s.file_length = decode_file_length(p.data);
-    } else {
-      s.data_end = p.id * s.header.page_size + p.data.size();  // ids ascend: the last one is the highest
+    if (p.id == kFileLengthPageId) {
+      s.file_length = decode_file_length(p.data);  // throws kCorruption unless 8 bytes
+      continue;
     }
+    if (!offset_ok(p.id, ps, p.data.size())) {
+      corrupt("page " + std::to_string(p.id) + " lies beyond any possible file offset");
+    }
+    const uint64_t offset = p.id * ps;
+    if (on_page) on_page(offset, p.data);
+    s.data_end = offset + p.data.size();  // ids ascend: the last one is the highest
   }
   s.checksum = r.checksum();
   s.encoded_size = r.bytes_read();
   return s;
+}
+
+SegmentSummary verify_segment(ByteSource& in) {
+  SegmentReader r(in);
+  return walk_segment(r);
 }
 
 std::vector<uint8_t> encode_segment(SegmentHeader header, std::vector<Page> pages, uint64_t* checksum_out,

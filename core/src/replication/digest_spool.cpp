@@ -1,8 +1,10 @@
 #include "digest_spool.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 
 #include "duckblock/error.h"
@@ -18,12 +20,24 @@ std::string spooled_digest_path(const std::string& incr_dir, uint64_t seq) {
   return incr_dir + "/" + name;
 }
 
-void spool_digest(const std::string& incr_dir, uint32_t mode, const DigestRecord& record) {
+void spool_digest(const std::string& incr_dir, uint32_t mode, const DigestRecord& record, bool durable) {
   std::string text = encode_digest_record(record);
-  // Not durable: the checkpoint path does not wait for a sync of it.
   write_file_atomic(spooled_digest_path(incr_dir, record.seq),
-                    std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()), false,
+                    std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()), durable,
                     mode);
+}
+
+void sync_spooled_digest(const std::string& incr_dir, uint64_t seq) {
+  const std::string path = spooled_digest_path(incr_dir, seq);
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return;  // none for this seq (an index with gaps)
+    throw_errno("cannot open " + path);
+  }
+  int rc = ::fdatasync(fd);
+  int err = errno;
+  ::close(fd);
+  if (rc != 0) throw_errno("cannot sync " + path, err);
 }
 
 void unspool_digest(const std::string& incr_dir, uint64_t seq) {

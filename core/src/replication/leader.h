@@ -237,8 +237,9 @@ class Leader {
   void save_index_quietly(LeaderDb& db);
   void save_index_if_due(LeaderDb& db);
   // The digest of the file after `seq` (the index must describe it now),
-  // spooled for the uploader to publish after segment `seq`.
-  void spool_digest_of(LeaderDb& db, uint64_t seq);
+  // spooled for the uploader to publish after segment `seq`; `durable`
+  // where the segment is already durable (no spooler will sync it).
+  void spool_digest_of(LeaderDb& db, uint64_t seq, bool durable);
   bool resync_if_needed(LeaderDb& db);
   static constexpr uint64_t kIndexSaveEvery = 16;
 

@@ -23,13 +23,35 @@ const ChainEntry* find_entry(const std::vector<ChainEntry>& v, uint64_t seq) {
   return nullptr;
 }
 
+// Passes a source's bytes on and hashes them.
+class HashingSource final : public ByteSource {
+ public:
+  explicit HashingSource(ByteSource& in) : in_(in) {}
+  size_t read(void* buf, size_t n) override {
+    size_t got = in_.read(buf, n);
+    hash_.update(buf, got);
+    bytes_ += got;
+    return got;
+  }
+  std::optional<uint64_t> remaining() const override { return in_.remaining(); }
+  VerifiedUpload finish() { return {bytes_, hash_.finish()}; }
+
+ private:
+  ByteSource& in_;
+  Sha256 hash_;
+  uint64_t bytes_ = 0;
+};
+
 }  // namespace
 
-void verify_spooled_segment(const std::string& path, uint64_t seq) {
+VerifiedUpload verify_spooled_segment(const std::string& path, uint64_t seq) {
   SegmentSummary s;
+  VerifiedUpload read;
   try {
-    FileSource src(path);
+    FileSource file(path);
+    HashingSource src(file);
     s = verify_segment(src);
+    read = src.finish();
   } catch (const Error& e) {
     if (e.kind() != ErrorKind::kCorruption) throw;
     throw Error(ErrorKind::kCorruption, "spooled segment " + path + " is damaged (" + e.what() +
@@ -40,6 +62,30 @@ void verify_spooled_segment(const std::string& path, uint64_t seq) {
     throw Error(ErrorKind::kCorruption, "spooled segment " + path + " holds seq " + std::to_string(s.header.seq) +
                                             ", not " + std::to_string(seq) + "; it was not uploaded");
   }
+  return read;
+}
+
+UploadSource::UploadSource(const std::string& path, const VerifiedUpload& verified)
+    : path_(path), in_(path), want_(verified) {}
+
+void UploadSource::changed(const std::string& how) const {
+  throw Error(ErrorKind::kCorruption, "spooled segment " + path_ + " changed after it was verified (" + how +
+                                          "); the upload was abandoned and nothing of it was stored");
+}
+
+size_t UploadSource::read(void* buf, size_t n) {
+  if (sent_ == want_.size) return 0;  // checked when the last byte went
+  n = static_cast<size_t>(std::min<uint64_t>(n, want_.size - sent_));
+  size_t got = in_.read(buf, n);
+  if (got == 0) changed("it is shorter: " + std::to_string(sent_) + " bytes, " + std::to_string(want_.size) + " verified");
+  hash_.update(buf, got);
+  sent_ += got;
+  if (sent_ == want_.size) {
+    uint8_t extra;
+    if (in_.read(&extra, 1) != 0) changed("it is longer than the " + std::to_string(want_.size) + " bytes verified");
+    if (hash_.finish() != want_.digest) changed("its bytes hash differently");
+  }
+  return got;
 }
 
 ExistingVerdict judge_existing_object(ObjectStore& store, const std::string& key, const std::string& our_path) {

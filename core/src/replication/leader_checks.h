@@ -7,14 +7,45 @@
 #include <string>
 
 #include "duckblock/chain.h"
+#include "duckblock/io.h"
+#include "duckblock/sha256.h"
 #include "duckblock/store.h"
 
 namespace duckblock {
 
+// What verification read of a spooled segment: its bytes' count and
+// SHA-256, to which the upload is held (UploadSource).
+struct VerifiedUpload {
+  uint64_t size = 0;
+  Sha256Digest digest{};
+};
+
 // Throws Error(kCorruption) unless the spooled segment at `path` decodes,
 // its checksum verifies and its header holds `seq`: the uploader calls it
 // right before sending, so a damaged spool file never reaches the store.
-void verify_spooled_segment(const std::string& path, uint64_t seq);
+VerifiedUpload verify_spooled_segment(const std::string& path, uint64_t seq);
+
+// A spooled segment as a store receives it, held to what verification
+// read: it hashes what it passes on and, before it hands over the last
+// byte, checks the count and the hash (Error(kCorruption) on a difference,
+// naming the file). A store's put that sees its source throw makes nothing
+// visible (store.h), so a spool file changed between its verification and
+// its upload (a disk error, another process) never reaches the store.
+class UploadSource final : public ByteSource {
+ public:
+  UploadSource(const std::string& path, const VerifiedUpload& verified);
+  size_t read(void* buf, size_t n) override;
+  std::optional<uint64_t> remaining() const override { return want_.size - sent_; }
+  std::optional<uint32_t> file_mode() const override { return in_.file_mode(); }
+
+ private:
+  [[noreturn]] void changed(const std::string& how) const;
+  std::string path_;
+  FileSource in_;
+  VerifiedUpload want_;
+  Sha256 hash_;
+  uint64_t sent_ = 0;
+};
 
 // What is already under a key our segment was to be put at.
 enum class ExistingObject {

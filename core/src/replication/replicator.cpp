@@ -248,7 +248,7 @@ PushResult Leader::push_locked(LeaderDb& db, PageReader& reader, const std::vect
     // is queued whatever happens (db.queued counts it).
     try {
       record_shipped(db, diff);
-      spool_digest_of(db, seq);
+      spool_digest_of(db, seq, false);  // the spooler syncs it before the segment
     } catch (...) {
       l.lock();
       spooler.enqueue(std::move(job));
@@ -272,7 +272,7 @@ PushResult Leader::push_locked(LeaderDb& db, PageReader& reader, const std::vect
   // Durable now: the index takes its pages, and its digest is spooled,
   // before the uploader can see the segment.
   record_shipped(db, diff);
-  spool_digest_of(db, seq);
+  spool_digest_of(db, seq, true);
   l.lock();
   db.assigned_seq = db.st.seq = seq;
   db.st.checksum = written.checksum;
@@ -374,7 +374,7 @@ void start_new_chain(Leader& leader, LeaderDb& db, PageReader& reader) {
   db.index = leader.fresh_index(db);
   db.index.update_all(reader);
   db.index.set_position(db.st.seq, db.st.checksum);
-  leader.spool_digest_of(db, 0);
+  leader.spool_digest_of(db, 0, true);
   db.spool.save_state(db.st);
   leader.save_index(db, true);
   // Before anything of the chain is uploaded (the uploader starts on it only

@@ -12,6 +12,7 @@
 #include "duckblock/file_digest.h"
 #include "duckblock/key.h"
 #include "duckblock/temp_files.h"
+#include "duckblock/wal.h"
 
 namespace duckblock {
 
@@ -432,6 +433,11 @@ void check_replica_on_chain(ObjectStore& store, const ChainListing& chain, const
                             const std::string& db, Replica& replica, const std::string& prefix) {
   replica.check_unchanged();
   const std::string how = "`duckblock follow --force` replaces the replica with a fresh copy of the store's chain";
+  if (stale_log_beside(replica.path(), LogBesideUse::kFollow)) {
+    throw Error(ErrorKind::kChainBroken, "the replica " + replica.path() + " was changed since duckblock last applied "
+                                         "to it (" + replica.path() + ".wal exists and is not the log duckblock "
+                                         "applied), for example by a DuckDB that opened it read-write; " + how);
+  }
   if (replica.stamp_changed()) {
     // Renamed or chmod-ed, or rewritten with its size, mtime and headers
     // put back: only its bytes can tell (one read of the whole file).

@@ -122,7 +122,7 @@ void Leader::record_shipped(LeaderDb& db, const PageIndex::Diff& diff) {
 
 // Without a digest (the index has pages without entries, or the spool write
 // failed) the point has none: readers report it absent, nothing is wrong.
-void Leader::spool_digest_of(LeaderDb& db, uint64_t seq) {
+void Leader::spool_digest_of(LeaderDb& db, uint64_t seq, bool durable) {
   const std::string dir = db.spool.incremental_dir();
   try {
     auto digest = db.index.file_digest();
@@ -130,7 +130,8 @@ void Leader::spool_digest_of(LeaderDb& db, uint64_t seq) {
       unspool_digest(dir, seq);
       return;
     }
-    spool_digest(dir, db.spool.file_mode(), DigestRecord{seq, db.index.file_length(), options_.page_size, *digest});
+    spool_digest(dir, db.spool.file_mode(), DigestRecord{seq, db.index.file_length(), options_.page_size, *digest},
+                 durable);
   } catch (const Error&) {
     unspool_digest(dir, seq);
   }

@@ -2,6 +2,7 @@
 // durably; the uploader takes them from there. A failure drops the
 // database's later queued segments too (they would not chain) and flags it
 // for a resync, keeping the failure's kind for the push that reports it.
+#include "digest_spool.h"
 #include "leader.h"
 
 namespace duckblock {
@@ -40,6 +41,9 @@ void Spooler::write_one(SpoolJob& job, std::unique_lock<std::mutex>& l) {
   std::optional<Error> error;
   WrittenSegment written;
   try {
+    // The push spooled the digest of job.seq unsynced; it must be durable
+    // no later than the segment (digest_spool.h).
+    sync_spooled_digest(db.spool.incremental_dir(), job.seq);
     written = db.spool.write(plan, leader_.options().compression);
   } catch (const Error& e) {
     error = e;

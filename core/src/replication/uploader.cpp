@@ -35,9 +35,11 @@ std::optional<Uploader::Job> Uploader::next_job() {
 
 Uploader::Outcome Uploader::upload_one(const std::string& key, const Job& job, uint64_t& size, std::string& error) {
   ObjectStore& store = leader_.store();
-  verify_spooled_segment(job.path, job.seq);
-  FileSource src(job.path);
-  size = src.size();
+  // What is sent is held to what was verified (UploadSource), so the file
+  // cannot change in between unnoticed.
+  const VerifiedUpload verified = verify_spooled_segment(job.path, job.seq);
+  UploadSource src(job.path, verified);
+  size = verified.size;
   try {
     store.put_if_absent(key, src);
     return Outcome::kUploaded;
@@ -53,7 +55,7 @@ Uploader::Outcome Uploader::upload_one(const std::string& key, const Job& job, u
               "); this leader must stop writing " + job.db->name;
       return Outcome::kFenced;
     case ExistingObject::kDamagedOurs: {
-      FileSource again(job.path);
+      UploadSource again(job.path, verify_spooled_segment(job.path, job.seq));
       store.put(key, again);  // a repair: the object was ours, cut short
       return Outcome::kUploaded;
     }

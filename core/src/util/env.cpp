@@ -43,16 +43,122 @@ ssize_t FaultyEnv::plan_write(size_t n) {
 }
 
 ssize_t FaultyEnv::write(int fd, const void* buf, size_t n) {
+  if (dying()) return -1;
   ssize_t k = plan_write(n);
-  return k < 0 ? k : Env::write(fd, buf, static_cast<size_t>(k));
+  if (k < 0) return k;
+  remember(fd);
+  return Env::write(fd, buf, static_cast<size_t>(k));
 }
 
 ssize_t FaultyEnv::pwrite(int fd, const void* buf, size_t n, int64_t offset) {
+  if (dying()) return -1;
   ssize_t k = plan_write(n);
-  return k < 0 ? k : Env::pwrite(fd, buf, static_cast<size_t>(k), offset);
+  if (k < 0) return k;
+  remember(fd);
+  return Env::pwrite(fd, buf, static_cast<size_t>(k), offset);
 }
 
-int FaultyEnv::fdatasync(int fd) { return fail_with(rates_.eio_on_sync, EIO) ? -1 : Env::fdatasync(fd); }
+int FaultyEnv::fdatasync(int fd) {
+  if (dying() || fail_with(rates_.eio_on_sync, EIO)) return -1;
+  int rc = Env::fdatasync(fd);
+  if (rc == 0) {
+    std::lock_guard l(files_mu_);
+    auto it = paths_.find(fd);
+    if (it != paths_.end()) synced_.erase(it->second);  // its bytes are durable now
+  }
+  return rc;
+}
+
+int FaultyEnv::ftruncate(int fd, int64_t length) {
+  if (dying()) return -1;
+  remember(fd);
+  return Env::ftruncate(fd, length);
+}
+
+int FaultyEnv::open(const std::string& path, int flags, unsigned mode) {
+  if ((flags & O_TRUNC) && dying()) return -1;
+  int fd = Env::open(path, flags & ~O_TRUNC, mode);
+  if (fd < 0) return fd;
+  {
+    std::lock_guard l(files_mu_);
+    paths_[fd] = path;
+  }
+  if (flags & O_TRUNC) {
+    remember(fd);  // the truncation is a change like any other
+    if (Env::ftruncate(fd, 0) != 0) {
+      int err = errno;
+      close(fd);
+      errno = err;
+      return -1;
+    }
+  }
+  return fd;
+}
+
+int FaultyEnv::close(int fd) {
+  {
+    std::lock_guard l(files_mu_);
+    paths_.erase(fd);
+  }
+  return Env::close(fd);
+}
+
+void FaultyEnv::remember(int fd) {
+  std::lock_guard l(files_mu_);
+  auto it = paths_.find(fd);
+  if (it == paths_.end() || synced_.count(it->second)) return;
+  // The bytes it has now are the ones of its last sync: every write since
+  // went through remember() first. (A file not yet known here is taken as
+  // synced as it is.)
+  std::vector<uint8_t> bytes;
+  int rd = ::open(it->second.c_str(), O_RDONLY | O_CLOEXEC);
+  if (rd >= 0) {
+    uint8_t buf[65536];
+    for (ssize_t n; (n = ::read(rd, buf, sizeof buf)) > 0;) bytes.insert(bytes.end(), buf, buf + n);
+    ::close(rd);
+  }
+  synced_[it->second] = std::move(bytes);
+}
+
+bool FaultyEnv::dying() {
+  std::lock_guard l(files_mu_);
+  if (dead_) {
+    errno = EIO;
+    return true;
+  }
+  if (!calls_left_) return false;
+  if (*calls_left_ == 0) {
+    dead_ = true;
+    unsynced_at_death_ += synced_.size();
+    errno = EIO;
+    return true;
+  }
+  --*calls_left_;
+  return false;
+}
+
+void FaultyEnv::die_after(uint64_t calls) {
+  std::lock_guard l(files_mu_);
+  calls_left_ = calls;
+}
+
+size_t FaultyEnv::crash() {
+  std::lock_guard l(files_mu_);
+  size_t lost = 0;
+  for (const auto& [path, bytes] : synced_) {
+    int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd < 0) continue;  // removed since: nothing to lose
+    ssize_t w = bytes.empty() ? 0 : ::pwrite(fd, bytes.data(), bytes.size(), 0);
+    bool ok = w == ssize_t(bytes.size()) && ::ftruncate(fd, off_t(bytes.size())) == 0 && ::fsync(fd) == 0;
+    ::close(fd);
+    if (!ok) std::perror(("FaultyEnv::crash cannot put back " + path).c_str());
+    ++lost;
+  }
+  synced_.clear();
+  calls_left_.reset();
+  dead_ = false;
+  return lost;
+}
 
 bool FaultyEnv::fail_with(double rate, int err) {
   if (!roll(rate)) return false;
@@ -62,11 +168,28 @@ bool FaultyEnv::fail_with(double rate, int err) {
 }
 
 int FaultyEnv::rename(const std::string& from, const std::string& to) {
-  return fail_with(rates_.eio_on_rename, EIO) ? -1 : Env::rename(from, to);
+  if (dying() || fail_with(rates_.eio_on_rename, EIO)) return -1;
+  int rc = Env::rename(from, to);
+  if (rc == 0) {
+    // The unsynced bytes move with the file; the one replaced is gone.
+    std::lock_guard l(files_mu_);
+    synced_.erase(to);
+    if (auto it = synced_.find(from); it != synced_.end()) {
+      synced_[to] = std::move(it->second);
+      synced_.erase(from);
+    }
+    for (auto& [fd, path] : paths_) {
+      if (path == from) path = to;
+    }
+  }
+  return rc;
 }
 
 int FaultyEnv::link(const std::string& from, const std::string& to) {
-  return fail_with(rates_.eio_on_rename, EIO) ? -1 : Env::link(from, to);
+  if (dying() || fail_with(rates_.eio_on_rename, EIO)) return -1;
+  // The new name shares the inode: putting back `from` at a crash puts
+  // back both.
+  return Env::link(from, to);
 }
 
 }  // namespace duckblock

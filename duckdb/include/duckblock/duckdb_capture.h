@@ -35,6 +35,7 @@
 
 #include "duckdb.hpp"
 #include "duckdb/common/local_file_system.hpp"
+#include "duckblock/apply.h"
 #include "duckblock/page_reader.h"
 #include "duckblock/replicator.h"
 
@@ -108,6 +109,9 @@ constexpr uint64_t kHeader1 = 4096;
 constexpr uint64_t kHeader2 = 8192;
 constexpr uint64_t kHeaderSize = 4096;
 constexpr uint64_t kHeadersEnd = kHeader2 + kHeaderSize;
+// The core writes a file's commit region last and proves a replica
+// unchanged by it (apply.h): it must hold all three headers.
+static_assert(kHeadersEnd <= kCommitRegionBytes, "DuckDB's headers must lie in the core's commit region");
 
 // The canonical absolute form of a local path (symlinks in existing parents
 // resolved): the same file whichever way DuckDB spells it (relative, with

@@ -4,6 +4,9 @@
 // generator, ENOSPC and EIO on write, EIO on fdatasync, short writes, and
 // EIO on rename/link, so tests can drive thousands of failures through the
 // real code and check that each is reported and none leaves a wrong result.
+// It also simulates a crash (die_after, then crash): from a chosen call on,
+// nothing more reaches the disk, and crash() then drops every byte written
+// through it since that file's last fdatasync, as a power loss would.
 // (Not routed through it: directory fsyncs, reads, and small metadata files
 // written with write_file_atomic such as a replica's journal.)
 #pragma once
@@ -12,9 +15,12 @@
 
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <string>
+#include <vector>
 
 namespace duckblock {
 
@@ -46,15 +52,38 @@ struct FaultRates {
 class FaultyEnv final : public Env {
  public:
   FaultyEnv(uint64_t seed, FaultRates rates) : rng_(seed), rates_(rates) {}
+  int open(const std::string& path, int flags, unsigned mode) override;
   ssize_t write(int fd, const void* buf, size_t n) override;
   ssize_t pwrite(int fd, const void* buf, size_t n, int64_t offset) override;
   int fdatasync(int fd) override;
+  int ftruncate(int fd, int64_t length) override;
+  int close(int fd) override;
   int rename(const std::string& from, const std::string& to) override;
   int link(const std::string& from, const std::string& to) override;
 
   uint64_t faults() const { return faults_; }            // errors injected
   uint64_t short_writes() const { return short_writes_; }  // short counts returned
   void set_enabled(bool on) { enabled_ = on; }
+
+  // The crash model. After `calls` more calls that change a file (write,
+  // pwrite, ftruncate, fdatasync, rename, link), the process is "dead":
+  // every such call fails with EIO and changes nothing. crash() is the power
+  // loss: each file written through this Env since its last successful
+  // fdatasync gets back the bytes it had then (a file created since holds
+  // nothing), and the Env lives again. What it does not model: directory
+  // entries (creates, renames) are kept as they are, and files written
+  // around it (write_file_atomic, which syncs) count as durable.
+  void die_after(uint64_t calls);
+  bool dead() const { return dead_; }
+  // Counts a call made around the Env (a test's store standing for the
+  // process's uploads) toward die_after; true once dead.
+  bool step() { return dying(); }
+  // Files that held unsynced bytes at the moments of death, summed: the
+  // deaths that fell inside a write-to-sync window (whatever the code then
+  // did about them, such as removing a temp file).
+  uint64_t unsynced_at_death() const { return unsynced_at_death_; }
+  // Returns how many files lost unsynced bytes.
+  size_t crash();
 
  private:
   bool roll(double rate);
@@ -63,11 +92,23 @@ class FaultyEnv final : public Env {
   // bytes to write (n, or fewer for a short write).
   ssize_t plan_write(size_t n);
 
+  // The crash model: true if the call must fail (dead), counting it down.
+  bool dying();
+  // Before a change to fd's file: keeps the file's bytes as of its last
+  // sync, once per sync interval.
+  void remember(int fd);
+
   std::mutex mu_;
   std::mt19937_64 rng_;
   FaultRates rates_;
   std::atomic<bool> enabled_{true};
   std::atomic<uint64_t> faults_{0}, short_writes_{0};
+  std::mutex files_mu_;
+  std::map<int, std::string> paths_;                   // open fds
+  std::map<std::string, std::vector<uint8_t>> synced_;  // path -> bytes at its last sync, while unsynced
+  std::optional<uint64_t> calls_left_;
+  std::atomic<bool> dead_{false};
+  std::atomic<uint64_t> unsynced_at_death_{0};
 };
 
 }  // namespace duckblock
