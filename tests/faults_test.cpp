@@ -33,13 +33,14 @@ uint64_t first_seed() {
   return s ? std::strtoull(s, nullptr, 10) : 20261202;
 }
 
-FaultRates rates() {
+// `scale` < 1 for operations of many calls, so that some of them succeed.
+FaultRates rates(double scale = 1) {
   FaultRates r;
-  r.enospc_on_write = 0.08;
-  r.eio_on_write = 0.08;
-  r.short_write = 0.25;
-  r.eio_on_sync = 0.1;
-  r.eio_on_rename = 0.1;
+  r.enospc_on_write = 0.08 * scale;
+  r.eio_on_write = 0.08 * scale;
+  r.short_write = 0.25 * scale;
+  r.eio_on_sync = 0.1 * scale;
+  r.eio_on_rename = 0.1 * scale;
   return r;
 }
 
@@ -295,6 +296,12 @@ TEST(Faults, AStreamedSnapshotThatFailsLeavesTheReplicaAsItWasAndNoTempFile) {
       } catch (const Error& e) {
         ASSERT_EQ(e.kind(), ErrorKind::kIO) << e.what();
         ++failures;
+        // Failed after the file was replaced (recording its stamp in the
+        // journal): the replica is at the new snapshot.
+        if (replica.position() == ChainPosition{seq, seq * 1000}) {
+          state = next;
+          at = replica.position();
+        }
       }
       ASSERT_EQ(replica.position(), at);
       ASSERT_EQ(Replica(target).position(), at);  // reopened without faults
@@ -311,6 +318,67 @@ TEST(Faults, AStreamedSnapshotThatFailsLeavesTheReplicaAsItWasAndNoTempFile) {
               (unsigned long long)total_faults, (unsigned long long)failures, (unsigned long long)successes);
   EXPECT_GT(failures, 10u);
   EXPECT_GT(successes, 5u);
+}
+
+// A restore (snapshot streamed, incrementals downloaded to temp files and
+// applied, the journal, the publish) through a faulty file system, over an
+// existing file. A failure is reported (kIO) and leaves the old file and
+// nothing else in the directory; a success is exactly the leader's file.
+TEST(Faults, ARestoreThatFailsLeavesTheOldFileAndNoTempFile) {
+  constexpr uint32_t kPage = 4096;
+  uint64_t total_faults = 0, failures = 0, successes = 0;
+  for (uint64_t seed = first_seed(); seed < first_seed() + 3; ++seed) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    test::TempDir dir;
+    std::mt19937_64 rng(seed);
+    std::shared_ptr<ObjectStore> store = make_memory_store();
+    std::string file = dir / "leader.db";
+    std::vector<uint8_t> bytes = random_bytes(rng, 32 * kPage);
+    write_file_atomic(file, bytes);
+    {
+      ReplicatorOptions o;
+      o.spool_dir = dir / "spool";
+      o.snapshots.every_segments = 1000;  // one snapshot, then incrementals only
+      Replicator rep(store, o);
+      rep.add("db", *std::make_unique<FilePageReader>(file));
+      for (int i = 0; i < 12; ++i) {
+        auto page = random_bytes(rng, kPage);
+        std::copy(page.begin(), page.end(), bytes.begin() + (rng() % 32) * kPage);
+        write_file_atomic(file, bytes);  // a new inode: a new reader
+        FilePageReader reader(file);
+        rep.push_checkpoint("db", reader);
+      }
+      rep.sync("db", std::chrono::seconds(30));
+    }
+    std::string out_dir = dir / "out";
+    make_directories(out_dir);
+    std::string out = out_dir + "/restored.db";
+    const std::vector<uint8_t> old = random_bytes(rng, 5 * kPage);
+    FaultyEnv env(seed, rates(0.08));
+    RestoreOptions ro;
+    ro.env = &env;
+    for (int attempt = 0; attempt < 40; ++attempt) {
+      write_file_atomic(out, old);
+      ::unlink((out + ".duckblock").c_str());
+      try {
+        restore(*store, "db", out, {}, ro);
+        ++successes;
+        ASSERT_EQ(read_file(out), bytes) << "a restore that succeeded is not the leader's file";
+      } catch (const Error& e) {
+        ASSERT_EQ(e.kind(), ErrorKind::kIO) << e.what();
+        ++failures;
+        ASSERT_EQ(read_file(out), old) << "a failed restore changed the file";
+        std::vector<std::string> left;
+        for (const auto& entry : std::filesystem::directory_iterator(out_dir)) left.push_back(entry.path().filename());
+        ASSERT_EQ(left, std::vector<std::string>{"restored.db"}) << "a failed restore left files behind";
+      }
+    }
+    total_faults += env.faults();
+  }
+  std::printf("restore: %llu faults injected, %llu restores failed, %llu succeeded\n",
+              (unsigned long long)total_faults, (unsigned long long)failures, (unsigned long long)successes);
+  EXPECT_GT(failures, 40u);
+  EXPECT_GT(successes, 10u);
 }
 
 // A leader's file that changes between pushes, its spool on `env`, a

@@ -169,6 +169,7 @@ class Replica {
   void recover();
   ApplyResult write_pending(ApplyResult& result, const std::string& identity);
   void finish_replace();
+  bool journal_replacing() const;  // the journal on disk names a replacement in flight
   std::string restore_path() const { return path_ + ".duckblock-restore"; }
 
   std::string path_;

@@ -179,13 +179,18 @@ SegmentSummary verify_segment(ByteSource& in);
 
 // The one page walk that every reader of a whole segment goes through
 // (verify_segment, apply's verification and write pass, a snapshot streamed
-// into a file): the file-length record is decoded (exactly 8 bytes, else
-// kCorruption) and kept out of the pages; every data page must lie at a
-// possible file offset (id * page_size + length fits an off_t, else
-// kCorruption); `on_page` (may be empty) sees each data page with its byte
-// offset. Returns the summary once the trailer has verified.
+// into a file). For kApply (a segment about to be written into a file) the
+// file-length record is decoded (exactly 8 bytes, else kCorruption) and
+// kept out of the pages, and every data page must lie at a possible file
+// offset (id * page_size + length fits an off_t, else kCorruption). For
+// kFormat (verify_segment: is this a sound hadbp v1 segment?) any page id is
+// valid, as the format allows (golden vector extreme_ids.hadbp), and a
+// length record of another size is a page like any other. `on_page` (may be
+// empty) sees each data page with its byte offset. Returns the summary once
+// the trailer has verified.
+enum class SegmentUse { kFormat, kApply };
 using SegmentPageVisitor = std::function<void(uint64_t offset, std::span<const uint8_t> data)>;
-SegmentSummary walk_segment(SegmentReader& reader, const SegmentPageVisitor& on_page = {});
+SegmentSummary walk_segment(SegmentReader& reader, SegmentUse use, const SegmentPageVisitor& on_page = {});
 
 // In-memory helpers for small segments.
 struct Page {

@@ -140,9 +140,10 @@ std::vector<uint8_t> read_file(const std::string& path);
 // the rename are fsynced before it returns; without, a crash may leave the
 // old content, the new, or (on some file systems) an empty or torn file, so
 // only use that for data that carries its own checksum and can be rebuilt.
-// `mode`: the new file's permissions (less the umask).
+// `mode`: the new file's permissions (less the umask). `env`: the file
+// system it is written through (null: Env::posix()).
 void write_file_atomic(const std::string& path, std::span<const uint8_t> data, bool durable = true,
-                       uint32_t mode = 0644);
+                       uint32_t mode = 0644, Env* env = nullptr);
 void fsync_dir(const std::string& dir);
 // Creates `dir` and its missing parents, each new name made durable (the
 // parent's fsync). Throws Error(kIO) if a path component is not a directory.

@@ -20,6 +20,8 @@
 
 namespace duckblock {
 
+class Env;
+
 struct ChainEntry {
   uint64_t seq = 0;
   bool snapshot = false;
@@ -53,6 +55,9 @@ struct RestoreOptions {
   std::string prefix;
   std::string temp_dir;  // where segments are downloaded ("" = beside the target)
   std::function<void(const RestoreProgress&)> progress;
+  // The file system that downloads and the restored file are written
+  // through (null: Env::posix(); tests pass a FaultyEnv, see env.h).
+  Env* env = nullptr;
 };
 
 struct RestoreResult {

@@ -56,7 +56,8 @@ std::string file_identity(const std::string& path) {
 // record) and the checksum before a byte of the target is written.
 SegmentSummary verify_for_apply(const std::string& path) {
   FileSource src(path);
-  return verify_segment(src);
+  SegmentReader reader(src);
+  return walk_segment(reader, SegmentUse::kApply);
 }
 
 // The write pass over a segment file verified before (`verified`, taken
@@ -83,7 +84,7 @@ void write_pages(const std::string& target, const std::string& segment_path, con
     // Decoding stays on this thread; runs of adjacent pages are written in
     // large pwrites on the writer's thread meanwhile.
     detail::PageWriter writer(fd.env(), fd.get(), target);
-    walk_segment(reader, [&](uint64_t off, std::span<const uint8_t> data) {
+    walk_segment(reader, SegmentUse::kApply, [&](uint64_t off, std::span<const uint8_t> data) {
       if (off < opt.commit_region) {
         deferred.emplace_back(off, std::vector<uint8_t>(data.begin(), data.end()));
         return;
@@ -252,7 +253,8 @@ void Replica::save_journal(bool pending, uint64_t pending_seq, bool replacing) {
   if (!diverged_.empty()) j["diverged"] = diverged_;
   std::string text = j.dump(1) + "\n";
   write_file_atomic(journal_path(),
-                    std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+                    std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()), true, 0644,
+                    options_.env);
 }
 
 void Replica::recover() {
@@ -396,7 +398,7 @@ ApplyResult Replica::reset_from_snapshot(ByteSource& in, unsigned mode,
     SegmentSummary& s = result.summary;
     {
       detail::PageWriter writer(fd.env(), fd.get(), tmp);
-      s = walk_segment(reader, [&](uint64_t off, std::span<const uint8_t> data) {
+      s = walk_segment(reader, SegmentUse::kApply, [&](uint64_t off, std::span<const uint8_t> data) {
         writer.write(off, data.data(), data.size());
         result.pages_written++;
         result.bytes_written += data.size();
@@ -414,12 +416,34 @@ ApplyResult Replica::reset_from_snapshot(ByteSource& in, unsigned mode,
   // The journal names the new position and the file that carries it before
   // the rename, so a crash on either side of the rename is finished by
   // recover() and the journal never describes the wrong file.
+  const ChainPosition old_position = position_;
+  const std::optional<uint32_t> old_page_size = page_size_;
   position_ = pos;
   page_size_ = result.summary.header.page_size;
-  save_journal(false, 0, /*replacing=*/true);
+  try {
+    save_journal(false, 0, /*replacing=*/true);
+  } catch (...) {
+    // Unless the journal already names the replacement (then it is finished
+    // here or at the next open), the replica stays as it was.
+    if (!journal_replacing()) {
+      position_ = old_position;
+      page_size_ = old_page_size;
+      ::unlink(tmp.c_str());
+    }
+    throw;
+  }
   finish_replace();
   result.position = position_;
   return result;
+}
+
+bool Replica::journal_replacing() const {
+  try {
+    auto bytes = read_file(journal_path());
+    return nlohmann::json::parse(bytes.begin(), bytes.end()).value("replacing", false);
+  } catch (const std::exception&) {
+    return false;  // none, or torn: not a journal that names it
+  }
 }
 
 void Replica::finish_replace() {

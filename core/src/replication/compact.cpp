@@ -238,6 +238,26 @@ void merge_into(std::vector<Stream>& streams, const Lengths& lengths, uint32_t p
   }
 }
 
+// One stream per input: the base snapshot, then the incrementals. Only the
+// base streams compressed: each compressed incremental is decoded first,
+// one at a time, into a plain copy beside the output, so the merge holds
+// one zstd window however many incrementals it reads.
+void open_inputs(std::vector<Stream>& streams, const CompactInput& base, const std::vector<CompactInput>& incrementals,
+                 const std::string& dir, const std::string& temp_prefix, TempFiles& plain_copies) {
+  const uint64_t base_seq = base.summary.header.seq;
+  open_stream(streams[0], base, "snapshot seq " + std::to_string(base_seq));
+  for (size_t i = 0; i < incrementals.size(); ++i) {
+    std::string label = "incremental seq " + std::to_string(base_seq + 1 + i);
+    CompactInput in = incrementals[i];
+    if (in.summary.header.flags & kFlagCompressed) {
+      in.path = dir + "/" + temp_file_name(temp_prefix, "plain-" + std::to_string(base_seq + 1 + i));
+      plain_copies.paths.push_back(in.path);
+      decode_to_plain(incrementals[i], in.path, label + " (" + incrementals[i].path + ")");
+    }
+    open_stream(streams[i + 1], in, label);
+  }
+}
+
 }  // namespace
 
 CompactResult compact_segments(const CompactInput& base, const std::vector<CompactInput>& incrementals,
@@ -272,20 +292,7 @@ CompactResult compact_segments(const CompactInput& base, const std::vector<Compa
   result.pages = page_count;
   result.file_length = lengths.final_length;
   try {
-    open_stream(streams[0], base, "snapshot seq " + std::to_string(bh.seq));
-    // Only the base streams compressed: each compressed incremental is
-    // decoded first, one at a time, so the merge holds one zstd window
-    // however many incrementals it reads.
-    for (size_t i = 0; i < incrementals.size(); ++i) {
-      std::string label = "incremental seq " + std::to_string(bh.seq + 1 + i);
-      CompactInput in = incrementals[i];
-      if (in.summary.header.flags & kFlagCompressed) {
-        in.path = dir + "/" + temp_file_name(temp_prefix, "plain-" + std::to_string(bh.seq + 1 + i));
-        plain_copies.paths.push_back(in.path);
-        decode_to_plain(incrementals[i], in.path, label + " (" + incrementals[i].path + ")");
-      }
-      open_stream(streams[i + 1], in, label);
-    }
+    open_inputs(streams, base, incrementals, dir, temp_prefix, plain_copies);
     FileSink sink(tmp, options.file_mode);
     SegmentHeader h;
     h.page_size = ps;

@@ -40,12 +40,13 @@ namespace {
 
 // download_segment's work, keeping what Replica::apply(VerifiedSegment)
 // needs so that the segment is not hashed again before its write pass.
-VerifiedSegment download_verified(ObjectStore& store, const ChainEntry& entry, const std::string& path) {
+VerifiedSegment download_verified(ObjectStore& store, const ChainEntry& entry, const std::string& path,
+                                  Env* env = nullptr) {
   try {
     {
       // The object's mode where the store keeps it (the leader file's), else
       // owner-only: a snapshot download becomes the restored file.
-      FileSink sink(path, entry.mode.value_or(0600));
+      FileSink sink(path, entry.mode.value_or(0600), env);
       store.get(entry.key, sink);
       sink.sync();
       sink.close();
@@ -112,8 +113,8 @@ int64_t header_time(ObjectStore& store, const ChainEntry& e) {
 // the consumer, so network and disk work overlap with bounded space.
 class Prefetcher {
  public:
-  Prefetcher(ObjectStore& store, std::vector<ChainEntry> entries, std::string dir, size_t depth = 2)
-      : store_(store), entries_(std::move(entries)), dir_(std::move(dir)), depth_(depth) {
+  Prefetcher(ObjectStore& store, std::vector<ChainEntry> entries, std::string dir, Env* env, size_t depth = 2)
+      : store_(store), entries_(std::move(entries)), dir_(std::move(dir)), env_(env), depth_(depth) {
     thread_ = std::thread([this] { run(); });
   }
   ~Prefetcher() {
@@ -153,7 +154,7 @@ class Prefetcher {
       try {
         // Downloaded and verified here, on this thread, once: the apply
         // thread does not hash it again before writing (Replica::apply).
-        r.segment = download_verified(store_, e, temp_name(dir_, std::to_string(e.seq)));
+        r.segment = download_verified(store_, e, temp_name(dir_, std::to_string(e.seq)), env_);
       } catch (...) {
         std::lock_guard l(mu_);
         error_ = std::current_exception();
@@ -173,6 +174,7 @@ class Prefetcher {
   ObjectStore& store_;
   std::vector<ChainEntry> entries_;
   std::string dir_;
+  Env* env_;
   size_t depth_;
   std::mutex mu_;
   std::condition_variable cv_;
@@ -187,7 +189,7 @@ uint64_t apply_all(ObjectStore& store, Replica& replica, const std::vector<Chain
                    const std::string& dir, RestoreResult* result, const RestoreOptions* options,
                    RestoreProgress* progress) {
   if (entries.empty()) return 0;
-  Prefetcher pf(store, entries, dir);
+  Prefetcher pf(store, entries, dir, options ? options->env : nullptr);
   uint64_t n = 0;
   for (size_t i = 0; i < entries.size(); ++i) {
     auto r = pf.next();
@@ -309,11 +311,14 @@ RestoreResult restore(ObjectStore& store, const std::string& db, const std::stri
   std::string dir = options.temp_dir.empty() ? dirname_of(target_path) : options.temp_dir;
   remove_stale_temp_files(dir, kDownloadPrefix);  // left by a run that was killed
   std::string work = target_path + ".duckblock-restoring";
-  for (const auto& p : {work, work + ".duckblock", work + ".duckblock-pending"}) ::unlink(p.c_str());
+  const std::vector<std::string> work_files = {work, work + ".duckblock", work + ".duckblock-pending", work + ".duckblock-restore"};
+  for (const auto& p : work_files) ::unlink(p.c_str());
   RestoreResult result;
   RestoreProgress progress;
+  ApplyOptions apply_options;
+  apply_options.env = options.env;
   try {
-    Replica replica(work);
+    Replica replica(work, apply_options);
     Chosen c = reset_from_bound_snapshot(store, chain, id, candidates, want, replica, result.skipped_snapshots);
     const auto& incs = c.incrementals;
     progress.segments_total = 1 + incs.size();
@@ -343,7 +348,7 @@ RestoreResult restore(ObjectStore& store, const std::string& db, const std::stri
     ::unlink((target_path + ".duckblock-pending").c_str());
     fsync_dir(dirname_of(target_path));
   } catch (...) {
-    for (const auto& p : {work, work + ".duckblock", work + ".duckblock-pending"}) ::unlink(p.c_str());
+    for (const auto& p : work_files) ::unlink(p.c_str());
     throw;
   }
   return result;

@@ -324,15 +324,16 @@ void fsync_dir(const std::string& dir) {
   if (rc != 0) throw_errno("cannot sync directory " + dir, e);
 }
 
-void write_file_atomic(const std::string& path, std::span<const uint8_t> data, bool durable, uint32_t mode) {
+void write_file_atomic(const std::string& path, std::span<const uint8_t> data, bool durable, uint32_t mode,
+                       Env* env) {
   std::string tmp = path + ".tmp." + std::to_string(::getpid());
   ::unlink(tmp.c_str());  // a leftover would keep its old mode
   try {
-    FileSink sink(tmp, mode);
+    FileSink sink(tmp, mode, env);
     sink.write(data.data(), data.size());
     if (durable) sink.sync();
     sink.close();
-    if (::rename(tmp.c_str(), path.c_str()) != 0) throw_errno("cannot rename to " + path);
+    if ((env ? *env : Env::posix()).rename(tmp, path) != 0) throw_errno("cannot rename to " + path);
   } catch (...) {
     ::unlink(tmp.c_str());
     throw;

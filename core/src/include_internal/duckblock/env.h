@@ -1,4 +1,5 @@
-// The file-system calls through which the local store and apply write, so a
+// The file-system calls through which the local store, the spool, apply and
+// restore write (a replica's journal included), so a
 // test can make them fail (LevelDB's Env idea). Env::posix() is the real
 // thing and the default everywhere; FaultyEnv injects, with a seeded
 // generator, ENOSPC and EIO on write, EIO on fdatasync, short writes, and
@@ -7,8 +8,8 @@
 // It also simulates a crash (die_after, then crash): from a chosen call on,
 // nothing more reaches the disk, and crash() then drops every byte written
 // through it since that file's last fdatasync, as a power loss would.
-// (Not routed through it: directory fsyncs, reads, and small metadata files
-// written with write_file_atomic such as a replica's journal.)
+// (Not routed through it: directory fsyncs, unlinks, reads, and the
+// leader's own metadata files: state.json, pages.idx, digests.)
 #pragma once
 
 #include <sys/types.h>
