@@ -101,10 +101,6 @@ TEST(Faults, LocalStoreObjectsAreOldOrNewNeverPartialAndEveryFailureIsReported) 
   EXPECT_GT(total_short, 300u);
 }
 
-// A chain of segments over a changing file, applied to a replica through a
-// faulty file system. After a failure the process "restarts": the replica is
-// reopened without faults (which finishes an apply the journal shows as
-// pending), and its file must be exactly the state at its position.
 // The states of a changing file and the segments between them (seq n turns
 // state n-1 into n), written as files in `dir`; index 0 is the start.
 struct TestChain {
@@ -178,6 +174,10 @@ uint64_t reopened_position(const std::string& target, const TestChain& c, uint64
   return pos;
 }
 
+// A chain of segments over a changing file, applied to a replica through a
+// faulty file system. After a failure the process "restarts": the replica is
+// reopened without faults (which finishes an apply the journal shows as
+// pending), and its file must be exactly the state at its position.
 TEST(Faults, ApplyReportsEveryFailureAndAReopenedReplicaIsExactlyAtItsPosition) {
   uint64_t total_faults = 0, failures = 0, applied_total = 0;
   for (uint64_t seed = first_seed(); seed < first_seed() + 3; ++seed) {
