@@ -76,6 +76,9 @@ TEST(Faults, LocalStoreObjectsAreOldOrNewNeverPartialAndEveryFailureIsReported) 
         } else {
           ASSERT_EQ(e.kind(), ErrorKind::kIO) << e.what();
           ++failed_ops;
+          // A failure after the write took effect (the directory's fsync)
+          // leaves the whole new object (store.h); never a part of it.
+          if (clean->head(key) && get_bytes(*clean, key) == data) committed[key] = data;
         }
       }
       auto info = clean->head(key);
@@ -218,7 +221,7 @@ TEST(Faults, ApplyReportsEveryFailureAndAReopenedReplicaIsExactlyAtItsPosition) 
 // must lose nothing of it: every byte it wrote was synced before it
 // returned.
 TEST(Faults, APowerLossAtAnyPointOfAnApplyLeavesTheReplicaExactlyAtItsPosition) {
-  uint64_t crashes = 0, files_lost_bytes = 0, applied_total = 0;
+  uint64_t crashes = 0, files_lost_bytes = 0, applied_total = 0, names_undone = 0;
   for (uint64_t seed = first_seed(); seed < first_seed() + 3; ++seed) {
     SCOPED_TRACE("seed " + std::to_string(seed));
     ChainRun run(seed, 120);
@@ -244,9 +247,11 @@ TEST(Faults, APowerLossAtAnyPointOfAnApplyLeavesTheReplicaExactlyAtItsPosition) 
       ASSERT_TRUE(!returned || pos == at + 1) << "an apply that returned was lost at the power loss";
       at = pos;
     }
+    names_undone += env.names_undone();
   }
-  std::printf("apply: %llu power losses (%llu files lost unsynced bytes), %llu applies completed\n",
-              (unsigned long long)crashes, (unsigned long long)files_lost_bytes, (unsigned long long)applied_total);
+  std::printf("apply: %llu power losses (%llu files lost unsynced bytes, %llu renames undone), %llu applies completed\n",
+              (unsigned long long)crashes, (unsigned long long)files_lost_bytes, (unsigned long long)names_undone,
+              (unsigned long long)applied_total);
   EXPECT_GT(files_lost_bytes, 50u);
 }
 
@@ -508,7 +513,7 @@ class DiesWithTheEnv final : public test::WrappedStore {
 // restart meets a segment put back empty, "empty segment: 0 bytes", and
 // this test fails.)
 TEST(Faults, ALeaderThatLosesPowerLosesNoAcknowledgedCheckpoint) {
-  uint64_t crashes = 0, files_lost_bytes = 0, acknowledged_total = 0, unsynced_deaths = 0;
+  uint64_t crashes = 0, files_lost_bytes = 0, acknowledged_total = 0, unsynced_deaths = 0, names_undone = 0;
   for (uint64_t seed = first_seed(); seed < first_seed() + 4; ++seed) {
     SCOPED_TRACE("seed " + std::to_string(seed));
     FaultyEnv env(seed, FaultRates{});
@@ -546,13 +551,14 @@ TEST(Faults, ALeaderThatLosesPowerLosesNoAcknowledgedCheckpoint) {
       files_lost_bytes += env.crash();
     }
     unsynced_deaths += env.unsynced_at_death();
+    names_undone += env.names_undone();
     run.finish_and_check_restores();
     acknowledged_total += run.acknowledged.size();
   }
-  std::printf("spool: %llu power losses (%llu inside a write-to-sync window, %llu files put back), %llu checkpoints "
-              "acknowledged and restored\n",
+  std::printf("spool: %llu power losses (%llu inside a write-to-sync window, %llu files put back, %llu renames "
+              "undone), %llu checkpoints acknowledged and restored\n",
               (unsigned long long)crashes, (unsigned long long)unsynced_deaths, (unsigned long long)files_lost_bytes,
-              (unsigned long long)acknowledged_total);
+              (unsigned long long)names_undone, (unsigned long long)acknowledged_total);
   // The deaths must fall where unsynced bytes existed, or the test proves
   // nothing about them.
   EXPECT_GT(unsynced_deaths, 5u);

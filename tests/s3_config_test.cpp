@@ -19,7 +19,7 @@ class CleanAwsEnv : public ::testing::Test {
   static constexpr const char* kVars[] = {
       "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION",
       "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE",
-      "AWS_MAX_ATTEMPTS", "HOME"};
+      "AWS_MAX_ATTEMPTS", "DUCKBLOCK_S3_DOWNLOAD_STREAMS", "HOME"};
   void SetUp() override {
     for (const char* v : kVars) {
       const char* cur = std::getenv(v);
@@ -80,6 +80,27 @@ TEST_F(S3ConfigEnv, MaxAttemptsFromTheEnvironment) {
     std::string message;
     EXPECT_EQ(kind_of([] { s3_config_from_url("s3://my-bucket/", {}); }, &message), ErrorKind::kInvalidArgument) << bad;
     EXPECT_NE(message.find("AWS_MAX_ATTEMPTS"), std::string::npos) << message;
+  }
+}
+
+// One stream for a server on this machine, four elsewhere; the variable
+// overrides both.
+TEST_F(S3ConfigEnv, DownloadStreamsFromTheEnvironment) {
+  ::setenv("AWS_ACCESS_KEY_ID", "AKID", 1);
+  ::setenv("AWS_SECRET_ACCESS_KEY", "secret", 1);
+  StoreOptions local;
+  local.endpoint = "http://127.0.0.1:9000";
+  EXPECT_EQ(s3_config_from_url("s3://my-bucket/", {}).download_concurrency, 4);
+  EXPECT_EQ(s3_config_from_url("s3://my-bucket/", local).download_concurrency, 1);
+  ::setenv("DUCKBLOCK_S3_DOWNLOAD_STREAMS", "8", 1);
+  EXPECT_EQ(s3_config_from_url("s3://my-bucket/", {}).download_concurrency, 8);
+  EXPECT_EQ(s3_config_from_url("s3://my-bucket/", local).download_concurrency, 8);
+  for (const char* bad : {"0", "33", "-1", "four", "100"}) {
+    ::setenv("DUCKBLOCK_S3_DOWNLOAD_STREAMS", bad, 1);
+    std::string message;
+    EXPECT_EQ(kind_of([&] { s3_config_from_url("s3://my-bucket/", local); }, &message), ErrorKind::kInvalidArgument)
+        << bad;
+    EXPECT_NE(message.find("DUCKBLOCK_S3_DOWNLOAD_STREAMS"), std::string::npos) << message;
   }
 }
 

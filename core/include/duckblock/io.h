@@ -144,7 +144,9 @@ std::vector<uint8_t> read_file(const std::string& path);
 // system it is written through (null: Env::posix()).
 void write_file_atomic(const std::string& path, std::span<const uint8_t> data, bool durable = true,
                        uint32_t mode = 0644, Env* env = nullptr);
-void fsync_dir(const std::string& dir);
+// Makes the names created, renamed or linked in `dir` durable; through
+// `env` (null: Env::posix()). Throws Error(kIO).
+void fsync_dir(const std::string& dir, Env* env = nullptr);
 // Creates `dir` and its missing parents, each new name made durable (the
 // parent's fsync). Throws Error(kIO) if a path component is not a directory.
 void make_directories(const std::string& dir);

@@ -37,7 +37,10 @@ class ObjectStore {
 
   // Stores everything `data` yields under `key`, replacing any object there.
   // Atomic: a reader sees the old object or the whole new one, never a part.
-  // Durable when it returns. On failure nothing new is visible.
+  // Durable when it returns. If `data` throws, nothing new is visible. Any
+  // other failure leaves the old object or the whole new one: one that came
+  // after the write took effect (a lost response, a failed directory fsync)
+  // may leave the new one, as with any remote store.
   virtual void put(const std::string& key, ByteSource& data) = 0;
 
   // As put, but only if no object exists under `key`; otherwise throws

@@ -20,23 +20,23 @@ std::string spooled_digest_path(const std::string& incr_dir, uint64_t seq) {
   return incr_dir + "/" + name;
 }
 
-void spool_digest(const std::string& incr_dir, uint32_t mode, const DigestRecord& record, bool durable) {
+void spool_digest(const std::string& incr_dir, uint32_t mode, const DigestRecord& record, bool durable, Env& env) {
   std::string text = encode_digest_record(record);
   write_file_atomic(spooled_digest_path(incr_dir, record.seq),
                     std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()), durable,
-                    mode);
+                    mode, &env);
 }
 
-void sync_spooled_digest(const std::string& incr_dir, uint64_t seq) {
+void sync_spooled_digest(const std::string& incr_dir, uint64_t seq, Env& env) {
   const std::string path = spooled_digest_path(incr_dir, seq);
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  int fd = env.open(path, O_RDONLY | O_CLOEXEC, 0);
   if (fd < 0) {
     if (errno == ENOENT) return;  // none for this seq (an index with gaps)
     throw_errno("cannot open " + path);
   }
-  int rc = ::fdatasync(fd);
+  int rc = env.fdatasync(fd);
   int err = errno;
-  ::close(fd);
+  env.close(fd);
   if (rc != 0) throw_errno("cannot sync " + path, err);
 }
 

@@ -16,6 +16,7 @@
 #include <optional>
 #include <string>
 
+#include "duckblock/env.h"
 #include "duckblock/file_digest.h"
 
 namespace duckblock {
@@ -24,11 +25,12 @@ class ObjectStore;
 
 std::string spooled_digest_path(const std::string& incr_dir, uint64_t seq);
 // Writes the record (replacing one a failed or crashed push left for seq);
-// `durable`: synced, file and directory, before it returns.
-void spool_digest(const std::string& incr_dir, uint32_t mode, const DigestRecord& record, bool durable);
+// `durable`: synced, file and directory, before it returns. Both write
+// through `env`, the spool's file system.
+void spool_digest(const std::string& incr_dir, uint32_t mode, const DigestRecord& record, bool durable, Env& env);
 // Syncs the spooled record of `seq`, if there is one (its directory is
 // synced with the segment's rename that follows).
-void sync_spooled_digest(const std::string& incr_dir, uint64_t seq);
+void sync_spooled_digest(const std::string& incr_dir, uint64_t seq, Env& env);
 void unspool_digest(const std::string& incr_dir, uint64_t seq);
 // Removes digest files of seqs outside (uploaded, head]: published ones a
 // crash left, and ones of pushes that never reached the spool.

@@ -163,7 +163,7 @@ class Uploader : public LeaderThread {
   std::optional<Job> next_job();
   bool run_deferred_check(std::unique_lock<std::mutex>& l);
   Outcome upload_one(const std::string& key, const Job& job, uint64_t& size, std::string& error);
-  void record_upload(LeaderDb& db, const Job& job, uint64_t size);
+  bool record_upload(LeaderDb& db, const Job& job, uint64_t size);
   void publish_digest_of(const LeaderDb& db, const Job& job);
   void wait_before_retry(std::unique_lock<std::mutex>& l);
 

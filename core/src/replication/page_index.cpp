@@ -184,7 +184,7 @@ bool convert_v2(const std::string& path, PageIndex& into, uint32_t page_size) {
 }  // namespace
 
 PageIndex PageIndex::open(const std::string& path, uint32_t page_size, uint32_t mode, bool* found,
-                          size_t cache_bytes) {
+                          size_t cache_bytes, Env* env) {
   PageIndex idx(page_size);
   bool ok = false;
   char magic[8] = {};
@@ -199,7 +199,7 @@ PageIndex PageIndex::open(const std::string& path, uint32_t page_size, uint32_t 
     // Converted beside it, then renamed over it.
     std::string tmp = path + ".v3";
     ::unlink(tmp.c_str());
-    idx.store_ = std::make_unique<PagedHashes>(tmp, mode, cache_bytes / PagedHashes::kBlockSize);
+    idx.store_ = std::make_unique<PagedHashes>(tmp, mode, cache_bytes / PagedHashes::kBlockSize, env);
     ok = convert_v2(path, idx, page_size);
     if (ok) {
       idx.save(true);
@@ -208,9 +208,9 @@ PageIndex PageIndex::open(const std::string& path, uint32_t page_size, uint32_t 
       ::unlink(tmp.c_str());
     }
     idx.store_.reset();
-    if (ok) return open(path, page_size, mode, found, cache_bytes);
+    if (ok) return open(path, page_size, mode, found, cache_bytes, env);
   }
-  idx.store_ = std::make_unique<PagedHashes>(path, mode, cache_bytes / PagedHashes::kBlockSize);
+  idx.store_ = std::make_unique<PagedHashes>(path, mode, cache_bytes / PagedHashes::kBlockSize, env);
   auto h = idx.store_->read_header();
   if (h && h->page_size == page_size) {
     idx.file_length_ = h->file_length;

@@ -65,10 +65,10 @@ size_t pread_full(int fd, uint8_t* buf, size_t n, uint64_t off, const std::strin
   return got;
 }
 
-void pwrite_full(int fd, const uint8_t* buf, size_t n, uint64_t off, const std::string& path) {
+void pwrite_full(Env& env, int fd, const uint8_t* buf, size_t n, uint64_t off, const std::string& path) {
   size_t done = 0;
   while (done < n) {
-    ssize_t r = ::pwrite(fd, buf + done, n - done, static_cast<off_t>(off + done));
+    ssize_t r = env.pwrite(fd, buf + done, n - done, static_cast<int64_t>(off + done));
     if (r < 0) {
       if (errno == EINTR) continue;
       throw_errno("cannot write " + path);
@@ -79,14 +79,14 @@ void pwrite_full(int fd, const uint8_t* buf, size_t n, uint64_t off, const std::
 
 }  // namespace
 
-PagedHashes::PagedHashes(const std::string& path, uint32_t mode, size_t cache_blocks)
-    : path_(path), cache_blocks_(std::max<size_t>(cache_blocks, 4)) {
-  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, mode);
+PagedHashes::PagedHashes(const std::string& path, uint32_t mode, size_t cache_blocks, Env* env)
+    : path_(path), cache_blocks_(std::max<size_t>(cache_blocks, 4)), env_(env ? env : &Env::posix()) {
+  fd_ = env_->open(path, O_RDWR | O_CREAT | O_CLOEXEC, mode);
   if (fd_ < 0) throw_errno("cannot open " + path);
 }
 
 PagedHashes::~PagedHashes() {
-  if (fd_ >= 0) ::close(fd_);
+  if (fd_ >= 0) env_->close(fd_);
 }
 
 std::optional<PagedHashes::Header> PagedHashes::read_header() {
@@ -149,8 +149,8 @@ void PagedHashes::write_header_locked(const Header& in, bool sync) {
     std::memcpy(dg + kDigestBytes, dd.data(), 32);
   }
   // Alternate slots: the previous header survives a torn write of this one.
-  pwrite_full(fd_, buf, sizeof buf, (h.generation % 2) * kBlockSize, path_);
-  if (sync && ::fdatasync(fd_) != 0) throw_errno("cannot sync " + path_);
+  pwrite_full(*env_, fd_, buf, sizeof buf, (h.generation % 2) * kBlockSize, path_);
+  if (sync && env_->fdatasync(fd_) != 0) throw_errno("cannot sync " + path_);
   digest_header_.reset();
   if (h.digest) digest_header_ = h;
 }
@@ -175,7 +175,7 @@ void PagedHashes::clear() {
   digest_header_.reset();
   slots_.clear();
   lru_.clear();
-  if (::ftruncate(fd_, 0) != 0) throw_errno("cannot truncate " + path_);
+  if (env_->ftruncate(fd_, 0) != 0) throw_errno("cannot truncate " + path_);
 }
 
 PagedHashes::Slot& PagedHashes::slot_locked(uint64_t block) {
@@ -202,7 +202,7 @@ PagedHashes::Slot& PagedHashes::slot_locked(uint64_t block) {
 void PagedHashes::write_block_locked(uint64_t block, Slot& s) {
   invalidate_header_digest_locked();
   seal(block, s.data.get());
-  pwrite_full(fd_, s.data.get(), kBlockSize, kBlocksOffset + block * kBlockSize, path_);
+  pwrite_full(*env_, fd_, s.data.get(), kBlockSize, kBlocksOffset + block * kBlockSize, path_);
   s.dirty = false;
 }
 
@@ -258,7 +258,7 @@ void PagedHashes::flush(bool sync) {
   }
   std::sort(dirty.begin(), dirty.end());
   for (uint64_t b : dirty) write_block_locked(b, slots_.at(b));
-  if (sync && ::fdatasync(fd_) != 0) throw_errno("cannot sync " + path_);
+  if (sync && env_->fdatasync(fd_) != 0) throw_errno("cannot sync " + path_);
 }
 
 size_t PagedHashes::cached_bytes() const {

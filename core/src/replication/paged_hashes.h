@@ -22,6 +22,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "duckblock/env.h"
 #include "duckblock/sha256.h"
 
 namespace duckblock {
@@ -52,8 +53,9 @@ class PagedHashes {
   };
 
   // Opens (creating it with `mode` if missing) the file at `path`. The
-  // cache holds at most `cache_blocks` blocks.
-  PagedHashes(const std::string& path, uint32_t mode, size_t cache_blocks);
+  // cache holds at most `cache_blocks` blocks. Writes, syncs and the
+  // truncation of clear() go through `env` (null: the real file system).
+  PagedHashes(const std::string& path, uint32_t mode, size_t cache_blocks, Env* env = nullptr);
   ~PagedHashes();  // dirty blocks not flushed are dropped (see PageIndex)
   PagedHashes(const PagedHashes&) = delete;
   PagedHashes& operator=(const PagedHashes&) = delete;
@@ -95,6 +97,7 @@ class PagedHashes {
   std::string path_;
   int fd_ = -1;
   size_t cache_blocks_;
+  Env* env_;
   mutable std::mutex mu_;
   std::unordered_map<uint64_t, Slot> slots_;
   std::list<uint64_t> lru_;  // front: most recently used

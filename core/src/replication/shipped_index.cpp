@@ -46,7 +46,9 @@ uint64_t replay_into(PageIndex& idx, const std::string& path, uint32_t ps) {
 PageIndex Leader::load_index(LeaderDb& db) {
   const uint32_t ps = options_.page_size;
   bool found = false;
-  PageIndex idx = PageIndex::open(db.spool.index_path(), ps, db.spool.file_mode(), &found);
+  PageIndex idx =
+      PageIndex::open(db.spool.index_path(), ps, db.spool.file_mode(), &found, PageIndex::kDefaultCacheBytes,
+                      db.spool.env());
   const std::string tmp = db.spool.replay_path();
   auto empty = [&] {
     ::unlink(tmp.c_str());
@@ -92,7 +94,8 @@ PageIndex Leader::load_index(LeaderDb& db) {
 
 // An empty index in the database's pages.idx, to be filled.
 PageIndex Leader::fresh_index(LeaderDb& db) {
-  PageIndex idx = PageIndex::open(db.spool.index_path(), options_.page_size, db.spool.file_mode());
+  PageIndex idx = PageIndex::open(db.spool.index_path(), options_.page_size, db.spool.file_mode(), nullptr,
+                                  PageIndex::kDefaultCacheBytes, db.spool.env());
   idx.clear();
   return idx;
 }
@@ -131,7 +134,7 @@ void Leader::spool_digest_of(LeaderDb& db, uint64_t seq, bool durable) {
       return;
     }
     spool_digest(dir, db.spool.file_mode(), DigestRecord{seq, db.index.file_length(), options_.page_size, *digest},
-                 durable);
+                 durable, *db.spool.env());
   } catch (const Error&) {
     unspool_digest(dir, seq);
   }

@@ -21,10 +21,10 @@ std::string seq_name(uint64_t seq) {
   return buf;
 }
 
-void write_json(const std::string& path, const nlohmann::json& j, uint32_t mode) {
+void write_json(const std::string& path, const nlohmann::json& j, uint32_t mode, Env* env) {
   std::string text = j.dump(1) + "\n";
   write_file_atomic(path, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()), true,
-                    mode);
+                    mode, env);
 }
 
 }  // namespace
@@ -56,7 +56,7 @@ void Spool::save_state(const SpoolState& st) const {
     j["convention"] = st.convention;
     j["base_checksum"] = checksum_hex(st.base_checksum);
   }
-  write_json(dir_ + "/state.json", j, file_mode_);
+  write_json(dir_ + "/state.json", j, file_mode_, env_);
 }
 
 std::optional<SpoolState> Spool::load_state() const {
@@ -137,7 +137,7 @@ WrittenSegment Spool::write(const SegmentPlan& plan, int compression) const {
     sink.sync();
     sink.close();
     if (env_->rename(tmp, final_path) != 0) throw_errno("cannot rename " + tmp);
-    fsync_dir(dir);
+    fsync_dir(dir, env_);
   } catch (...) {
     ::unlink(tmp.c_str());
     throw;
@@ -253,7 +253,7 @@ void record_spool_origin(const std::string& spool_dir, const std::string& db, co
                          const std::string& file, uint32_t mode) {
   const std::string dir = spool_dir + "/" + db;
   make_directories(dir);
-  write_json(dir + "/origin.json", {{"store", store_url}, {"file", file}}, mode);
+  write_json(dir + "/origin.json", {{"store", store_url}, {"file", file}}, mode, nullptr);
 }
 
 }  // namespace duckblock

@@ -76,7 +76,8 @@ class Spool {
  public:
   // `dir` is SPOOL/DB; it and its two segment folders are created if missing. `name` is the database's,
   // for messages.
-  // Segment files are written through `env` (null: the real file system).
+  // Segment files, state.json, digests and pages.idx are written through
+  // `env` (null: the real file system).
   Spool(std::string dir, std::string name, uint32_t page_size, Env* env = nullptr);
 
   const std::string& dir() const { return dir_; }
@@ -92,6 +93,7 @@ class Spool {
   void open(std::optional<uint32_t> source_mode);
   void close() { lock_.reset(); }
   uint32_t file_mode() const { return file_mode_; }
+  Env* env() const { return env_; }
 
   std::optional<SpoolState> load_state() const;
   void save_state(const SpoolState& st) const;

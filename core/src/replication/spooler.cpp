@@ -43,7 +43,7 @@ void Spooler::write_one(SpoolJob& job, std::unique_lock<std::mutex>& l) {
   try {
     // The push spooled the digest of job.seq unsynced; it must be durable
     // no later than the segment (digest_spool.h).
-    sync_spooled_digest(db.spool.incremental_dir(), job.seq);
+    sync_spooled_digest(db.spool.incremental_dir(), job.seq, *db.spool.env());
     written = db.spool.write(plan, leader_.options().compression);
   } catch (const Error& e) {
     error = e;

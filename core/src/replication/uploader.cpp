@@ -21,12 +21,18 @@ std::optional<Uploader::Job> Uploader::next_job() {
       if (seq == 0 || (db->st.uploaded_any && seq <= db->st.uploaded_seq)) return Job{db, seq, true, path};
       break;
     }
+    auto incr = db->spool.incrementals();
+    // An uploaded segment still in the spool: recording its upload failed
+    // (record_upload). Sent again, it is found in the store (kSame) and
+    // recorded again; until then sync() counts it as pending.
+    if (!incr.empty() && db->st.uploaded_any && incr.begin()->first <= db->st.uploaded_seq) {
+      return Job{db, incr.begin()->first, false, incr.begin()->second};
+    }
     // Only a segment the state already counts (seq <= st.seq): a file
     // just renamed into the spool is not yet, and uploading it then could
     // record uploaded_seq > seq in state.json, which a restart after a
     // crash would read as a store ahead of the spool.
     if (db->st.uploaded_seq + 1 > db->st.seq) continue;
-    auto incr = db->spool.incrementals();
     auto it = incr.find(db->st.uploaded_seq + 1);
     if (it != incr.end()) return Job{db, it->first, false, it->second};
   }
@@ -150,7 +156,9 @@ void Uploader::wait_before_retry(std::unique_lock<std::mutex>& l) {
 
 // After a successful upload; caller holds mu. state.json records it before
 // the spool file goes, so a crash in between uploads it again (kSame).
-void Uploader::record_upload(LeaderDb& db, const Job& job, uint64_t size) {
+// Returns false if state.json could not be written: the file stays, and
+// next_job() sends it again after a backoff.
+bool Uploader::record_upload(LeaderDb& db, const Job& job, uint64_t size) {
   backoff_ = leader_.options().retry_initial;
   db.status.last_error.reset();
   db.status.bytes_shipped += size;
@@ -167,9 +175,11 @@ void Uploader::record_upload(LeaderDb& db, const Job& job, uint64_t size) {
     db.spool.remove_segment(job.path);
     if (!job.snapshot || job.seq == 0) unspool_digest(db.spool.incremental_dir(), job.seq);
   } catch (const Error& e) {
-    db.status.last_error = std::string(e.what());
+    db.status.last_error = "uploaded " + job.path + " but could not record it: " + e.what();
+    return false;
   }
   if (db.log) db.log->kick();
+  return true;
 }
 
 // After segment `seq` is in the store: its digest (seq 0's comes with the
@@ -209,7 +219,11 @@ void Uploader::loop() {
     db.uploading = false;
     switch (outcome) {
       case Outcome::kUploaded:
-        record_upload(db, *job, size);
+        if (!record_upload(db, *job, size)) {
+          db.status.upload_retries++;
+          leader_.done_cv.notify_all();
+          wait_before_retry(l);
+        }
         break;
       case Outcome::kFenced:
       case Outcome::kDamaged:

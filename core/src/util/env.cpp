@@ -6,7 +6,36 @@
 #include <cerrno>
 #include <cstdio>
 
+#include "duckblock/io.h"
+
 namespace duckblock {
+
+namespace {
+
+// A file's bytes, or nullopt if it cannot be opened (it does not exist).
+std::optional<std::vector<uint8_t>> read_whole(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::nullopt;
+  std::vector<uint8_t> bytes;
+  uint8_t buf[65536];
+  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) bytes.insert(bytes.end(), buf, buf + n);
+  ::close(fd);
+  return bytes;
+}
+
+// Replaces (or creates) `path` with `bytes`, synced: what the disk holds
+// after the power loss.
+bool put_back(const std::string& path, const std::vector<uint8_t>& bytes, bool create) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
+  if (fd < 0) return !create;  // removed since: nothing to put back
+  ssize_t w = bytes.empty() ? 0 : ::pwrite(fd, bytes.data(), bytes.size(), 0);
+  bool ok = w == ssize_t(bytes.size()) && ::ftruncate(fd, off_t(bytes.size())) == 0 && ::fsync(fd) == 0;
+  ::close(fd);
+  if (!ok) std::perror(("FaultyEnv::crash cannot put back " + path).c_str());
+  return ok;
+}
+
+}  // namespace
 
 int Env::open(const std::string& path, int flags, unsigned mode) {
   return ::open(path.c_str(), flags, static_cast<mode_t>(mode));
@@ -20,6 +49,15 @@ int Env::ftruncate(int fd, int64_t length) { return ::ftruncate(fd, static_cast<
 int Env::close(int fd) { return ::close(fd); }
 int Env::rename(const std::string& from, const std::string& to) { return ::rename(from.c_str(), to.c_str()); }
 int Env::link(const std::string& from, const std::string& to) { return ::link(from.c_str(), to.c_str()); }
+int Env::fsync_dir(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  int rc = ::fsync(fd);
+  int err = errno;
+  ::close(fd);
+  errno = err;
+  return rc;
+}
 
 Env& Env::posix() {
   static Env env;
@@ -110,14 +148,7 @@ void FaultyEnv::remember(int fd) {
   // The bytes it has now are the ones of its last sync: every write since
   // went through remember() first. (A file not yet known here is taken as
   // synced as it is.)
-  std::vector<uint8_t> bytes;
-  int rd = ::open(it->second.c_str(), O_RDONLY | O_CLOEXEC);
-  if (rd >= 0) {
-    uint8_t buf[65536];
-    for (ssize_t n; (n = ::read(rd, buf, sizeof buf)) > 0;) bytes.insert(bytes.end(), buf, buf + n);
-    ::close(rd);
-  }
-  synced_[it->second] = std::move(bytes);
+  synced_[it->second] = read_whole(it->second).value_or(std::vector<uint8_t>{});
 }
 
 bool FaultyEnv::dying() {
@@ -145,13 +176,24 @@ void FaultyEnv::die_after(uint64_t calls) {
 size_t FaultyEnv::crash() {
   std::lock_guard l(files_mu_);
   size_t lost = 0;
+  // Names first, newest first: a rename undone takes its unsynced bytes
+  // back to the old name.
+  for (auto it = pending_names_.rbegin(); it != pending_names_.rend(); ++it) {
+    if (it->is_link) {
+      ::unlink(it->to.c_str());
+    } else if (::rename(it->to.c_str(), it->from.c_str()) == 0) {
+      if (auto s = synced_.find(it->to); s != synced_.end()) {
+        synced_[it->from] = std::move(s->second);
+        synced_.erase(s);
+      }
+      if (it->replaced) put_back(it->to, *it->replaced, true);
+    }
+    ++names_undone_;
+  }
+  pending_names_.clear();
   for (const auto& [path, bytes] : synced_) {
-    int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
-    if (fd < 0) continue;  // removed since: nothing to lose
-    ssize_t w = bytes.empty() ? 0 : ::pwrite(fd, bytes.data(), bytes.size(), 0);
-    bool ok = w == ssize_t(bytes.size()) && ::ftruncate(fd, off_t(bytes.size())) == 0 && ::fsync(fd) == 0;
-    ::close(fd);
-    if (!ok) std::perror(("FaultyEnv::crash cannot put back " + path).c_str());
+    if (::access(path.c_str(), F_OK) != 0) continue;  // removed since: nothing to lose
+    put_back(path, bytes, false);
     ++lost;
   }
   synced_.clear();
@@ -169,10 +211,19 @@ bool FaultyEnv::fail_with(double rate, int err) {
 
 int FaultyEnv::rename(const std::string& from, const std::string& to) {
   if (dying() || fail_with(rates_.eio_on_rename, EIO)) return -1;
+  // What a power loss before the directory's fsync would bring back at `to`:
+  // its bytes as of their last sync.
+  std::optional<std::vector<uint8_t>> replaced;
+  {
+    std::lock_guard l(files_mu_);
+    auto s = synced_.find(to);
+    replaced = s != synced_.end() ? std::optional(s->second) : read_whole(to);
+  }
   int rc = Env::rename(from, to);
   if (rc == 0) {
     // The unsynced bytes move with the file; the one replaced is gone.
     std::lock_guard l(files_mu_);
+    pending_names_.push_back({from, to, false, std::move(replaced)});
     synced_.erase(to);
     if (auto it = synced_.find(from); it != synced_.end()) {
       synced_[to] = std::move(it->second);
@@ -189,7 +240,22 @@ int FaultyEnv::link(const std::string& from, const std::string& to) {
   if (dying() || fail_with(rates_.eio_on_rename, EIO)) return -1;
   // The new name shares the inode: putting back `from` at a crash puts
   // back both.
-  return Env::link(from, to);
+  int rc = Env::link(from, to);
+  if (rc == 0) {
+    std::lock_guard l(files_mu_);
+    pending_names_.push_back({from, to, true, std::nullopt});
+  }
+  return rc;
+}
+
+int FaultyEnv::fsync_dir(const std::string& dir) {
+  if (dying() || fail_with(rates_.eio_on_sync, EIO)) return -1;
+  int rc = Env::fsync_dir(dir);
+  if (rc == 0) {
+    std::lock_guard l(files_mu_);
+    std::erase_if(pending_names_, [&](const PendingName& p) { return dirname_of(p.to) == dir; });
+  }
+  return rc;
 }
 
 }  // namespace duckblock

@@ -315,13 +315,8 @@ void make_directories(const std::string& dir) {
   fsync_dir(parent);  // the new directory's name must be durable too
 }
 
-void fsync_dir(const std::string& dir) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) throw_errno("cannot open directory " + dir);
-  int rc = ::fsync(fd);
-  int e = errno;
-  ::close(fd);
-  if (rc != 0) throw_errno("cannot sync directory " + dir, e);
+void fsync_dir(const std::string& dir, Env* env) {
+  if ((env ? *env : Env::posix()).fsync_dir(dir) != 0) throw_errno("cannot sync directory " + dir);
 }
 
 void write_file_atomic(const std::string& path, std::span<const uint8_t> data, bool durable, uint32_t mode,
@@ -338,7 +333,7 @@ void write_file_atomic(const std::string& path, std::span<const uint8_t> data, b
     ::unlink(tmp.c_str());
     throw;
   }
-  if (durable) fsync_dir(dirname_of(path));
+  if (durable) fsync_dir(dirname_of(path), env);
 }
 
 }  // namespace duckblock

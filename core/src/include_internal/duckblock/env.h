@@ -8,8 +8,9 @@
 // It also simulates a crash (die_after, then crash): from a chosen call on,
 // nothing more reaches the disk, and crash() then drops every byte written
 // through it since that file's last fdatasync, as a power loss would.
-// (Not routed through it: directory fsyncs, unlinks, reads, and the
-// leader's own metadata files: state.json, pages.idx, digests.)
+// The leader's metadata (state.json, pages.idx, spooled digests) goes
+// through the spool's Env too. (Not routed through it: directory fsyncs,
+// unlinks and reads.)
 #pragma once
 
 #include <sys/types.h>
@@ -38,6 +39,9 @@ class Env {
   virtual int close(int fd);
   virtual int rename(const std::string& from, const std::string& to);
   virtual int link(const std::string& from, const std::string& to);
+  // fsync of a directory: makes the names created, renamed or linked in it
+  // durable.
+  virtual int fsync_dir(const std::string& dir);
 
   static Env& posix();
 };
@@ -61,19 +65,22 @@ class FaultyEnv final : public Env {
   int close(int fd) override;
   int rename(const std::string& from, const std::string& to) override;
   int link(const std::string& from, const std::string& to) override;
+  int fsync_dir(const std::string& dir) override;
 
   uint64_t faults() const { return faults_; }            // errors injected
   uint64_t short_writes() const { return short_writes_; }  // short counts returned
   void set_enabled(bool on) { enabled_ = on; }
 
   // The crash model. After `calls` more calls that change a file (write,
-  // pwrite, ftruncate, fdatasync, rename, link), the process is "dead":
-  // every such call fails with EIO and changes nothing. crash() is the power
-  // loss: each file written through this Env since its last successful
-  // fdatasync gets back the bytes it had then (a file created since holds
-  // nothing), and the Env lives again. What it does not model: directory
-  // entries (creates, renames) are kept as they are, and files written
-  // around it (write_file_atomic, which syncs) count as durable.
+  // pwrite, ftruncate, fdatasync, rename, link, fsync_dir), the process is
+  // "dead": every such call fails with EIO and changes nothing. crash() is
+  // the power loss: every rename and link made through this Env whose
+  // directory was not fsynced since is undone, newest first (the file goes
+  // back to its old name, and a file the rename replaced comes back); then
+  // each file written through this Env since its last successful fdatasync
+  // gets back the bytes it had then (a file created since holds nothing),
+  // and the Env lives again. What it does not model: creates and unlinks
+  // are kept as they are, and files written around it count as durable.
   void die_after(uint64_t calls);
   bool dead() const { return dead_; }
   // Counts a call made around the Env (a test's store standing for the
@@ -85,6 +92,8 @@ class FaultyEnv final : public Env {
   uint64_t unsynced_at_death() const { return unsynced_at_death_; }
   // Returns how many files lost unsynced bytes.
   size_t crash();
+  // Renames and links undone by crash() so far.
+  uint64_t names_undone() const { return names_undone_; }
 
  private:
   bool roll(double rate);
@@ -107,6 +116,15 @@ class FaultyEnv final : public Env {
   std::mutex files_mu_;
   std::map<int, std::string> paths_;                   // open fds
   std::map<std::string, std::vector<uint8_t>> synced_;  // path -> bytes at its last sync, while unsynced
+  // Renames and links whose directory has not been fsynced since, oldest
+  // first; `replaced`: the bytes a rename replaced at `to`, if it existed.
+  struct PendingName {
+    std::string from, to;
+    bool is_link = false;
+    std::optional<std::vector<uint8_t>> replaced;
+  };
+  std::vector<PendingName> pending_names_;
+  uint64_t names_undone_ = 0;
   std::optional<uint64_t> calls_left_;
   std::atomic<bool> dead_{false};
   std::atomic<uint64_t> unsynced_at_death_{0};

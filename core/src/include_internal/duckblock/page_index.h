@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "duckblock/env.h"
 #include "duckblock/file_digest.h"
 #include "duckblock/page_reader.h"
 #include "duckblock/sha256.h"
@@ -50,9 +51,10 @@ class PageIndex {
   // The index in the file at `path` (created with `mode` if missing), at
   // the position its header names; `found` is false (and the index and file
   // empty) if there is no valid header of this page size. A pages.idx of
-  // the earlier in-memory format (whole-file digest) is converted.
+  // the earlier in-memory format (whole-file digest) is converted. Writes
+  // go through `env` (null: the real file system).
   static PageIndex open(const std::string& path, uint32_t page_size, uint32_t mode, bool* found = nullptr,
-                        size_t cache_bytes = kDefaultCacheBytes);
+                        size_t cache_bytes = kDefaultCacheBytes, Env* env = nullptr);
   // No entries, position 0, the file emptied.
   void clear();
 

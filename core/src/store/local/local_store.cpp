@@ -60,7 +60,7 @@ class LocalStore final : public ObjectStore {
       ::unlink(tmp.c_str());
       throw_errno("cannot rename into " + path, e);
     }
-    fsync_dir(dirname_of(path));
+    fsync_dir(dirname_of(path), env_);
   }
 
   void put_if_absent(const std::string& key, ByteSource& data) override {
@@ -76,7 +76,7 @@ class LocalStore final : public ObjectStore {
       if (e == EEXIST) throw Error(ErrorKind::kAlreadyExists, "object already exists: " + key);
       throw_errno("cannot link into " + path, e);
     }
-    fsync_dir(dirname_of(path));
+    fsync_dir(dirname_of(path), env_);
   }
 
   void get(const std::string& key, ByteSink& out, std::optional<ByteRange> range) override {

@@ -275,6 +275,16 @@ void read_tunables(S3Config& c) {
     }
     c.max_attempts = static_cast<int>(std::stoul(s));
   }
+  // Parallel ranged GETs per download; overrides the loopback default of 1.
+  if (const char* v = std::getenv("DUCKBLOCK_S3_DOWNLOAD_STREAMS"); v && *v) {
+    std::string s = v;
+    if (s.size() > 2 || s.find_first_not_of("0123456789") != std::string::npos || std::stoul(s) < 1 ||
+        std::stoul(s) > 32) {
+      throw Error(ErrorKind::kInvalidArgument,
+                  "DUCKBLOCK_S3_DOWNLOAD_STREAMS is '" + s + "': give the number of parallel ranged GETs, 1 to 32");
+    }
+    c.download_concurrency = static_cast<int>(std::stoul(s));
+  }
   if (const char* mode = std::getenv("DUCKBLOCK_S3_CONDITIONAL_PUT")) {
     std::string m = mode;
     if (m == "trust") c.conditional_put = ConditionalPut::kTrust;
