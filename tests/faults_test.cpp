@@ -12,11 +12,13 @@
 #include <cstdlib>
 #include <filesystem>
 #include <map>
+#include <mutex>
 #include <random>
 
 #include "duckblock/apply.h"
 #include "duckblock/env.h"
 #include "duckblock/error.h"
+#include "duckblock/follower.h"
 #include "duckblock/format.h"
 #include "duckblock/io.h"
 #include "duckblock/replicator.h"
@@ -562,6 +564,199 @@ TEST(Faults, ALeaderThatLosesPowerLosesNoAcknowledgedCheckpoint) {
   // The deaths must fall where unsynced bytes existed, or the test proves
   // nothing about them.
   EXPECT_GT(unsynced_deaths, 5u);
+}
+
+// A store that fails like a remote one, seeded: a request refused before it
+// reaches the store; a put whose response is lost after the object was
+// stored; a put cut short by a server killed mid-upload, which leaves a
+// prefix of the object (only where no object was: what a local S3 server
+// that writes in place leaves); a download cut off part-way after some
+// bytes reached the sink; a listing or HEAD that fails. Every failure is
+// kRetryable, as the S3 store reports a reset connection or a 5xx.
+class FaultyStore final : public test::WrappedStore {
+ public:
+  struct Rates {
+    double refused = 0.08, response_lost = 0.05, cut_upload = 0, cut_download = 0.08;
+  };
+  FaultyStore(std::shared_ptr<ObjectStore> inner, uint64_t seed, Rates rates)
+      : WrappedStore(std::move(inner)), rng_(seed), rates_(rates) {}
+  void set_enabled(bool on) { enabled_ = on; }
+  uint64_t faults() const { return faults_; }
+  uint64_t cut_uploads() const { return cut_uploads_; }
+
+  void put(const std::string& k, ByteSource& d) override {
+    refuse("PUT " + k);
+    inner_->put(k, d);
+    lose_response("PUT " + k);
+  }
+  void put_if_absent(const std::string& k, ByteSource& d) override {
+    refuse("PUT " + k);
+    if (roll(rates_.cut_upload) && !inner_->head(k)) {
+      VectorSink whole;
+      copy_stream(d, whole);
+      std::span<const uint8_t> part(whole.data().data(), cut(whole.data().size()));
+      MemorySource prefix(part);
+      inner_->put_if_absent(k, prefix);
+      cut_uploads_++;
+      fail("PUT " + k + ": the server died mid-upload");
+    }
+    inner_->put_if_absent(k, d);
+    lose_response("PUT " + k);
+  }
+  void get(const std::string& k, ByteSink& o, std::optional<ByteRange> r) override {
+    refuse("GET " + k);
+    if (roll(rates_.cut_download)) {
+      VectorSink whole;
+      inner_->get(k, whole, r);
+      if (size_t n = cut(whole.data().size())) o.write(whole.data().data(), n);
+      fail("GET " + k + ": connection reset mid-download");
+    }
+    inner_->get(k, o, r);
+  }
+  std::optional<ObjectInfo> head(const std::string& k) override {
+    refuse("HEAD " + k);
+    return inner_->head(k);
+  }
+  std::vector<ObjectInfo> list(const std::string& p, const std::string& s) override {
+    refuse("LIST " + p);
+    return inner_->list(p, s);
+  }
+  void remove(const std::vector<std::string>& k) override {
+    refuse("DELETE");
+    inner_->remove(k);
+  }
+
+ private:
+  bool roll(double rate) {
+    if (!enabled_ || rate <= 0) return false;
+    std::lock_guard l(mu_);
+    return std::uniform_real_distribution<double>(0, 1)(rng_) < rate;
+  }
+  size_t cut(size_t n) {
+    std::lock_guard l(mu_);
+    return n == 0 ? 0 : std::uniform_int_distribution<size_t>(0, n - 1)(rng_);
+  }
+  [[noreturn]] void fail(const std::string& what) {
+    faults_++;
+    throw Error(ErrorKind::kRetryable, what + " (injected)");
+  }
+  void refuse(const std::string& what) {
+    if (roll(rates_.refused)) fail(what + ": 503 Slow Down");
+  }
+  void lose_response(const std::string& what) {
+    if (roll(rates_.response_lost)) fail(what + ": stored, but the response was lost");
+  }
+  std::mutex mu_;
+  std::mt19937_64 rng_;
+  Rates rates_;
+  std::atomic<bool> enabled_{true};
+  std::atomic<uint64_t> faults_{0}, cut_uploads_{0};
+};
+
+// A leader whose store fails as above, the server sometimes dying
+// mid-upload: every failure is retried, a truncated object of ours is
+// repaired, and every checkpoint acknowledged (push, then sync) restores
+// to the file as it was at that push.
+TEST(Faults, ALeaderThroughAFaultyStoreLosesNoAcknowledgedCheckpoint) {
+  uint64_t total_faults = 0, failed_syncs = 0, acknowledged_total = 0, cut_uploads_total = 0;
+  for (uint64_t seed = first_seed(); seed < first_seed() + 3; ++seed) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    LeaderRun run(seed, Env::posix());
+    run.o.snapshots.every_segments = 25;  // compactions (store reads) among the faults
+    run.o.retry_max = std::chrono::milliseconds(4);
+    FaultyStore::Rates r;
+    r.cut_upload = 0.05;
+    auto faulty = std::make_shared<FaultyStore>(run.store, seed, r);
+    {
+      Replicator rep(faulty, run.o);
+      for (int tries = 0;; ++tries) {
+        try {
+          run.add(rep);
+          break;
+        } catch (const Error& e) {
+          ASSERT_EQ(e.kind(), ErrorKind::kRetryable) << e.what();
+          ASSERT_LT(tries, 50) << e.what();
+        }
+      }
+      run.acknowledged[0] = run.bytes;
+      for (int round = 0; round < 80; ++round) {
+        run.change();
+        FilePageReader reader(run.file);
+        PushResult p = rep.push_checkpoint("db", reader);
+        try {
+          rep.sync("db", std::chrono::seconds(20));
+          if (p.seq != 0) run.acknowledged[p.seq] = run.bytes;
+        } catch (const Error& e) {
+          ASSERT_EQ(e.kind(), ErrorKind::kRetryable) << e.what();
+          if (failed_syncs < 3) {
+            auto st = rep.status("db");
+            std::fprintf(stderr, "sync gave up: %s; spooled %llu uploaded %llu pending %llu compaction error: %s\n", e.what(),
+                         (unsigned long long)st.spooled_seq, (unsigned long long)st.uploaded_seq,
+                         (unsigned long long)st.pending_segments, st.compaction_error.value_or("none").c_str());
+          }
+          ++failed_syncs;
+        }
+        ASSERT_FALSE(rep.status("db").fenced) << rep.status("db").last_error.value_or("");
+      }
+    }
+    total_faults += faulty->faults();
+    cut_uploads_total += faulty->cut_uploads();
+    run.finish_and_check_restores();
+    acknowledged_total += run.acknowledged.size();
+  }
+  std::printf("store under a leader: %llu faults injected (%llu uploads cut short), %llu syncs gave up, %llu "
+              "checkpoints acknowledged and restored\n",
+              (unsigned long long)total_faults, (unsigned long long)cut_uploads_total,
+              (unsigned long long)failed_syncs, (unsigned long long)acknowledged_total);
+  EXPECT_GT(total_faults, 100u);
+  EXPECT_GT(cut_uploads_total, 5u);
+}
+
+// A follower polling through a faulty store while a leader writes: a poll
+// fails only with a retryable error and never breaks the follower; after
+// every poll its file is exactly the leader's file at its position; with
+// the faults off it reaches the head.
+TEST(Faults, AFollowerThroughAFaultyStoreIsAlwaysExactlyAtItsPosition) {
+  uint64_t total_faults = 0, failed_polls = 0, polls = 0;
+  for (uint64_t seed = first_seed(); seed < first_seed() + 3; ++seed) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    LeaderRun run(seed, Env::posix());
+    run.o.snapshots.every_segments = 20;  // the follower may restart from a newer snapshot
+    auto faulty = std::make_shared<FaultyStore>(run.store, seed, FaultyStore::Rates{});
+    Replicator rep(run.store, run.o);
+    run.add(rep);
+    run.acknowledged[0] = run.bytes;
+    FollowerOptions fo;
+    Follower follower(faulty, "db", run.dir / "replica.db", fo);
+    for (int round = 0; round < 100; ++round) {
+      if (round % 3 != 2) {
+        run.change();
+        FilePageReader reader(run.file);
+        PushResult p = rep.push_checkpoint("db", reader);
+        rep.sync("db", std::chrono::seconds(30));
+        run.acknowledged[p.seq] = run.bytes;
+      }
+      ++polls;
+      try {
+        follower.poll_once();
+      } catch (const Error& e) {
+        ASSERT_EQ(e.kind(), ErrorKind::kRetryable) << e.what();
+        ++failed_polls;
+      }
+      ASSERT_FALSE(follower.broken()) << follower.last_error().value_or("");
+      if (follower.status().published_path.empty()) continue;
+      uint64_t at = follower.position().seq;
+      ASSERT_EQ(read_file(follower.status().published_path), run.acknowledged.at(at)) << "at seq " << at;
+    }
+    faulty->set_enabled(false);
+    follower.poll_once();
+    EXPECT_EQ(follower.position().seq, run.acknowledged.rbegin()->first);
+    EXPECT_EQ(read_file(run.dir / "replica.db"), run.bytes);
+    total_faults += faulty->faults();
+  }
+  std::printf("store under a follower: %llu faults injected, %llu of %llu polls failed\n",
+              (unsigned long long)total_faults, (unsigned long long)failed_polls, (unsigned long long)polls);
+  EXPECT_GT(total_faults, 100u);
 }
 
 }  // namespace

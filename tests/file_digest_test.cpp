@@ -54,6 +54,20 @@ TEST(FileDigest, ChangingAPageIsRemovingItsOldElementAndAddingItsNewOne) {
   EXPECT_FALSE(FileDigest::from_hex("00"));
 }
 
+// A file large enough to be summed on several threads (16 MiB or more per
+// thread) gives the sum of its pages' elements taken one by one, short last
+// page included.
+TEST(FileDigest, ALargeFileSummedInRangesIsTheSumOfItsPages) {
+  test::TempDir dir;
+  auto data = random_bytes((40u << 20) + 1234, 2);
+  write_file_atomic(dir / "f", data);
+  FileDigest one_by_one;
+  for (size_t off = 0, id = 0; off < data.size(); off += kPage, ++id) {
+    one_by_one.add_page_bytes(id, data.data() + off, std::min<size_t>(kPage, data.size() - off));
+  }
+  EXPECT_EQ(digest_of_file(dir / "f", kPage), one_by_one);
+}
+
 TEST(FileDigest, ARecordRoundTripsAndAGarbledOneIsCorruption) {
   DigestRecord r{7, 12345, kPage, {}};
   r.digest.add_page(1, page_hash(reinterpret_cast<const uint8_t*>("x"), 1));

@@ -73,6 +73,9 @@ void read_pages(PageReader& reader, uint32_t page_size, uint64_t length, const s
 // does not grow with the file).
 void read_all_pages(PageReader& reader, uint32_t page_size, uint64_t length,
                     const std::function<void(uint64_t, const uint8_t*, size_t)>& fn);
+// The same for the pages [first, end) only (those below `length`).
+void read_page_range(PageReader& reader, uint32_t page_size, uint64_t length, uint64_t first, uint64_t end,
+                     const std::function<void(uint64_t, const uint8_t*, size_t)>& fn);
 
 // The stamp fstat's result gives.
 FileStamp stamp_of(const struct stat& st);

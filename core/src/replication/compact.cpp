@@ -3,8 +3,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <queue>
+#include <thread>
 
 #include "duckblock/error.h"
 #include "duckblock/io.h"
@@ -345,6 +347,7 @@ const ChainEntry* find_entry(const std::vector<ChainEntry>& v, uint64_t s) {
 // copies go when it does.
 class InputFetcher {
  public:
+  static constexpr int kInputAttempts = 4;
   explicit InputFetcher(const CompactSources& src)
       : src_(src), store_(*src.store), chain_(list_chain(store_, src.prefix, src.db)) {}
   const ChainListing& chain() const { return chain_; }
@@ -370,8 +373,19 @@ class InputFetcher {
                                             std::to_string(s) + " of '" + src_.db +
                                             "' is neither spooled nor in the store");
     }
-    in.summary = download_segment(store_, *e, in.path);
-    return in;
+    // A compaction reads many objects; a transient failure of one is tried
+    // again here rather than starting the whole compaction over (at 100
+    // inputs, one failed GET in a hundred would otherwise rarely let it
+    // finish). download_segment leaves nothing behind on failure.
+    for (int attempt = 1;; ++attempt) {
+      try {
+        in.summary = download_segment(store_, *e, in.path);
+        return in;
+      } catch (const Error& err) {
+        if (err.kind() != ErrorKind::kRetryable || attempt == kInputAttempts) throw;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20 * attempt));
+    }
   }
 
  private:

@@ -74,11 +74,23 @@ bool publish_spooled_digest(ObjectStore& store, const std::string& prefix, const
   } catch (const Error&) {
     return false;  // torn by a crash: not published
   }
+  const std::string key = digest_key(prefix, db, seq);
   MemorySource src(text);
   try {
-    store.put_if_absent(digest_key(prefix, db, seq), src);
+    store.put_if_absent(key, src);
+    return true;
   } catch (const Error& e) {
     if (e.kind() != ErrorKind::kAlreadyExists) throw;
+  }
+  // Our segment `seq` is in the store (the caller publishes only then), so
+  // the record of the file after it is ours. Another object at the key is
+  // one a server killed mid-upload cut short, or left by an earlier attempt
+  // at this seq: replaced, or readers would refuse the point.
+  VectorSink there;
+  store.get(key, there);
+  if (std::string(there.data().begin(), there.data().end()) != text) {
+    MemorySource again(text);
+    store.put(key, again);
   }
   return true;
 }

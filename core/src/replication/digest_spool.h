@@ -36,8 +36,8 @@ void unspool_digest(const std::string& incr_dir, uint64_t seq);
 // crash left, and ones of pushes that never reached the spool.
 void drop_stale_digests(const std::string& incr_dir, std::optional<uint64_t> uploaded, uint64_t head);
 // Uploads the spooled digest of `seq` if there is a sound one; returns
-// whether one was published (or was already in the store). An object
-// already at the key is left as it is.
+// whether one was published (or was already in the store). Another object
+// already at the key (a truncated upload) is replaced.
 bool publish_spooled_digest(ObjectStore& store, const std::string& prefix, const std::string& db,
                             const std::string& incr_dir, uint64_t seq);
 

@@ -128,7 +128,14 @@ constexpr uint64_t kPerBlock = PagedHashes::kPerBlock;
 
 void read_all_pages(PageReader& reader, uint32_t page_size, uint64_t length,
                     const std::function<void(uint64_t, const uint8_t*, size_t)>& fn) {
-  for_id_chunks(0, (length + page_size - 1) / page_size,
+  read_page_range(reader, page_size, length, 0, (length + page_size - 1) / page_size, fn);
+}
+
+void read_page_range(PageReader& reader, uint32_t page_size, uint64_t length, uint64_t first, uint64_t end,
+                     const std::function<void(uint64_t, const uint8_t*, size_t)>& fn) {
+  end = std::min(end, (length + page_size - 1) / page_size);
+  if (first >= end) return;
+  for_id_chunks(first, end,
                 [&](const std::vector<uint64_t>& ids) { read_pages(reader, page_size, length, ids, fn); });
 }
 
