@@ -8,9 +8,9 @@
 // It also simulates a crash (die_after, then crash): from a chosen call on,
 // nothing more reaches the disk, and crash() then drops every byte written
 // through it since that file's last fdatasync, as a power loss would.
-// The leader's metadata (state.json, pages.idx, spooled digests) goes
-// through the spool's Env too. (Not routed through it: directory fsyncs,
-// unlinks and reads.)
+// The leader's metadata (state.json, pages.idx, spooled digests) and the
+// directory fsyncs after renames go through it too. (Not routed through
+// it: creates of directories, unlinks and reads.)
 #pragma once
 
 #include <sys/types.h>
