@@ -690,8 +690,8 @@ TEST(Faults, ALeaderThroughAFaultyStoreLosesNoAcknowledgedCheckpoint) {
           ASSERT_EQ(e.kind(), ErrorKind::kRetryable) << e.what();
           if (failed_syncs < 3) {
             auto st = rep.status("db");
-            std::fprintf(stderr, "sync gave up: %s; spooled %llu uploaded %llu pending %llu compaction error: %s\n", e.what(),
-                         (unsigned long long)st.spooled_seq, (unsigned long long)st.uploaded_seq,
+            std::fprintf(stderr, "sync gave up: %s; spooled %llu uploaded %llu pending %llu compaction error: %s\n",
+                         e.what(), (unsigned long long)st.spooled_seq, (unsigned long long)st.uploaded_seq,
                          (unsigned long long)st.pending_segments, st.compaction_error.value_or("none").c_str());
           }
           ++failed_syncs;

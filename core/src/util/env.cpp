@@ -12,15 +12,10 @@ namespace duckblock {
 
 namespace {
 
-// A file's bytes, or nullopt if it cannot be opened (it does not exist).
+// A file's bytes, or nullopt if it does not exist.
 std::optional<std::vector<uint8_t>> read_whole(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return std::nullopt;
-  std::vector<uint8_t> bytes;
-  uint8_t buf[65536];
-  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) bytes.insert(bytes.end(), buf, buf + n);
-  ::close(fd);
-  return bytes;
+  if (::access(path.c_str(), F_OK) != 0) return std::nullopt;
+  return read_file(path);
 }
 
 // Replaces (or creates) `path` with `bytes`, synced: what the disk holds

@@ -265,25 +265,28 @@ void resolve_endpoint(const StoreOptions& options, S3Config& c) {
   if (host == "127.0.0.1" || host == "localhost" || host == "[::1]") c.download_concurrency = 1;
 }
 
+// A whole number from 1 to `max` in environment variable `name`, if set;
+// anything else is Error(kInvalidArgument) that says what it counts.
+std::optional<int> count_from_env(const char* name, unsigned long max, const std::string& what) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return std::nullopt;
+  std::string s = v;
+  if (s.size() > 9 || s.find_first_not_of("0123456789") != std::string::npos || std::stoul(s) == 0 ||
+      std::stoul(s) > max) {
+    throw Error(ErrorKind::kInvalidArgument, std::string(name) + " is '" + s + "': give " + what);
+  }
+  return static_cast<int>(std::stoul(s));
+}
+
 // Settings read from the environment only.
 void read_tunables(S3Config& c) {
   // The AWS SDKs' retry budget setting: attempts per request, first included.
-  if (const char* v = std::getenv("AWS_MAX_ATTEMPTS"); v && *v) {
-    std::string s = v;
-    if (s.size() > 9 || s.find_first_not_of("0123456789") != std::string::npos || std::stoul(s) == 0) {
-      throw Error(ErrorKind::kInvalidArgument, "AWS_MAX_ATTEMPTS is '" + s + "': give a whole number of attempts, 1 or more");
-    }
-    c.max_attempts = static_cast<int>(std::stoul(s));
+  if (auto n = count_from_env("AWS_MAX_ATTEMPTS", 999999999, "a whole number of attempts, 1 or more")) {
+    c.max_attempts = *n;
   }
   // Parallel ranged GETs per download; overrides the loopback default of 1.
-  if (const char* v = std::getenv("DUCKBLOCK_S3_DOWNLOAD_STREAMS"); v && *v) {
-    std::string s = v;
-    if (s.size() > 2 || s.find_first_not_of("0123456789") != std::string::npos || std::stoul(s) < 1 ||
-        std::stoul(s) > 32) {
-      throw Error(ErrorKind::kInvalidArgument,
-                  "DUCKBLOCK_S3_DOWNLOAD_STREAMS is '" + s + "': give the number of parallel ranged GETs, 1 to 32");
-    }
-    c.download_concurrency = static_cast<int>(std::stoul(s));
+  if (auto n = count_from_env("DUCKBLOCK_S3_DOWNLOAD_STREAMS", 32, "the number of parallel ranged GETs, 1 to 32")) {
+    c.download_concurrency = *n;
   }
   if (const char* mode = std::getenv("DUCKBLOCK_S3_CONDITIONAL_PUT")) {
     std::string m = mode;
