@@ -388,10 +388,13 @@ void scale_checkpoint(const std::string& dir, const std::string& plain_path, con
   }
   uint64_t compacted_during = rep->status("ckpt").last_compacted_seq;
   wait_compactions(*rep, "ckpt");
+  const ReplicationStatus st = rep->status("ckpt");
   std::printf("off_p50=%.1f off_p99=%.1f off_max=%.1f on_p50=%.1f on_p99=%.1f on_max=%.1f "
-              "last_compacted_during=%llu segments=%llu\n",
+              "last_compacted_during=%llu last_compacted=%llu coalesced=%llu segments=%llu\n",
               percentile(off, 50), percentile(off, 99), percentile(off, 100), percentile(on, 50),
               percentile(on, 99), percentile(on, 100), static_cast<unsigned long long>(compacted_during),
+              static_cast<unsigned long long>(st.last_compacted_seq),
+              static_cast<unsigned long long>(st.snapshots_coalesced),
               static_cast<unsigned long long>(captured->stats().segments));
 }
 

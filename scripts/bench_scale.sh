@@ -126,14 +126,14 @@ section_checkpoint() {
   load=$(loadavg)
   rm -rf "$WORK/bench" "$plain" "$replicated"
   echo "bench_scale: $size MB checkpoint: $line (load $load)" >&2
-  CHECKPOINT_ROWS+=("| $(mb "$(stat -c %s "$db")") MB | $(field off_p50 "$line") / $(field off_p99 "$line") / $(field off_max "$line") ms | $(field on_p50 "$line") / $(field on_p99 "$line") / $(field on_max "$line") ms | $(ratio "$(field on_p99 "$line")" "$(field off_p99 "$line")")x | $load |")
+  CHECKPOINT_ROWS+=("| $(mb "$(stat -c %s "$db")") MB | $(field off_p50 "$line") / $(field off_p99 "$line") / $(field off_max "$line") ms | $(field on_p50 "$line") / $(field on_p99 "$line") / $(field on_max "$line") ms | $(ratio "$(field on_p99 "$line")" "$(field off_p99 "$line")")x | $(field last_compacted "$line") / $(field coalesced "$line") | $load |")
 }
 
 report_checkpoint() {
   echo
   echo "CHECKPOINT after a 100-row UPDATE, ${BENCH_SCALE_CHECKPOINTS:-200} per side, alternating (a snapshot due every 10, compacted in the background):"
-  echo "| database | DuckDB alone p50 / p99 / max | replicated p50 / p99 / max | p99 replicated / alone | load average after |"
-  echo "|---|---|---|---|---|"
+  echo "| database | DuckDB alone p50 / p99 / max | replicated p50 / p99 / max | p99 replicated / alone | last snapshot built / due ones coalesced | load average after |"
+  echo "|---|---|---|---|---|---|"
   printf '%s\n' "${CHECKPOINT_ROWS[@]}"
 }
 

@@ -296,7 +296,9 @@ TEST_P(Compaction, LeaderSnapshotsAreTheBytesASnapshotOfTheFileWouldBe) {
   write_bytes(path, file);
   std::map<uint64_t, std::vector<uint8_t>> at_snapshot;
   {
-    Replicator rep(store, options(3));
+    ReplicatorOptions o = options(3);
+    o.snapshots.coalesce = false;  // every due snapshot, however far behind the compactor is
+    Replicator rep(store, o);
     FilePageReader reader(path);
     rep.add("db", reader);
     for (int i = 0; i < 10; ++i) {
@@ -332,6 +334,93 @@ TEST_P(Compaction, LeaderSnapshotsAreTheBytesASnapshotOfTheFileWouldBe) {
     uint64_t chain = decode_segment(object(false, seq)).checksum;
     EXPECT_EQ(test::digest_of(object(true, seq)),
               test::digest_of(snapshot_of(bytes, 4096, seq, chain, kDefaultCompressionLevel)));
+  }
+}
+
+// Holds the compactor at its first step (the HEAD of the snapshot key it is
+// about to build) until the test lets it go.
+class CompactorGate final : public test::WrappedStore {
+ public:
+  using WrappedStore::WrappedStore;
+  std::optional<ObjectInfo> head(const std::string& k) override {
+    if (k.find("/0001/") != std::string::npos) {
+      std::unique_lock l(mu_);
+      ++waiting_;
+      cv_.notify_all();
+      cv_.wait(l, [&] { return open_; });
+    }
+    return inner_->head(k);
+  }
+  void wait_for_a_caller() {
+    std::unique_lock l(mu_);
+    ASSERT_TRUE(cv_.wait_for(l, std::chrono::seconds(30), [&] { return waiting_ > 0; }));
+  }
+  void open() {
+    std::lock_guard l(mu_);
+    open_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool open_ = false;
+  int waiting_ = 0;
+};
+
+// A compactor that falls behind (a whole-database merge per due snapshot,
+// checkpoints faster than that) builds only the newest due snapshot, so its
+// backlog never grows; every point stays restorable.
+TEST_P(Compaction, ACompactorThatFallsBehindBuildsOnlyTheNewestDueSnapshot) {
+  const std::string path = dir / "db.duckdb";
+  std::mt19937_64 rng(7);
+  std::vector<uint8_t> file(24 * 4096);
+  for (auto& b : file) b = uint8_t(rng() % 8);
+  write_bytes(path, file);
+  auto gate = std::make_shared<CompactorGate>(store);
+  std::map<uint64_t, std::vector<uint8_t>> at;
+  ReplicatorOptions o = options(3);
+  o.background_spool_bytes = 0;  // each push is in the spool when it returns
+  {
+    Replicator rep(gate, o);
+    FilePageReader reader(path);
+    rep.add("db", reader);
+    for (uint64_t i = 1; i <= 11; ++i) {
+      file[rng() % file.size()] ^= 0x5a;
+      write_bytes(path, file);
+      FilePageReader r(path);
+      PushResult p = rep.push_checkpoint("db", r);
+      ASSERT_EQ(p.seq, i);
+      EXPECT_EQ(p.snapshot, i % 3 == 0) << i;
+      at[i] = file;
+      if (i == 3) gate->wait_for_a_caller();  // the compactor holds seq 3
+    }
+    // Due while it held 3: 6 and 9. It builds 9 only.
+    EXPECT_EQ(rep.status("db").compacting_seq, 3u);
+    gate->open();
+    rep.sync("db", std::chrono::seconds(60));
+    ReplicationStatus st = rep.status("db");
+    EXPECT_EQ(st.last_compacted_seq, 9u);
+    EXPECT_EQ(st.snapshots_coalesced, 1u);
+    EXPECT_FALSE(st.compaction_error) << *st.compaction_error;
+  }
+  ChainListing chain = list_chain(*store, "", "db");
+  std::vector<uint64_t> snapshots;
+  for (const auto& e : chain.snapshots) snapshots.push_back(e.seq);
+  EXPECT_EQ(snapshots, (std::vector<uint64_t>{0, 3, 9}));
+  uint64_t chain_at_9 = decode_segment(object(false, 9)).checksum;
+  EXPECT_EQ(test::digest_of(object(true, 9)),
+            test::digest_of(snapshot_of(at[9], 4096, 9, chain_at_9, kDefaultCompressionLevel)));
+  // The skipped point and those around it restore from 3 and the incrementals.
+  for (uint64_t seq : {5, 6, 7, 11}) {
+    SCOPED_TRACE("seq " + std::to_string(seq));
+    RestoreTarget t;
+    t.seq = seq;
+    const std::string out = dir / ("restored-" + std::to_string(seq));
+    RestoreResult r = restore(*store, "db", out, t);
+    EXPECT_EQ(r.snapshot_seq, seq >= 9 ? 9u : 3u);
+    EXPECT_EQ(r.digest, "verified");
+    EXPECT_EQ(read_file(out), at[seq]);
   }
 }
 

@@ -160,7 +160,8 @@ struct StatusFn {
             {"log_seq", LogicalType::UBIGINT},       {"log_index", LogicalType::UBIGINT},
             {"log_bytes", LogicalType::UBIGINT},     {"log_pending_bytes", LogicalType::UBIGINT},
             {"commit_lag_ms", LogicalType::BIGINT},  {"compacting_seq", LogicalType::UBIGINT},
-            {"last_compacted_seq", LogicalType::UBIGINT}, {"compaction_error", LogicalType::VARCHAR}};
+            {"last_compacted_seq", LogicalType::UBIGINT}, {"compaction_error", LogicalType::VARCHAR},
+            {"snapshots_coalesced", LogicalType::UBIGINT}};
   }
   static Rows leader_rows(ClientContext& context, State& state, const std::optional<std::string>& only) {
     Rows rows;
@@ -186,7 +187,8 @@ struct StatusFn {
                       Value::BIGINT(lag), Value::UBIGINT(rs.log_base_seq), Value::UBIGINT(rs.log_index),
                       Value::UBIGINT(rs.log_length), Value::UBIGINT(rs.log_pending_bytes),
                       Value::BIGINT(rs.log_lag_ms), Value::UBIGINT(rs.compacting_seq),
-                      Value::UBIGINT(rs.last_compacted_seq), opt_str(rs.compaction_error)});
+                      Value::UBIGINT(rs.last_compacted_seq), opt_str(rs.compaction_error),
+                      Value::UBIGINT(rs.snapshots_coalesced)});
     }
     return rows;
   }
@@ -206,7 +208,7 @@ struct StatusFn {
                       opt_str(s.last_error), Value::BIGINT(lag), Value::UBIGINT(s.applied_seq),
                       Value::UBIGINT(s.log_index), Value::UBIGINT(s.log_bytes), Value(LogicalType::UBIGINT),
                       Value::BIGINT(s.log_created_ms ? now - s.log_created_ms : -1), Value(LogicalType::UBIGINT),
-                      Value(LogicalType::UBIGINT), Value(LogicalType::VARCHAR)});
+                      Value(LogicalType::UBIGINT), Value(LogicalType::VARCHAR), Value(LogicalType::UBIGINT)});
     }
     return rows;
   }

@@ -38,6 +38,14 @@ struct SnapshotPolicy {
   uint64_t every_segments = 100;
   // ...or after this many incremental bytes since the last snapshot (0: never).
   uint64_t every_bytes = 256ull << 20;
+  // Each due snapshot is a merge that rewrites the whole database, which
+  // at tens of gigabytes can take longer than the checkpoints that make
+  // more snapshots due. When the compactor is behind (a later snapshot is
+  // due, with its incrementals spooled, before it starts an earlier one),
+  // it builds only the newest: the skipped points stay restorable from the
+  // snapshot before them and the incrementals, and the backlog never grows.
+  // false: every due snapshot is made, in order, each from the one before.
+  bool coalesce = true;
 };
 
 // When a commit's log bytes must be in the store (see push_log).
@@ -104,6 +112,9 @@ struct ReplicationStatus {
   // last attempt failed (cleared by a success).
   uint64_t compacting_seq = 0;
   uint64_t last_compacted_seq = 0;
+  // Due snapshots not made since add() because a newer one was due before
+  // the compactor reached them (SnapshotPolicy::coalesce).
+  uint64_t snapshots_coalesced = 0;
   std::optional<std::string> compaction_error;
   uint64_t upload_retries = 0;
   std::optional<std::string> last_error;

@@ -1,4 +1,5 @@
-// The compactor thread: builds each scheduled snapshot from the newest
+// The compactor thread: builds each scheduled snapshot (only the newest of
+// those due when it is behind, SnapshotPolicy::coalesce) from the newest
 // snapshot before it and the incrementals after that (from the spool while
 // they are there, else the store), into 0001/<seq>.hadbp through a temp file
 // that the next add() removes if a crash leaves it (compact.h). The
@@ -83,6 +84,13 @@ void Compactor::loop() {
     if (!db) {
       cv_.wait_for(l, std::chrono::seconds(1));
       continue;
+    }
+    // Behind: build only the newest due snapshot whose incrementals are
+    // spooled (SnapshotPolicy::coalesce); each would rewrite the database.
+    while (leader_.options().snapshots.coalesce && db->compact_queue.size() > 1 &&
+           db->compact_queue[1] <= db->st.seq) {
+      db->compact_queue.pop_front();
+      db->status.snapshots_coalesced++;
     }
     const uint64_t seq = db->compact_queue.front();
     db->compacting = true;

@@ -294,8 +294,9 @@ void Leader::count_toward_snapshot(LeaderDb& db, uint64_t seq, bool snapshot_due
   db.st.bytes_since_snapshot += size;
 }
 
-// Each due snapshot is made, in order (retention counts on them), each from
-// the one before. Caller holds mu.
+// Due snapshots are queued in order; the compactor builds each from the one
+// before, or only the newest of those due when it is behind
+// (SnapshotPolicy::coalesce). Caller holds mu.
 void Leader::schedule_snapshot(LeaderDb& db, uint64_t seq) {
   db.st.snapshot_base_seq = seq;
   db.st.segments_since_snapshot = 0;
