@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <random>
 
 #include "duckblock/error.h"
@@ -288,6 +289,29 @@ TEST_F(RestoreDigest, ADigestThatDisagreesIsRefusedAndNothingIsPublished) {
   EXPECT_EQ(restore(*store, "db", dir / "r.db", RestoreTarget{0, {}}).digest, "verified");
 }
 
+// A digest object whose page size was changed names the object as damaged,
+// and its page size never sizes a read (4 GiB - 1 had the check allocate a
+// 4 GiB page and blame the restored file).
+TEST_F(RestoreDigest, AForgedPageSizeIsADamagedDigestObjectNotAWrongFile) {
+  const std::string sound = encode_digest_record(*read_published_digest(*store, "", "db", 1));
+  for (uint64_t page_size : {uint64_t{4294967295}, uint64_t{kMaxPageSize} + 1, uint64_t{512}}) {
+    SCOPED_TRACE("page size " + std::to_string(page_size));
+    auto j = nlohmann::json::parse(sound);
+    j["page_size"] = page_size;
+    forge(1, j.dump());
+    try {
+      restore(*store, "db", dir / "r.db");
+      ADD_FAILURE() << "restored against a damaged digest";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::kCorruption) << e.what();
+      EXPECT_NE(std::string(e.what()).find("the digest object " + digest_key("", "db", 1) + " is damaged"),
+                std::string::npos)
+          << e.what();
+    }
+    EXPECT_FALSE(std::filesystem::exists(dir / "r.db"));
+  }
+}
+
 TEST_F(RestoreDigest, AStoreWithoutDigestsStillRestoresAndSaysSo) {
   std::vector<std::string> keys;
   for (const auto& info : store->list(digest_prefix("", "db"))) keys.push_back(info.key);
@@ -384,6 +408,29 @@ TEST_F(FollowDigest, ARenamedButUnchangedReplicaIsCheckedOnceAndFollowed) {
   EXPECT_EQ(follow(), 1u);
   EXPECT_FALSE(Replica(replica_path()).stamp_changed());
   EXPECT_EQ(digest_of_file(replica_path(), kPage), digest_of_file(path(), kPage));
+}
+
+// The replica must be read whole (its stamp changed) and the store's digest
+// of its position is damaged: the store is named, the replica is not
+// called changed.
+TEST_F(FollowDigest, ADamagedDigestIsNotTakenForAChangedReplica) {
+  ASSERT_GT(follow(), 0u);
+  std::filesystem::rename(replica_path(), dir / "elsewhere");
+  std::filesystem::rename(dir / "elsewhere", replica_path());
+  const uint64_t at = position().seq;
+  auto j = nlohmann::json::parse(encode_digest_record(*read_published_digest(*store, "", "db", at)));
+  j["page_size"] = 512;
+  forge(at, j.dump());
+  leader_moves_on(0x54);
+  try {
+    follow();
+    ADD_FAILURE() << "followed past a damaged digest";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kCorruption) << e.what();
+    EXPECT_NE(std::string(e.what()).find("is damaged"), std::string::npos) << e.what();
+    EXPECT_EQ(std::string(e.what()).find("was changed"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(position().seq, at);
 }
 
 TEST_F(FollowDigest, AReplicaThatDisagreesWithTheDigestAfterApplyingIsRefusedFromThenOn) {

@@ -86,10 +86,14 @@ RestoreResult restore(ObjectStore& store, const std::string& db, const std::stri
 
 // Checks the file at `path`, at `seq` of `db`'s chain, against the digest
 // the store publishes for that seq: "verified", or "absent" if it has none.
-// Reads the whole file. Throws Error(kCorruption) naming `what` on a
-// mismatch or a damaged digest object.
+// Reads the whole file, in pages of `page_size` (the chain's, as the file's
+// Replica journal records it; a record that counts other pages is damaged;
+// nullopt, for a journal too old to say: the record's). Throws
+// Error(kCorruption) naming `what` on a mismatch, or naming the object if
+// it is damaged.
 std::string check_published_digest(ObjectStore& store, const std::string& prefix, const std::string& db, uint64_t seq,
-                                   const std::string& path, const std::string& what);
+                                   std::optional<uint32_t> page_size, const std::string& path,
+                                   const std::string& what);
 
 // Downloads `key` into `path` and verifies it; throws on any defect (the
 // file is removed), and checks the header seq against the key's.

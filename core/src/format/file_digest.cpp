@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "duckblock/error.h"
+#include "duckblock/format.h"
 #include "duckblock/io.h"
 #include "duckblock/key.h"
 #include "duckblock/page_index.h"
@@ -177,7 +178,10 @@ DigestRecord decode_digest_record(const std::string& text) {
     r.file_length = j.at("file_length").get<uint64_t>();
     r.page_size = j.at("page_size").get<uint32_t>();
     auto d = FileDigest::from_hex(j.at("lthash").get<std::string>());
-    if (!d || r.page_size == 0) throw Error(ErrorKind::kCorruption, "its lthash or page size is malformed");
+    // The page size sizes the reads of a check: bounded as a segment's is.
+    if (!d || r.page_size == 0 || r.page_size > kMaxPageSize) {
+      throw Error(ErrorKind::kCorruption, "its lthash or page size is malformed");
+    }
     r.digest = *d;
     return r;
   } catch (const nlohmann::json::exception& e) {

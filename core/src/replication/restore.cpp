@@ -333,7 +333,7 @@ RestoreResult restore(ObjectStore& store, const std::string& db, const std::stri
     result.segments_applied = apply_all(store, replica, incs, dir, &result, &options, &progress);
     result.position = replica.position();
     // Before anything is published: the bytes are the leader's at that seq.
-    result.digest = check_published_digest(store, options.prefix, db, result.position.seq, work,
+    result.digest = check_published_digest(store, options.prefix, db, result.position.seq, replica.page_size(), work,
                                            "the restored file at seq " + std::to_string(result.position.seq));
     // Publish: drop the old journal, then move the file, then its journal. A
     // crash between these steps leaves either the old file or the new one
@@ -354,14 +354,37 @@ RestoreResult restore(ObjectStore& store, const std::string& db, const std::stri
   return result;
 }
 
-std::string check_published_digest(ObjectStore& store, const std::string& prefix, const std::string& db, uint64_t seq,
-                                   const std::string& path, const std::string& what) {
+namespace {
+
+// The record of `seq`, checked against the chain's page size before any
+// byte of the file is read in its pages: a forged page size must neither
+// pass for a mismatch of the file nor size the reads.
+std::optional<DigestRecord> published_digest_for(ObjectStore& store, const std::string& prefix, const std::string& db,
+                                                 uint64_t seq, std::optional<uint32_t> page_size) {
   auto want = read_published_digest(store, prefix, db, seq);
+  if (want && page_size && want->page_size != *page_size) {
+    throw Error(ErrorKind::kCorruption, "the digest object " + digest_key(prefix, db, seq) + " is damaged: it counts " +
+                                            std::to_string(want->page_size) + "-byte pages, the chain's are " +
+                                            std::to_string(*page_size) + " bytes");
+  }
+  return want;
+}
+
+std::string check_file_against(const std::optional<DigestRecord>& want, const std::string& path,
+                               const std::string& what) {
   if (!want) return "absent";
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) throw_errno("cannot stat " + path);
   check_digest(*want, static_cast<uint64_t>(st.st_size), digest_of_file(path, want->page_size), what);
   return "verified";
+}
+
+}  // namespace
+
+std::string check_published_digest(ObjectStore& store, const std::string& prefix, const std::string& db, uint64_t seq,
+                                   std::optional<uint32_t> page_size, const std::string& path,
+                                   const std::string& what) {
+  return check_file_against(published_digest_for(store, prefix, db, seq, page_size), path, what);
 }
 
 namespace {
@@ -371,7 +394,7 @@ namespace {
 void check_replica_digest(ObjectStore& store, const std::string& prefix, const std::string& db, Replica& replica) {
   const uint64_t seq = replica.position().seq;
   try {
-    check_published_digest(store, prefix, db, seq, replica.path(),
+    check_published_digest(store, prefix, db, seq, replica.page_size(), replica.path(),
                            "the replica " + replica.path() + " at seq " + std::to_string(seq));
   } catch (const Error& e) {
     if (e.kind() != ErrorKind::kCorruption) throw;
@@ -445,10 +468,12 @@ void check_replica_on_chain(ObjectStore& store, const ChainListing& chain, const
   }
   if (replica.stamp_changed()) {
     // Renamed or chmod-ed, or rewritten with its size, mtime and headers
-    // put back: only its bytes can tell (one read of the whole file).
+    // put back: only its bytes can tell (one read of the whole file). A
+    // damaged digest object is the store's defect, not the replica's.
+    const uint64_t seq = replica.position().seq;
+    auto want = published_digest_for(store, prefix, db, seq, replica.page_size());
     try {
-      check_published_digest(store, prefix, db, replica.position().seq, replica.path(),
-                             "the replica " + replica.path() + " at seq " + std::to_string(replica.position().seq));
+      check_file_against(want, replica.path(), "the replica " + replica.path() + " at seq " + std::to_string(seq));
     } catch (const Error& e) {
       if (e.kind() != ErrorKind::kCorruption) throw;
       throw Error(ErrorKind::kChainBroken, "the replica " + replica.path() +
