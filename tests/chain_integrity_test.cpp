@@ -11,6 +11,7 @@
 
 #include "duckblock/chain.h"
 #include "duckblock/error.h"
+#include "duckblock/file_digest.h"
 #include "duckblock/key.h"
 #include "duckblock/replicator.h"
 #include "duckblock/restore.h"
@@ -397,6 +398,32 @@ namespace {
 // A store written before chain.json (convention 1): incremental 1 names
 // prev_checksum 0 and every snapshot carries the length record. It still
 // restores, follows and is extended in its own convention.
+// chain.json and the digests are records of a few KiB. One of a megabyte (a
+// sound record padded, as a planted object could be; 800 MiB took 1.9 GB of
+// memory) is damage, refused before more than 64 KiB are held.
+TEST_P(ChainIntegrity, ARecordObjectOfMegabytesIsDamageNotRead) {
+  auto l = start(store, "app", options());
+  ASSERT_EQ(l->change(1, 3), 1u);
+  l->rep->sync("app", std::chrono::seconds(30));
+  l.reset();
+  for (const std::string& key : {chain_marker_key("", "app"), digest_key("", "app", 1)}) {
+    SCOPED_TRACE(key);
+    const std::vector<uint8_t> sound = get_bytes(*store, key);
+    std::vector<uint8_t> padded(1 << 20, ' ');
+    padded.insert(padded.end(), sound.begin(), sound.end());
+    put_bytes(*store, key, padded);
+    if (key == chain_marker_key("", "app")) {
+      EXPECT_ERROR_KIND(read_chain_identity(*store, "", "app"), ErrorKind::kCorruption);
+    } else {
+      EXPECT_ERROR_KIND(read_published_digest(*store, "", "app", 1), ErrorKind::kCorruption);
+    }
+    EXPECT_ERROR_KIND(restore(*store, "app", dir / "r.db"), ErrorKind::kCorruption);
+    EXPECT_FALSE(std::filesystem::exists(dir / "r.db"));
+    put_bytes(*store, key, sound);
+  }
+  EXPECT_EQ(restore(*store, "app", dir / "r.db").digest, "verified");
+}
+
 TEST(ChainConventionOne, AStoreWrittenBeforeChainJsonStillReadsAndExtends) {
   test::TempDir dir;
   std::shared_ptr<ObjectStore> store = make_memory_store();

@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <nlohmann/json.hpp>
 #include <random>
 
@@ -222,6 +224,32 @@ TEST(CompactMerge, AnIncrementalThatDoesNotContinueTheBaseIsRefused) {
   EXPECT_NE(::access((dir / "out.hadbp").c_str(), F_OK), 0);
 }
 
+// A length record past any file offset (2^64-1, checksums sound) is damage
+// to every reader: verify called it sound, and the merge's page count
+// wrapped to 0, so compact wrote an empty snapshot that restored as a
+// 0-byte file with exit 0.
+TEST(CompactMerge, ALengthRecordPastAnyFileOffsetIsCorruption) {
+  test::TempDir dir;
+  const uint32_t ps = 512;
+  write_bytes(dir / "base.hadbp", snapshot_of(std::vector<uint8_t>(10 * ps, 1), ps, 4, 0x1111, 0));
+  for (uint64_t length : {UINT64_MAX, uint64_t{INT64_MAX} + 1}) {
+    SCOPED_TRACE(length);
+    SegmentHeader h;
+    h.page_size = ps;
+    h.seq = 5;
+    h.prev_checksum = 0x1111;
+    write_bytes(dir / "inc.hadbp",
+                encode_segment(h, {{1, std::vector<uint8_t>(ps, 9)}, {kFileLengthPageId, encode_file_length(length)}}));
+    FileSource src(dir / "inc.hadbp");
+    EXPECT_ERROR_KIND(verify_segment(src), ErrorKind::kCorruption);
+    EXPECT_ERROR_KIND(compact_segments(input_at(dir / "base.hadbp"),
+                                       {CompactInput{dir / "inc.hadbp", SegmentSummary{.header = h, .file_length = length}}}, 0x1111,
+                                       dir / "out.hadbp", ".tmp-compact-"),
+                      ErrorKind::kCorruption);
+    EXPECT_NE(::access((dir / "out.hadbp").c_str(), F_OK), 0);
+  }
+}
+
 // Counts the bytes a push reads from the file.
 class CountingReader final : public PageReader {
  public:
@@ -337,6 +365,22 @@ TEST_P(Compaction, LeaderSnapshotsAreTheBytesASnapshotOfTheFileWouldBe) {
   }
 }
 
+// How many of this process's threads run at `nice` (Linux: field 19 of
+// /proc/self/task/TID/stat, after the command name in parentheses).
+int threads_at_nice(int nice) {
+  int n = 0;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream in(e.path() / "stat");
+    std::string line;
+    std::getline(in, line);
+    std::istringstream rest(line.substr(line.rfind(')') + 2));
+    std::string field;
+    for (int i = 3; i <= 19; ++i) rest >> field;
+    if (field == std::to_string(nice)) ++n;
+  }
+  return n;
+}
+
 // Holds the compactor at its first step (the HEAD of the snapshot key it is
 // about to build) until the test lets it go.
 class CompactorGate final : public test::WrappedStore {
@@ -397,6 +441,7 @@ TEST_P(Compaction, ACompactorThatFallsBehindBuildsOnlyTheNewestDueSnapshot) {
     }
     // Due while it held 3: 6 and 9. It builds 9 only.
     EXPECT_EQ(rep.status("db").compacting_seq, 3u);
+    EXPECT_EQ(threads_at_nice(10), 1) << "the compactor runs below the checkpoints' priority";
     gate->open();
     rep.sync("db", std::chrono::seconds(60));
     ReplicationStatus st = rep.status("db");

@@ -312,6 +312,31 @@ TEST_F(RestoreDigest, AForgedPageSizeIsADamagedDigestObjectNotAWrongFile) {
   }
 }
 
+// An incremental whose length record makes the file a terabyte (checksums
+// sound) against a digest that says otherwise: refused on the length at
+// once; the check used to read the whole (sparse) terabyte first.
+TEST_F(RestoreDigest, AFileOfAnotherLengthIsRefusedWithoutReadingIt) {
+  const Segment head = decode_segment(get_bytes(*store, format_key("", {"db", kIncrementalGeneration, 1})));
+  SegmentHeader h;
+  h.page_size = kPage;
+  h.seq = 2;
+  h.prev_checksum = head.checksum;
+  h.created_ms = head.header.created_ms + 1;
+  put_bytes(*store, format_key("", {"db", kIncrementalGeneration, 2}),
+            encode_segment(h, {{kFileLengthPageId, encode_file_length(uint64_t{1} << 40)}}));
+  DigestRecord rec = *read_published_digest(*store, "", "db", 1);
+  rec.seq = 2;
+  forge(2, encode_digest_record(rec));
+  try {
+    restore(*store, "db", dir / "r.db");
+    ADD_FAILURE() << "restored a file of another length";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kCorruption) << e.what();
+    EXPECT_NE(std::string(e.what()).find("is 1099511627776 bytes long"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir / "r.db"));
+}
+
 TEST_F(RestoreDigest, AStoreWithoutDigestsStillRestoresAndSaysSo) {
   std::vector<std::string> keys;
   for (const auto& info : store->list(digest_prefix("", "db"))) keys.push_back(info.key);

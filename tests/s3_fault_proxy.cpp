@@ -206,6 +206,23 @@ void FaultProxy::serve(int fd) {
       case Fault::kOk:
         if (!write_all(fd, "HTTP/1.1 200 OK\r\nETag: \"proxy\"\r\nContent-Length: 0\r\n\r\n")) return forget(false);
         continue;
+      case Fault::kListLoop:
+      case Fault::kListLoopEmpty: {
+        std::string keys;
+        if (fault == Fault::kListLoop) {
+          for (const char* k : {"loop/a", "loop/b"}) {
+            keys += std::string("<Contents><Key>") + k + "</Key><Size>1</Size></Contents>";
+          }
+        }
+        std::string page = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListBucketResult><Name>b</Name>" + keys +
+                           "<IsTruncated>true</IsTruncated><NextContinuationToken>again</NextContinuationToken>"
+                           "</ListBucketResult>";
+        if (!write_all(fd, "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: " +
+                               std::to_string(page.size()) + "\r\n\r\n" + page)) {
+          return forget(false);
+        }
+        continue;
+      }
       case Fault::kHtml:
       case Fault::kHtml502: {
         std::string page = "<!DOCTYPE html>\n<html><head><title>Welcome</title></head><body>It works!</body></html>\n";

@@ -31,6 +31,8 @@ enum class Fault {
   kOk,              // 200 with an empty body, without forwarding
   kHtml,            // 200 with an HTML page, as a captive portal or a misrouted proxy answers
   kHtml502,         // 502 with an HTML page, as a load balancer answers
+  kListLoop,        // a truncated listing page, always the same keys and continuation token
+  kListLoopEmpty,   // a truncated listing page with no keys, always the same token
 };
 
 struct RecordedRequest {

@@ -283,6 +283,24 @@ TEST_F(S3Test, AnHtmlPageIsAnErrorNamingTheEndpointNotAnEmptyListing) {
   }
 }
 
+// A server whose listing pages never advance (the same token, the same keys
+// again) is an error after two pages, not a listing that runs forever into
+// ever more memory.
+TEST_F(S3Test, AListingThatDoesNotAdvanceIsAnErrorNotALoop) {
+  for (Fault fault : {Fault::kListLoop, Fault::kListLoopEmpty}) {
+    FaultProxy proxy(port(), [fault](const RecordedRequest&, uint64_t) { return fault; });
+    auto store = s3::make_s3_store(test::s3_test_config(proxy.endpoint()));
+    try {
+      store->list("");
+      ADD_FAILURE() << "a listing that does not advance ended";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::kRemote) << e.what();
+      EXPECT_NE(std::string(e.what()).find("does not advance"), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(proxy.requests().size(), 2u);
+  }
+}
+
 // CompleteMultipartUpload answers 200 for success and failure alike; a 200
 // that is neither result nor error is a failure, not a stored object.
 TEST_F(S3Test, ACompleteMultipartAnsweredWithHtmlIsAFailure) {

@@ -82,8 +82,10 @@ DigestRecord decode_digest_record(const std::string& text);
 std::optional<DigestRecord> read_published_digest(ObjectStore& store, const std::string& prefix, const std::string& db,
                                                   uint64_t seq);
 
-// Throws Error(kCorruption) naming `what` if the file described by
-// (length, digest) is not the one `want` describes.
-void check_digest(const DigestRecord& want, uint64_t file_length, const FileDigest& got, const std::string& what);
+// Throws Error(kCorruption) naming `what` if the file at `path` is not the
+// one `want` describes. The length is compared first: a file of another
+// length (a forged length record makes one of terabytes) is refused
+// without reading it.
+void check_file_digest(const DigestRecord& want, const std::string& path, const std::string& what);
 
 }  // namespace duckblock

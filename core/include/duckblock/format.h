@@ -209,7 +209,8 @@ std::vector<uint8_t> encode_segment(SegmentHeader header, std::vector<Page> page
                                     int compression_level = kDefaultCompressionLevel);
 Segment decode_segment(std::span<const uint8_t> bytes, SegmentReaderOptions options = {});
 
-// The 8-byte payload of a file-length record.
+// The 8-byte payload of a file-length record. Decoding throws kCorruption
+// unless it is 8 bytes and at most INT64_MAX (an off_t).
 std::vector<uint8_t> encode_file_length(uint64_t length);
 uint64_t decode_file_length(std::span<const uint8_t> data);
 

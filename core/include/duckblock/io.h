@@ -98,7 +98,8 @@ class FileSource final : public ByteSource {
 
 // A file written sequentially with large writes. sync() makes it durable.
 // Every 8 MiB it asks the kernel to start writing the new data out, so the
-// disk works while the caller computes and sync() has little left to do.
+// disk works while the caller computes and sync() has little left to do,
+// and waits for the 8 MiB before that: at most 16 MiB are in flight.
 class FileSink final : public ByteSink {
  public:
   // Creates or truncates `path`; a new file gets `mode` (less the umask).
@@ -123,6 +124,7 @@ class FileSink final : public ByteSink {
   uint64_t written_ = 0;
   uint64_t on_file_ = 0;        // bytes handed to the kernel
   uint64_t writeback_from_ = 0;  // start of the range not yet sent to the disk
+  uint64_t waited_to_ = 0;       // everything before it is on the disk
 };
 
 // Copies a source to a sink through fixed buffers; returns bytes copied.

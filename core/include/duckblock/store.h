@@ -109,6 +109,11 @@ std::vector<uint8_t> get_bytes(ObjectStore& store, const std::string& key,
                                std::optional<ByteRange> range = std::nullopt);
 // The same, nullopt if the store has no object at `key`.
 std::optional<std::vector<uint8_t>> get_bytes_if_exists(ObjectStore& store, const std::string& key);
+// A record object (chain.json, a digest): nullopt if absent; Error
+// (kCorruption) once more than `max_bytes` arrive, so a damaged or planted
+// object of gigabytes costs neither the memory nor the download.
+std::optional<std::vector<uint8_t>> get_record_if_exists(ObjectStore& store, const std::string& key,
+                                                         size_t max_bytes);
 void put_bytes(ObjectStore& store, const std::string& key, std::span<const uint8_t> data);
 
 }  // namespace duckblock

@@ -2,6 +2,7 @@
 
 #include <openssl/evp.h>
 #include <openssl/sha.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cstring>
@@ -192,7 +193,8 @@ DigestRecord decode_digest_record(const std::string& text) {
 std::optional<DigestRecord> read_published_digest(ObjectStore& store, const std::string& prefix, const std::string& db,
                                                   uint64_t seq) {
   const std::string key = digest_key(prefix, db, seq);
-  auto bytes = get_bytes_if_exists(store, key);
+  constexpr size_t kMaxRecordBytes = 64 << 10;  // it takes about 4300
+  auto bytes = get_record_if_exists(store, key, kMaxRecordBytes);
   if (!bytes) return std::nullopt;
   DigestRecord r;
   try {
@@ -207,12 +209,15 @@ std::optional<DigestRecord> read_published_digest(ObjectStore& store, const std:
   return r;
 }
 
-void check_digest(const DigestRecord& want, uint64_t file_length, const FileDigest& got, const std::string& what) {
+void check_file_digest(const DigestRecord& want, const std::string& path, const std::string& what) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) throw_errno("cannot stat " + path);
+  const auto file_length = static_cast<uint64_t>(st.st_size);
   if (file_length != want.file_length) {
     throw Error(ErrorKind::kCorruption, what + " is " + std::to_string(file_length) + " bytes long, but the chain's digest at seq " +
                                             std::to_string(want.seq) + " says " + std::to_string(want.file_length));
   }
-  if (!(got == want.digest)) {
+  if (!(digest_of_file(path, want.page_size) == want.digest)) {
     throw Error(ErrorKind::kCorruption, what + " does not match the chain's whole-file digest at seq " +
                                             std::to_string(want.seq) +
                                             ": its bytes are not the ones the leader had after that seq");

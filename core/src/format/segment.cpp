@@ -416,7 +416,13 @@ std::vector<uint8_t> encode_file_length(uint64_t length) {
 
 uint64_t decode_file_length(std::span<const uint8_t> data) {
   if (data.size() != 8) corrupt("file-length record must be 8 bytes");
-  return get_be(data.data(), 8);
+  const uint64_t length = get_be(data.data(), 8);
+  // No file can be longer than an off_t reaches; past it every reader's
+  // arithmetic (pages of the file, truncate) would wrap or fail late.
+  if (length > uint64_t{INT64_MAX}) {
+    corrupt("file-length record " + std::to_string(length) + " is beyond any possible file offset");
+  }
+  return length;
 }
 
 }  // namespace duckblock

@@ -41,13 +41,10 @@ std::string chain_marker_key(const std::string& prefix, const std::string& db) {
 
 ChainIdentity read_chain_identity(ObjectStore& store, const std::string& prefix, const std::string& db) {
   std::string key = chain_marker_key(prefix, db);
-  std::vector<uint8_t> bytes;
-  try {
-    bytes = get_bytes(store, key);
-  } catch (const Error& e) {
-    if (e.kind() == ErrorKind::kNotFound) return ChainIdentity{};  // written before chain.json
-    throw;
-  }
+  constexpr size_t kMaxMarkerBytes = 64 << 10;  // it takes about 100
+  auto got = get_record_if_exists(store, key, kMaxMarkerBytes);
+  if (!got) return ChainIdentity{};  // written before chain.json
+  const std::vector<uint8_t>& bytes = *got;
   try {
     auto j = nlohmann::json::parse(bytes.begin(), bytes.end());
     ChainIdentity id;

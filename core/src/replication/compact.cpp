@@ -275,6 +275,10 @@ CompactResult compact_segments(const CompactInput& base, const std::vector<Compa
   // The chain, before anything is written.
   const uint64_t chain = check_chain(base, incrementals, chain_at_base);
   const Lengths lengths = lengths_of(base, incrementals);
+  if (lengths.final_length > uint64_t{INT64_MAX}) {  // decode_file_length refuses it; a summary could carry it
+    throw Error(ErrorKind::kCorruption, "the chain's file length " + std::to_string(lengths.final_length) +
+                                            " is beyond any possible file offset");
+  }
   const uint64_t page_count = (lengths.final_length + ps - 1) / ps;
   if (page_count > UINT32_MAX) {
     throw Error(ErrorKind::kUnsupported, "a snapshot of " + std::to_string(lengths.final_length) +

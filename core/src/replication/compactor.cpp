@@ -7,11 +7,34 @@
 // status().compaction_error; a transient one (store, disk) is retried, any
 // other drops this snapshot (the next one due is tried afresh, from an older
 // base if need be).
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include "duckblock/compact.h"
 #include "duckblock/key.h"
 #include "leader.h"
 
 namespace duckblock {
+
+namespace {
+
+// A compaction rewrites the whole database; it must take neither CPU nor
+// disk from the checkpoints and commits beside it, which it can always
+// catch up on later (due snapshots coalesce). So this thread, and the ones
+// it starts (they inherit both), runs at nice 10 and the lowest
+// best-effort I/O priority. Linux only; a refusal only costs speed.
+void lower_this_threads_priority() {
+#ifdef __linux__
+  const auto tid = static_cast<id_t>(::syscall(SYS_gettid));
+  (void)::setpriority(PRIO_PROCESS, tid, 10);
+  constexpr int kIoprioWhoProcess = 1, kIoprioClassBestEffort = 2, kIoprioClassShift = 13, kLowest = 7;
+  (void)::syscall(SYS_ioprio_set, kIoprioWhoProcess, static_cast<int>(tid),
+                  (kIoprioClassBestEffort << kIoprioClassShift) | kLowest);
+#endif
+}
+
+}  // namespace
 
 // A database whose oldest due snapshot can be built now. Caller holds mu.
 std::shared_ptr<LeaderDb> Compactor::next_due() {
@@ -78,6 +101,7 @@ void Compactor::record_outcome(LeaderDb& db, uint64_t seq, bool built,
 }
 
 void Compactor::loop() {
+  lower_this_threads_priority();
   std::unique_lock l(leader_.mu);
   while (!stopping_) {
     std::shared_ptr<LeaderDb> db = next_due();

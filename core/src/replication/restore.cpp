@@ -373,9 +373,7 @@ std::optional<DigestRecord> published_digest_for(ObjectStore& store, const std::
 std::string check_file_against(const std::optional<DigestRecord>& want, const std::string& path,
                                const std::string& what) {
   if (!want) return "absent";
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) throw_errno("cannot stat " + path);
-  check_digest(*want, static_cast<uint64_t>(st.st_size), digest_of_file(path, want->page_size), what);
+  check_file_digest(*want, path, what);
   return "verified";
 }
 

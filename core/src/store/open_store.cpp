@@ -56,6 +56,41 @@ std::optional<std::vector<uint8_t>> get_bytes_if_exists(ObjectStore& store, cons
   }
 }
 
+namespace {
+
+class BoundedSink final : public ByteSink {
+ public:
+  BoundedSink(const std::string& key, size_t max) : key_(key), max_(max) {}
+  void write(const void* buf, size_t n) override {
+    if (n > max_ - data_.size()) {
+      throw Error(ErrorKind::kCorruption, "the object " + key_ + " is damaged: longer than the " +
+                                              std::to_string(max_) + " bytes any such record takes");
+    }
+    auto* p = static_cast<const uint8_t*>(buf);
+    data_.insert(data_.end(), p, p + n);
+  }
+  std::vector<uint8_t>& data() { return data_; }
+
+ private:
+  const std::string& key_;
+  size_t max_;
+  std::vector<uint8_t> data_;
+};
+
+}  // namespace
+
+std::optional<std::vector<uint8_t>> get_record_if_exists(ObjectStore& store, const std::string& key,
+                                                         size_t max_bytes) {
+  BoundedSink sink(key, max_bytes);
+  try {
+    store.get(key, sink, std::nullopt);
+  } catch (const Error& e) {
+    if (e.kind() == ErrorKind::kNotFound) return std::nullopt;
+    throw;
+  }
+  return std::move(sink.data());
+}
+
 void put_bytes(ObjectStore& store, const std::string& key, std::span<const uint8_t> data) {
   MemorySource src(data);
   store.put(key, src);

@@ -142,10 +142,19 @@ void FileSink::write_out(const uint8_t* p, size_t n) {
   write_all(*env_, fd_, p, n, path_);
   on_file_ += n;
 #ifdef SYNC_FILE_RANGE_WRITE
-  // Start (not wait for) writeback of what accumulated: a large file then
-  // reaches the disk while we produce the rest, instead of all at sync().
-  // Only a hint, so a failure here is ignored; sync() reports real errors.
+  // Start writeback of what accumulated: a large file then reaches the disk
+  // while we produce the rest, instead of all at sync(). First wait for the
+  // range started before it: at most two chunks are in flight, so a writer
+  // of gigabytes (a compaction beside a running DuckDB) goes at the disk's
+  // pace without queueing more than that ahead of another process's fsync,
+  // and its dirty pages never pile up to the kernel's thresholds. Only
+  // hints, so failures are ignored; sync() reports real errors.
   if (on_file_ - writeback_from_ >= kWritebackChunk) {
+    if (writeback_from_ > waited_to_) {
+      ::sync_file_range(fd_, static_cast<off_t>(waited_to_), static_cast<off_t>(writeback_from_ - waited_to_),
+                        SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+      waited_to_ = writeback_from_;
+    }
     ::sync_file_range(fd_, static_cast<off_t>(writeback_from_),
                       static_cast<off_t>(on_file_ - writeback_from_), SYNC_FILE_RANGE_WRITE);
     writeback_from_ = on_file_;

@@ -319,6 +319,7 @@ class S3Store final : public ObjectStore {
     std::vector<ObjectInfo> out;
     std::string token;
     std::string after = start_after.empty() ? "" : c_.prefix + start_after;
+    std::string last_listed;  // the last key of all pages so far
     for (;;) {
       Call call;
       call.method = "GET";
@@ -341,7 +342,14 @@ class S3Store final : public ObjectStore {
                                               " listed an object without a valid Key and Size (body starts '" +
                                               body_excerpt(r.body) + "')");
         }
-        last = *full;
+        // Keys ascend across pages: a server whose paging repeats itself
+        // would otherwise be listed forever, into ever more memory.
+        if (!last_listed.empty() && *full <= last_listed) {
+          throw Error(ErrorKind::kRemote, call.what + ": " + c_.endpoint + " listed '" + *full +
+                                              "' again or out of order after '" + last_listed +
+                                              "': its listing does not advance");
+        }
+        last = last_listed = *full;
         if (full->compare(0, c_.prefix.size(), c_.prefix) != 0) continue;
         info.key = full->substr(c_.prefix.size());
         info.size = std::strtoull(size->c_str(), nullptr, 10);
@@ -350,7 +358,13 @@ class S3Store final : public ObjectStore {
         out.push_back(std::move(info));
       }
       if (doc.child_text("IsTruncated").value_or("false") != "true") break;
+      const std::string previous_token = token;
       token = doc.child_text("NextContinuationToken").value_or("");
+      if (!token.empty() && token == previous_token) {
+        throw Error(ErrorKind::kRemote, call.what + ": " + c_.endpoint +
+                                            " answered with the continuation token it was given: its listing does "
+                                            "not advance");
+      }
       if (token.empty()) {
         // No token (some servers): continue after the last key instead.
         if (last.empty()) break;
