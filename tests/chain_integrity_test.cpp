@@ -356,6 +356,35 @@ TEST_P(ChainIntegrity, AStateJsonWithAWrongChecksumIsDetected) {
   EXPECT_FALSE(store->head(format_key("", {"app", kIncrementalGeneration, 1})));
 }
 
+// A state.json ahead of the spool's segments (seq 5, the store at 0, no
+// segment spooled): the upload of seq 1 can never happen. add() refuses it
+// at once; it used to spool seq 6 and wait, then blame the store.
+TEST_P(ChainIntegrity, AStateJsonAheadOfItsSegmentsIsRefusedAtOnce) {
+  {
+    auto l = start(store, "app", options());
+    l->rep->sync("app");
+  }
+  std::string state_path = dir / "spool/app/state.json";
+  auto bytes = read_file(state_path);
+  auto state = nlohmann::json::parse(bytes.begin(), bytes.end());
+  ASSERT_EQ(state.at("seq"), 0);
+  state["seq"] = 5;
+  state["uploaded_seq"] = 0;
+  std::string text = state.dump();
+  write_file_atomic(state_path, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+  Replicator rep(store, options());
+  FilePageReader reader(dir / "app.file");
+  try {
+    rep.add("app", reader);
+    FAIL() << "a state.json ahead of its segments was trusted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kCorruption) << e.what();
+    EXPECT_NE(std::string(e.what()).find("5 of the segments between are not in the spool"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(list_chain(*store, "", "app").head_seq(), 0u);
+}
+
 // A replica's journal records lineage and a proof of the file; a change
 // behind its back is refused before anything is applied.
 TEST_P(ChainIntegrity, ReplicaRefusesAFileChangedBehindItsBack) {

@@ -187,6 +187,23 @@ void Spool::adopt(SpoolState& st) const {
 
 void Spool::check_state(const SpoolState& st) const {
   auto all = incrementals();
+  // Every seq the store may not have yet must be here to be uploaded: a
+  // state ahead of its segments (damaged, or a spool restored in part)
+  // would wait for an upload that cannot happen, then blame the store.
+  const uint64_t first_pending = st.uploaded_any ? st.uploaded_seq + 1 : 1;
+  if (st.seq >= first_pending) {
+    const uint64_t needed = st.seq - first_pending + 1;
+    uint64_t have = 0;
+    for (auto i = all.lower_bound(first_pending); i != all.end() && i->first <= st.seq; ++i) ++have;
+    if (have != needed) {
+      throw Error(ErrorKind::kCorruption,
+                  "the spool state " + dir_ + "/state.json is at seq " + std::to_string(st.seq) + " with the store at " +
+                      (st.uploaded_any ? "seq " + std::to_string(st.uploaded_seq) : "nothing uploaded") + ", but " +
+                      std::to_string(needed - have) + " of the segments between are not in the spool: state.json " +
+                      "is damaged or the spool is incomplete. Move the spool directory away to rebuild the shipped "
+                      "state from the store");
+    }
+  }
   auto it = all.find(st.seq);
   if (it == all.end()) return;
   FileSource src(it->second);
