@@ -14,6 +14,7 @@
 #include "duckblock/replicator.h"
 #include "duckblock/restore.h"
 #include "duckblock/store.h"
+#include "paged_hashes.h"
 #include "test_util.h"
 
 namespace duckblock {
@@ -63,6 +64,35 @@ TEST_F(PageIndexOnDisk, TheCacheStaysWithinItsBoundOverAFileLargerThanIt) {
   EXPECT_EQ(again.chain_checksum(), 0xabcu);
   EXPECT_EQ(again.file_length(), data.size());
   EXPECT_EQ(again.diff(reader, nullptr).changed, (std::vector<uint64_t>{5, 5000, 12287}));
+}
+
+// A sealed header that claims a file of 2^44 bytes (2^32 pages) over the
+// entries of 300: the next update to the real length shrank page by page
+// past the stored entries (80 s at 2^32 bytes; about 90 hours here). Now
+// it stops at their end, and the digest is not trusted.
+TEST_F(PageIndexOnDisk, AHeaderClaimingBillionsOfPagesCostsNothing) {
+  make_file(300);
+  {
+    PageIndex idx = PageIndex::open(index_path(), kPage, 0644);
+    FilePageReader reader(path());
+    idx.update_all(reader);
+    idx.save(true);
+  }
+  {
+    PagedHashes raw(index_path(), 0644, 4);
+    auto h = raw.read_header();
+    ASSERT_TRUE(h);
+    h->file_length = uint64_t{1} << 44;
+    raw.write_header(*h, true);
+  }
+  bool found = false;
+  PageIndex idx = PageIndex::open(index_path(), kPage, 0644, &found);
+  ASSERT_TRUE(found);
+  EXPECT_FALSE(idx.file_digest()) << "a digest over pages that cannot have entries";
+  FilePageReader reader(path());
+  idx.update(reader, {}, data.size());
+  EXPECT_EQ(idx.file_length(), data.size());
+  EXPECT_TRUE(idx.diff(reader, nullptr).changed.empty());
 }
 
 // A queued push's entries are seen by diffs at once but reach the file only

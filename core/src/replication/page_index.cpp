@@ -228,6 +228,10 @@ PageIndex PageIndex::open(const std::string& path, uint32_t page_size, uint32_t 
     if (h->digest) {
       idx.digest_ = FileDigest::from_bytes(h->digest->lthash);
       idx.missing_ = h->digest->missing;
+      // Pages past the stored entries have none, so they are all missing;
+      // a header that says fewer is not describing this file.
+      const uint64_t end = idx.store_->entries_end();
+      if (idx.count_ > end && idx.count_ - end > idx.missing_) idx.digest_known_ = false;
     }
     ok = true;
   } else {
@@ -364,7 +368,18 @@ void PageIndex::recompute_digest() {
   damaged_seen_ = store_ ? store_->damaged_blocks() : 0;
   std::array<Sha256Digest, kPerBlock> block{};
   const Sha256Digest none{};
-  for (uint64_t id = 0; id < count_; ++id) {
+  // Past the stored entries only pending ones can be there; the rest of
+  // the count is missing without a look (a header may claim billions).
+  const uint64_t stored_end = store_ ? std::min(count_, store_->entries_end()) : 0;
+  uint64_t missing_past = count_ - stored_end;
+  for (const auto& [id, entry] : pending_) {
+    if (id >= stored_end && id < count_ && entry.first != none) {
+      digest_.add_page(id, entry.first);
+      --missing_past;
+    }
+  }
+  missing_ = missing_past;
+  for (uint64_t id = 0; id < stored_end; ++id) {
     if (id % kPerBlock == 0 || id == 0) {
       if (store_) {
         store_->get_block(id / kPerBlock, block);
@@ -425,8 +440,14 @@ void PageIndex::set_length(uint64_t file_length) {
   if (count > count_) {
     grow_to(count);
   } else if (count < count_) {
-    // The pages past the new end leave the digest.
-    for (uint64_t id = count; id < count_ && digest_known_; ++id) account_entry(id, expected(id), Sha256Digest{});
+    // The pages past the new end leave the digest. Past the stored entries'
+    // end only pending ones can have an entry: a count of billions (a
+    // header's claim) costs nothing there.
+    const uint64_t stored_end = store_ ? std::min(count_, std::max(count, store_->entries_end())) : count;
+    for (uint64_t id = count; id < stored_end && digest_known_; ++id) account_entry(id, expected(id), Sha256Digest{});
+    for (const auto& [id, entry] : pending_) {
+      if (id >= stored_end && id < count_) account_entry(id, entry.first, Sha256Digest{});
+    }
     if (digest_known_) missing_ -= count_ - count;
     for (auto it = pending_.begin(); it != pending_.end();) it = it->first >= count ? pending_.erase(it) : std::next(it);
     count_ = count;

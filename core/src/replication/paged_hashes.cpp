@@ -1,6 +1,7 @@
 #include "paged_hashes.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -247,6 +248,17 @@ void PagedHashes::erase_range(uint64_t from, uint64_t to) {
     s.dirty = true;
     from = end;
   }
+}
+
+uint64_t PagedHashes::entries_end() {
+  std::lock_guard l(mu_);
+  struct stat st {};
+  uint64_t blocks = 0;
+  if (::fstat(fd_, &st) == 0 && static_cast<uint64_t>(st.st_size) > kBlocksOffset) {
+    blocks = (static_cast<uint64_t>(st.st_size) - kBlocksOffset + kBlockSize - 1) / kBlockSize;
+  }
+  for (const auto& [block, s] : slots_) blocks = std::max(blocks, block + 1);
+  return blocks * kPerBlock;
 }
 
 void PagedHashes::flush(bool sync) {

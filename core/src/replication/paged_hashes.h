@@ -73,6 +73,10 @@ class PagedHashes {
   void put(uint64_t id, const Sha256Digest& digest);
   // Entries [from, to) become "no entry".
   void erase_range(uint64_t from, uint64_t to);
+  // Every entry at or past this id is "no entry": past the file's last
+  // block and every cached one. Bounds walks over a count that a header
+  // claims, whatever it claims.
+  uint64_t entries_end();
   // Writes every dirty block; with `sync`, then fdatasync.
   void flush(bool sync);
   // Blocks seen damaged (their entries dropped) since the file was opened.
