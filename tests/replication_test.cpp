@@ -751,6 +751,33 @@ TEST_P(Replication, PruneKeepsEveryPointInTheWindowRestorable) {
   EXPECT_ERROR_KIND(restore(*store, "db", dir / "old", RestoreTarget{3, std::nullopt}), ErrorKind::kNotFound);
 }
 
+// `push --spool` set to a local store's directory put the spool's segment
+// directories on the store's: its cleanup of uploaded segments deleted the
+// whole chain, and push exited 0. Refused before anything is written.
+TEST(SpoolPlacement, ASpoolThatIsTheLocalStoresDirectoryIsRefused) {
+  test::TempDir dir;
+  const std::string root = dir / "store";
+  std::filesystem::create_directories(root);
+  std::filesystem::create_directory_symlink(root, dir / "link");
+  auto store = std::shared_ptr<ObjectStore>(make_local_store(root));
+  auto with = [&](const std::string& spool, const std::string& prefix) {
+    ReplicatorOptions o;
+    o.spool_dir = spool;
+    o.prefix = prefix;
+    Replicator rep(store, o);
+  };
+  for (const std::string& spool : {root, root + "/", std::string(dir / "link"), root + "/sub/.."}) {
+    SCOPED_TRACE(spool);
+    EXPECT_ERROR_KIND(with(spool, ""), ErrorKind::kInvalidArgument);
+  }
+  EXPECT_ERROR_KIND(with(root + "/p", "p/"), ErrorKind::kInvalidArgument);
+  EXPECT_FALSE(std::filesystem::exists(root + "/p"));
+  // Elsewhere inside the store's directory no path is shared: the default
+  // spool when the store is the database's own directory.
+  EXPECT_NO_THROW(with(root + "/.duckblock-spool", ""));
+  EXPECT_NO_THROW(with(root, "p/"));
+}
+
 INSTANTIATE_TEST_SUITE_P(AllBackends, Replication, ::testing::ValuesIn(test::all_store_backends()),
                          [](const auto& info) { return info.param.name; });
 

@@ -11,6 +11,8 @@
 
 #include <unistd.h>
 
+#include <filesystem>
+
 #include "duckblock/chain.h"
 #include "duckblock/clean_close.h"
 #include "duckblock/error.h"
@@ -431,6 +433,31 @@ void register_db(Leader& leader, const std::shared_ptr<LeaderDb>& db) {
 
 }  // namespace
 
+namespace {
+
+// A spool that is a local store's directory (with the prefix) keeps its
+// segments in the store's own {db}/0000 and {db}/0001: its cleanup of
+// uploaded segments deleted the whole chain. (A spool elsewhere inside the
+// store's directory shares no path with an object, and is the default when
+// the store is the database's own directory.)
+void refuse_spool_in_local_store_layout(ObjectStore& store, const std::string& prefix, const std::string& spool_dir) {
+  const std::string url = store.url();
+  if (url.rfind("file://", 0) != 0) return;
+  auto dir = [](const std::filesystem::path& p, std::error_code& ec) {
+    auto c = std::filesystem::weakly_canonical(p, ec);
+    return c.has_filename() ? c : c.parent_path();  // "/a/b/" is "/a/b"
+  };
+  std::error_code ec1, ec2;
+  const auto objects = dir(std::filesystem::path(url.substr(7)) / prefix, ec1);
+  const auto spool = dir(spool_dir, ec2);
+  if (ec1 || ec2 || objects != spool) return;
+  throw Error(ErrorKind::kInvalidArgument, "the spool directory " + spool.string() + " is where the store " + url +
+                                               " keeps its objects: the spool's cleanup would delete the store's "
+                                               "segments. Give a spool outside the store");
+}
+
+}  // namespace
+
 Replicator::Replicator(std::shared_ptr<ObjectStore> store, ReplicatorOptions options)
     : store_(std::move(store)), options_(std::move(options)) {
   if (options_.spool_dir.empty()) throw Error(ErrorKind::kInvalidArgument, "a spool directory is required");
@@ -442,6 +469,7 @@ Replicator::Replicator(std::shared_ptr<ObjectStore> store, ReplicatorOptions opt
                                                  " out of range (0 for plain hadbp v1, 1.." +
                                                  std::to_string(kMaxCompressionLevel) + " for zstd)");
   }
+  refuse_spool_in_local_store_layout(*store_, options_.prefix, options_.spool_dir);
   make_directories(options_.spool_dir);
   impl_ = std::make_unique<Impl>(store_, options_);
   impl_->uploader.start();
