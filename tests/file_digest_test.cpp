@@ -3,6 +3,7 @@
 // checks the file it built against it before publishing anything.
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -456,6 +457,76 @@ TEST_F(FollowDigest, ADamagedDigestIsNotTakenForAChangedReplica) {
     EXPECT_EQ(std::string(e.what()).find("was changed"), std::string::npos) << e.what();
   }
   EXPECT_EQ(position().seq, at);
+}
+
+// A file another process holds a write lock on (a running DuckDB opened it
+// read-write): restore --force replaced it and the process went on writing
+// into the unlinked old file, its rows lost; follow would write under it.
+class TargetInUse : public FollowDigest {
+ protected:
+  // A child process holding an fcntl write lock on `path` until released.
+  void hold(const std::string& path) {
+    int ready[2], release[2];
+    ASSERT_EQ(::pipe(ready), 0);
+    ASSERT_EQ(::pipe(release), 0);
+    child_ = ::fork();
+    ASSERT_GE(child_, 0);
+    if (child_ == 0) {
+      ::close(ready[0]);
+      ::close(release[1]);  // else its own copy keeps the pipe from ending
+      int fd = ::open(path.c_str(), O_RDWR);
+      struct flock fl {};
+      fl.l_type = F_WRLCK;
+      fl.l_whence = SEEK_SET;
+      char ok = fd >= 0 && ::fcntl(fd, F_SETLK, &fl) == 0 ? 'y' : 'n';
+      (void)!::write(ready[1], &ok, 1);
+      char c;
+      (void)!::read(release[0], &c, 1);  // until the parent closes its end
+      ::_exit(0);
+    }
+    ::close(ready[1]);
+    ::close(release[0]);
+    release_fd_ = release[1];
+    char ok = 0;
+    ASSERT_EQ(::read(ready[0], &ok, 1), 1);
+    ::close(ready[0]);
+    ASSERT_EQ(ok, 'y');
+  }
+  void let_go() {
+    if (child_ <= 0) return;
+    ::close(release_fd_);
+    ::waitpid(child_, nullptr, 0);
+    child_ = -1;
+  }
+  void TearDown() override { let_go(); }
+  pid_t child_ = -1;
+  int release_fd_ = -1;
+};
+
+TEST_F(TargetInUse, AFileOpenForWritingIsNeitherReplacedNorWrittenUnder) {
+  write_file_atomic(dir / "busy.db", std::vector<uint8_t>(100, 7));
+  hold(dir / "busy.db");
+  try {
+    restore(*store, "db", dir / "busy.db");
+    ADD_FAILURE() << "replaced a file open for writing";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kLocked) << e.what();
+    EXPECT_NE(std::string(e.what()).find("open for writing in another process (pid " + std::to_string(child_)),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(read_file(dir / "busy.db"), std::vector<uint8_t>(100, 7));
+  let_go();
+  EXPECT_EQ(restore(*store, "db", dir / "busy.db").digest, "verified");
+
+  ASSERT_GT(follow(), 0u);
+  leader_moves_on(0x55);
+  const ChainPosition before = position();
+  hold(replica_path());
+  EXPECT_ERROR_KIND(follow(), ErrorKind::kLocked);
+  EXPECT_EQ(position(), before);
+  let_go();
+  EXPECT_EQ(follow(), 1u);
 }
 
 TEST_F(FollowDigest, AReplicaThatDisagreesWithTheDigestAfterApplyingIsRefusedFromThenOn) {

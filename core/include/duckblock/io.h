@@ -153,6 +153,11 @@ void fsync_dir(const std::string& dir, Env* env = nullptr);
 // parent's fsync). Throws Error(kIO) if a path component is not a directory.
 void make_directories(const std::string& dir);
 std::string dirname_of(const std::string& path);
+// Throws Error(kLocked) if another process holds a write lock (fcntl, as a
+// read-write DuckDB does) on the file at `path`: replacing or writing the
+// file under it would lose what it writes next. `doing` says what would
+// ("replace it"). A missing file, or locks unsupported here, pass.
+void refuse_if_open_for_writing(const std::string& path, const std::string& doing);
 // Milliseconds since the Unix epoch (the system clock): segment and status
 // timestamps, object modification times.
 int64_t wall_clock_ms();

@@ -309,6 +309,7 @@ RestoreResult restore(ObjectStore& store, const std::string& db, const std::stri
   ChainIdentity id = read_chain_identity(store, options.prefix, db);
 
   std::string dir = options.temp_dir.empty() ? dirname_of(target_path) : options.temp_dir;
+  refuse_if_open_for_writing(target_path, "replace it");
   remove_stale_temp_files(dir, kDownloadPrefix);  // left by a run that was killed
   std::string work = target_path + ".duckblock-restoring";
   const std::vector<std::string> work_files = {work, work + ".duckblock", work + ".duckblock-pending", work + ".duckblock-restore"};
@@ -339,6 +340,7 @@ RestoreResult restore(ObjectStore& store, const std::string& db, const std::stri
     // crash between these steps leaves either the old file or the new one
     // without a journal, which a follower treats as "start from a snapshot";
     // never a journal describing the wrong file.
+    refuse_if_open_for_writing(target_path, "replace it");  // opened while we downloaded
     ::unlink((target_path + ".duckblock").c_str());
     fsync_dir(dirname_of(target_path));
     if (::rename(work.c_str(), target_path.c_str()) != 0) throw_errno("cannot move restored file to " + target_path);
@@ -412,6 +414,7 @@ uint64_t catch_up(ObjectStore& store, const std::string& prefix, const std::stri
   ChainIdentity id = read_chain_identity(store, prefix, db);
   uint64_t head = up_to_seq ? std::min(*up_to_seq, chain.head_seq()) : chain.head_seq();
   std::string dir = dirname_of(replica.path());
+  refuse_if_open_for_writing(replica.path(), "apply segments to it");
   remove_stale_temp_files_once(dir, kDownloadPrefix);  // left by a run that was killed
   bool fresh = ::access(replica.journal_path().c_str(), F_OK) != 0;
   uint64_t pos = replica.position().seq;

@@ -306,6 +306,21 @@ std::string dirname_of(const std::string& path) {
   return path.substr(0, slash);
 }
 
+void refuse_if_open_for_writing(const std::string& path, const std::string& doing) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  struct flock fl {};
+  fl.l_type = F_RDLCK;  // conflicts only with another process's write lock
+  fl.l_whence = SEEK_SET;
+  const bool asked = ::fcntl(fd, F_GETLK, &fl) == 0;
+  ::close(fd);
+  if (asked && fl.l_type != F_UNLCK) {
+    throw Error(ErrorKind::kLocked, path + " is open for writing in another process (pid " + std::to_string(fl.l_pid) +
+                                        ", a running DuckDB?): to " + doing + " now would lose what it writes next. " +
+                                        "Stop that process first");
+  }
+}
+
 int64_t wall_clock_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
