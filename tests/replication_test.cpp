@@ -751,6 +751,61 @@ TEST_P(Replication, PruneKeepsEveryPointInTheWindowRestorable) {
   EXPECT_ERROR_KIND(restore(*store, "db", dir / "old", RestoreTarget{3, std::nullopt}), ErrorKind::kNotFound);
 }
 
+// A prune between a follower's listing and its download of what it listed.
+class PrunesAtFirstGetOf final : public test::WrappedStore {
+ public:
+  PrunesAtFirstGetOf(std::shared_ptr<ObjectStore> inner, std::string victim, std::vector<std::string> pruned)
+      : WrappedStore(std::move(inner)), victim_(std::move(victim)), pruned_(std::move(pruned)) {}
+  void get(const std::string& k, ByteSink& o, std::optional<ByteRange> r) override {
+    if (k == victim_ && !pruned_.empty()) {
+      inner_->remove(pruned_);
+      pruned_.clear();
+    }
+    inner_->get(k, o, r);
+  }
+
+ private:
+  std::string victim_;
+  std::vector<std::string> pruned_;
+};
+
+// `follow` (its first poll, in the foreground) catching up across a prune
+// died with "no such object" (exit 4). It lists the chain again and goes on
+// from the newer snapshot.
+TEST_P(Replication, AFollowerCatchingUpAcrossAPruneListsAgain) {
+  MutatingFile leader(dir / "leader.db", 21);
+  Replicator rep(store, options(dir / "spool"));  // snapshot every 4
+  FilePageReader reader(leader.path());
+  rep.add("db", reader);
+  uint64_t at = 0;
+  auto push_to = [&](uint64_t seq) {
+    for (int tries = 0; at < seq; ++tries) {
+      ASSERT_LT(tries, 1000) << "the file never changed";
+      leader.step();
+      auto d = leader.take_dirty();
+      if (uint64_t s = rep.push_checkpoint("db", reader, &d).seq) at = s;
+    }
+    rep.sync();
+  };
+  push_to(1);
+  {
+    Replica replica(dir / "f.db");
+    catch_up(*store, "", "db", replica);
+    ASSERT_EQ(replica.position().seq, 1u);
+  }
+  push_to(6);
+  ASSERT_EQ(rep.status("db").last_compacted_seq, 4u);
+  auto key = [](const char* gen, uint64_t seq) {
+    return format_key("", {"db", std::string(gen) == "0001" ? kSnapshotGeneration : kIncrementalGeneration, seq});
+  };
+  auto pruning = std::make_shared<PrunesAtFirstGetOf>(
+      store, key("0000", 2), std::vector<std::string>{key("0001", 0), key("0000", 1), key("0000", 2), key("0000", 3)});
+  Replica replica(dir / "f.db");
+  catch_up(*pruning, "", "db", replica);
+  EXPECT_EQ(replica.position().seq, 6u);
+  EXPECT_EQ(read_file(dir / "f.db"), read_file(leader.path()));
+}
+
 // `push --spool` set to a local store's directory put the spool's segment
 // directories on the store's: its cleanup of uploaded segments deleted the
 // whole chain, and push exited 0. Refused before anything is written.

@@ -405,12 +405,9 @@ void check_replica_digest(ObjectStore& store, const std::string& prefix, const s
   }
 }
 
-}  // namespace
-
-uint64_t catch_up(ObjectStore& store, const std::string& prefix, const std::string& db, Replica& replica,
-                  std::optional<uint64_t> up_to_seq) {
-  ChainListing chain = list_chain(store, prefix, db);
-  if (chain.empty()) throw Error(ErrorKind::kNotFound, "the store " + store.url() + " has no database '" + db + "'");
+// catch_up against one listing of the chain.
+uint64_t catch_up_listed(ObjectStore& store, const std::string& prefix, const std::string& db, Replica& replica,
+                         std::optional<uint64_t> up_to_seq, const ChainListing& chain) {
   ChainIdentity id = read_chain_identity(store, prefix, db);
   uint64_t head = up_to_seq ? std::min(*up_to_seq, chain.head_seq()) : chain.head_seq();
   std::string dir = dirname_of(replica.path());
@@ -456,6 +453,29 @@ uint64_t catch_up(ObjectStore& store, const std::string& prefix, const std::stri
     }
   }
   return applied;
+}
+
+}  // namespace
+
+uint64_t catch_up(ObjectStore& store, const std::string& prefix, const std::string& db, Replica& replica,
+                  std::optional<uint64_t> up_to_seq) {
+  // An object listed but gone when fetched: a prune or a compaction changed
+  // the chain meanwhile (a follow that caught up across a prune died with
+  // "no such object"). What was applied stays; a new listing shows the
+  // chain's new shape, from which the catch-up goes on.
+  constexpr int kListings = 3;
+  uint64_t applied = 0;
+  for (int listing = 1;; ++listing) {
+    ChainListing chain = list_chain(store, prefix, db);
+    if (chain.empty()) throw Error(ErrorKind::kNotFound, "the store " + store.url() + " has no database '" + db + "'");
+    const uint64_t before = replica.position().seq;
+    try {
+      return applied + catch_up_listed(store, prefix, db, replica, up_to_seq, chain);
+    } catch (const Error& e) {
+      if (e.kind() != ErrorKind::kNotFound || listing == kListings) throw;
+      if (replica.position().seq != before) ++applied;  // at least one
+    }
+  }
 }
 
 void check_replica_on_chain(ObjectStore& store, const ChainListing& chain, const ChainIdentity& id,
