@@ -206,6 +206,34 @@ TEST_F(Cli, FollowStopsCleanlyOnSigint) {
   EXPECT_NE(test::slurp(err).find("stopped by SIGTERM"), std::string::npos) << test::slurp(err);
 }
 
+// Two runs on one target interleaved their writes: a restore reported seq 3
+// over a file that was neither seq 3 nor the head, and two follows broke
+// the replica. While a follow runs, another follow or a restore of its
+// target fails at once (exit 9) naming the holder; after it, they work.
+TEST_F(Cli, ASecondRestoreOrFollowOfOneTargetFailsAtOnce) {
+  std::string db = dir / "app.duckdb";
+  bytes.write(db, 16);
+  ASSERT_EQ(run_store("snapshot", {db}).rc, 0);
+  std::string out = dir / "follow.out", err = dir / "follow.err";
+  const std::string target = dir / "f.duckdb";
+  pid_t pid = test::cli_spawn(test::cli_args("follow", {"--to", target, "--interval", "50ms"}, store_args()),
+                              dir.path(), {}, out, err);
+  ASSERT_TRUE(test::wait_for_text(err, "polling every", pid)) << test::slurp(err);
+  const std::string holder = "(pid " + std::to_string(pid) + " on ";
+  for (const auto& args : std::vector<std::vector<std::string>>{{"follow", "--once", "--to", target},
+                                                                {"restore", "--force", "--to", target}}) {
+    auto r = run_store(args[0], {args.begin() + 1, args.end()});
+    EXPECT_EQ(r.rc, 9) << describe(r);
+    EXPECT_NE(r.err.find(target + " is being restored or followed by another duckblock " + holder), std::string::npos)
+        << describe(r);
+  }
+  ::kill(pid, SIGTERM);
+  EXPECT_EQ(test::cli_wait(pid), 0) << test::slurp(err);
+  auto r = run_store("restore", {"--force", "--to", target});
+  EXPECT_EQ(r.rc, 0) << describe(r);
+  EXPECT_EQ(file_digest(target), bytes.digest());
+}
+
 TEST_F(Cli, VerifyNamesACorruptedObjectAndRestoreRefusesIt) {
   std::string db = dir / "app.duckdb";
   bytes.write(db, 24);

@@ -74,6 +74,7 @@ Runner add_follow(CLI::App& app) {
     if (wal && !f->force) {
       throw Error(ErrorKind::kAlreadyExists, stale_log_refusal(path, LogBesideUse::kFollow, "--force"));
     }
+    TargetLock target_lock(path);  // one restore or follow per target, held while following (exit 9)
     auto store = open_store_for(f->store, StoreUse::kRead);
     ChainListing chain = list_chain(*store, "", f->store.db);
     if (chain.empty()) {

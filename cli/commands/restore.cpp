@@ -56,6 +56,7 @@ Runner add_restore(CLI::App& app) {
     if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
       throw Error(ErrorKind::kNotFound, "the directory " + dir + " does not exist (create it first)");
     }
+    TargetLock target_lock(path);  // one restore or follow per target (exit 9)
     bool exists = path_exists(path);
     const bool wal = stale_log_beside(path, LogBesideUse::kRestore);
     if (exists && !f->force) {

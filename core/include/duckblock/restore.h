@@ -84,6 +84,24 @@ struct RestoreResult {
 RestoreResult restore(ObjectStore& store, const std::string& db, const std::string& target_path,
                       const RestoreTarget& target = {}, const RestoreOptions& options = {});
 
+// One restore or follow per target at a time: flock(LOCK_EX) on
+// `TARGET.duckblock-lock` (the kernel drops it however the holder exits;
+// the file is removed as the lock is let go, or left by kill -9, harmless).
+// Two at once interleaved their writes: a restore reported seq 3 over a
+// file that was neither seq 3 nor the head. Throws Error(kLocked) naming the
+// holder's pid and host.
+class TargetLock {
+ public:
+  explicit TargetLock(const std::string& target_path);
+  ~TargetLock();
+  TargetLock(const TargetLock&) = delete;
+  TargetLock& operator=(const TargetLock&) = delete;
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+};
+
 // Checks the file at `path`, at `seq` of `db`'s chain, against the digest
 // the store publishes for that seq: "verified", or "absent" if it has none.
 // Reads the whole file, in pages of `page_size` (the chain's, as the file's
