@@ -1,3 +1,6 @@
+// The exclusive locks: SpoolLock (spool_lock.h, one writer per spool) and
+// TargetLock (restore.h, one restore or follow per target file) share one
+// mechanism, flock on a lock file that names its holder.
 #include "spool_lock.h"
 
 #include <fcntl.h>
